@@ -1,0 +1,1 @@
+//! Ollama native `/api/chat` ⇄ OpenAI chat completions.
