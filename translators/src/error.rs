@@ -63,3 +63,16 @@ impl TranslateError {
         }
     }
 }
+
+/// An upstream HTTP error response translated into what the client receives.
+///
+/// Status policy shared by all providers: an upstream 401/403 about *our* provider key becomes 502 (the
+/// client's key is fine), 429 stays 429, Anthropic's non-standard 529 becomes 503, other 5xx become 502
+/// (504 stays 504), and client-caused 4xx (400, 404, 413, 422) keep their status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedError {
+    /// HTTP status to send downstream.
+    pub status: u16,
+    /// The OpenAI error body to send.
+    pub body: crate::openai::ErrorBody,
+}
