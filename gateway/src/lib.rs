@@ -1,1 +1,110 @@
-//! gateway
+//! AI Aggregator: an OpenAI-compatible gateway in front of OpenAI, Anthropic and Ollama.
+//!
+//! `serve` runs the whole gateway on a listener the caller binds, so tests run it in-process on
+//! `127.0.0.1:0`. The binary (`main.rs`) only parses flags, loads config, sets up logging and signals.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ledger;
+pub mod metering;
+pub mod pricing;
+pub mod routing;
+pub mod sink;
+pub mod state;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, EnvSource, MapEnv, ProcessEnv};
+pub use error::Error;
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("provider `{provider}`: {message}")]
+    Provider { provider: String, message: String },
+    #[error("refusing to listen on non-loopback address {0} without tenants (open mode); configure tenants or bind to 127.0.0.1")]
+    OpenModeNotLoopback(std::net::SocketAddr),
+    #[error("pricing: {0}")]
+    Pricing(#[from] pricing::PricingError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled; returns after in-flight requests have
+/// drained (up to the configured grace period) and background work has finished.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let local = listener.local_addr()?;
+    let auth = auth::Authenticator::new(&config.tenants, config.admin_api_key.as_ref().map(|k| k.expose()));
+    if auth.is_open() {
+        if !local.ip().is_loopback() {
+            return Err(StartError::OpenModeNotLoopback(local));
+        }
+        tracing::warn!("no tenants configured: open mode, loopback only, usage metered as `anonymous`");
+    }
+    let mut upstreams = HashMap::new();
+    for provider in &config.providers {
+        let upstream = upstream::provider::Upstream::new(provider.clone())
+            .map_err(|message| StartError::Provider { provider: provider.id.clone(), message })?;
+        upstreams.insert(provider.id.clone(), Arc::new(upstream));
+    }
+    let live: Vec<_> = config.providers.iter().map(|p| format!("{} ({})", p.id, p.kind.as_str())).collect();
+    tracing::info!(providers = %live.join(", "), disabled = %config.disabled_providers.join(", "), listen = %local, "gateway ready");
+
+    let tasks = TaskTracker::new();
+    let pricing = match &config.pricing_file {
+        Some(path) => {
+            let pricing = pricing::Pricing::load(path)?;
+            tracing::info!(file = %path.display(), entries = pricing.current().len(), "pricing loaded");
+            tasks.spawn(pricing.watch(shutdown.clone()));
+            Some(pricing)
+        }
+        None => {
+            tracing::warn!("no pricing file: every request is priced at 0");
+            None
+        }
+    };
+    let ledger_cfg = ledger::LedgerConfig {
+        database_url: config.ledger.database_url.as_ref().map(|u| u.expose().to_owned()),
+        data_dir: config.ledger.data_dir.clone(),
+        queue_capacity: config.ledger.queue_capacity,
+        batch_rows: config.ledger.batch_rows,
+        batch_interval: config.ledger.batch_interval,
+    };
+    let store = if ledger_cfg.database_url.is_some() { "postgres" } else { "embedded sqlite" };
+    let (ledger, writer) = ledger::start(ledger_cfg).await?;
+    tracing::info!(store, data_dir = %config.ledger.data_dir.display(), "ledger ready");
+    // The writer outlives the HTTP server: it is stopped only after every connection has drained.
+    let ledger_stop = CancellationToken::new();
+    let writer_task = tokio::spawn(writer.run(ledger_stop.clone()));
+
+    let state = Arc::new(state::AppState {
+        models: http::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
+        upstreams,
+        auth,
+        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger)))),
+        shutdown: shutdown.clone(),
+        tasks,
+        config: config.clone(),
+    });
+    http::server::run(listener, state.clone(), shutdown, config.shutdown_grace).await;
+    state.tasks.close();
+    state.tasks.wait().await;
+    drop(state);
+    ledger_stop.cancel();
+    if writer_task.await.is_err() {
+        tracing::error!("the ledger writer panicked; unflushed records are in the journal");
+    }
+    tracing::info!("ledger flushed; bye");
+    Ok(())
+}

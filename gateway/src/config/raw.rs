@@ -1,0 +1,81 @@
+//! `Raw*`: the configuration file as deserialized, before validation. Field names are the YAML keys.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The top level of `gateway.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub models_cache_ttl_secs: Option<u64>,
+    pub models_fetch_timeout_ms: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub include_reasoning: Option<bool>,
+    pub providers: Option<BTreeMap<String, RawProvider>>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    pub admin_api_key: Option<String>,
+    pub ledger: Option<RawLedger>,
+    pub pricing_file: Option<String>,
+}
+
+/// One entry of `providers:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeouts: Option<RawTimeouts>,
+    pub anthropic_version: Option<String>,
+    pub default_max_tokens: Option<u64>,
+    pub num_ctx: Option<u64>,
+    pub keep_alive: Option<String>,
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect_ms: Option<u64>,
+    pub first_byte_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub provider: String,
+    pub model: Option<String>,
+}
+
+/// One entry of `tenants:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub id: String,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// `ledger:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    pub database_url: Option<String>,
+    pub data_dir: Option<String>,
+    pub queue_capacity: Option<usize>,
+    pub batch_rows: Option<usize>,
+    pub batch_interval_ms: Option<u64>,
+}

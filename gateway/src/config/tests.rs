@@ -1,0 +1,101 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> MapEnv {
+    MapEnv::from_pairs(pairs.iter().copied())
+}
+
+#[test]
+fn env_only_enables_providers_with_keys_and_always_ollama() {
+    let cfg = Config::from_env(&env(&[("ANTHROPIC_API_KEY", "sk-ant-test"), ("API_PORT", "9999")])).unwrap();
+    let ids: Vec<_> = cfg.providers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["anthropic", "ollama"]);
+    assert_eq!(cfg.listen.port(), 9999);
+    assert!(cfg.listen.ip().is_loopback());
+    assert_eq!(cfg.provider("anthropic").unwrap().base_url, "https://api.anthropic.com");
+    assert_eq!(cfg.provider("ollama").unwrap().base_url, "http://localhost:11434");
+    // Default routes only point at enabled providers.
+    assert!(cfg.routes.iter().any(|r| r.pattern.as_str() == "claude-*"));
+    assert!(!cfg.routes.iter().any(|r| r.provider == "openai"));
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.example.yaml")).unwrap();
+    let cfg = Config::from_yaml_str(&text, &env(&[("OPENAI_API_KEY", "sk-x"), ("ANTHROPIC_API_KEY", "sk-y")])).unwrap();
+    assert!(cfg.provider("openai").is_some());
+    assert!(cfg.provider("groq").is_none());
+    assert_eq!(cfg.disabled_providers, ["groq"]);
+    let fast = cfg.routes.iter().find(|r| r.pattern.as_str() == "fast").unwrap();
+    assert_eq!(fast.model.as_deref(), Some("claude-haiku-4-5"));
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let yaml = r#"
+listen: nowhere
+bogus: 1
+providers:
+  a:
+    kind: martian
+  b:
+    kind: openai
+    base_url: ftp://x
+  c:
+    kind: ollama
+    timeouts: {connect_ms: 0}
+    surprise: true
+routes:
+  - match: x
+    provider: zzz
+tenants:
+  - id: t
+    api_keys: ["short", "sha256:zz"]
+"#;
+    let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "listen",
+        "bogus",
+        "providers.a.kind",
+        "providers.b.base_url",
+        "providers.c.surprise",
+        "routes[0].provider",
+        "tenants[0].api_keys[0]",
+        "tenants[0].api_keys[1]",
+    ] {
+        assert!(paths.iter().any(|p| p.starts_with(expected)), "missing {expected} in {paths:?}");
+    }
+}
+
+#[test]
+fn unset_variable_without_default_is_an_error() {
+    let yaml = "providers:\n  o:\n    kind: openai\n    api_key: ${NOPE}\n";
+    let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+    assert_eq!(errs[0].path, "providers.o.api_key");
+    assert!(errs[0].message.contains("NOPE"));
+}
+
+#[test]
+fn anthropic_without_key_is_disabled_but_self_hosted_openai_is_not() {
+    let yaml = "providers:\n  anthropic:\n    kind: anthropic\n  vllm:\n    kind: openai\n    base_url: http://127.0.0.1:8000/v1/\n";
+    let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+    assert_eq!(cfg.disabled_providers, ["anthropic"]);
+    assert_eq!(cfg.provider("vllm").unwrap().base_url, "http://127.0.0.1:8000/v1");
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let cfg = Config::from_env(&env(&[("OPENAI_API_KEY", "sk-very-secret")])).unwrap();
+    assert!(!format!("{cfg:?}").contains("sk-very-secret"));
+}
+
+#[test]
+fn globs_match() {
+    assert!(glob_match(b"claude-*", b"claude-sonnet-4-5"));
+    assert!(glob_match(b"o1*", b"o1"));
+    assert!(glob_match(b"*-mini", b"gpt-4o-mini"));
+    assert!(glob_match(b"a*b*c", b"axxbyyc"));
+    assert!(glob_match(b"gpt-4?", b"gpt-4o"));
+    assert!(!glob_match(b"gpt-4?", b"gpt-4"));
+    assert!(!glob_match(b"claude-*", b"gpt-4o"));
+}

@@ -1,0 +1,228 @@
+//! The gateway's error types, one per layer, folded into `Error`. Mapped to HTTP once, in `http::rescue`.
+
+use std::borrow::Cow;
+
+use http::{HeaderValue, StatusCode};
+use translators::error::MappedError;
+use translators::TranslateError;
+
+use crate::routing::RouteError;
+
+/// Which side of the gateway is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// Failures talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the upstream")]
+    Connect,
+    #[error("the upstream did not answer in time")]
+    FirstByteTimeout,
+    #[error("the upstream connection failed")]
+    Transport,
+    #[error("{}", .mapped.body.message)]
+    Status {
+        mapped: MappedError,
+        retry_after: Option<HeaderValue>,
+        upstream_request_id: Option<HeaderValue>,
+    },
+    #[error("upstream protocol error: {0}")]
+    Protocol(Cow<'static, str>),
+}
+
+impl UpstreamError {
+    /// Classifies a hyper-util client error.
+    pub fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            UpstreamError::Connect
+        } else {
+            UpstreamError::Transport
+        }
+    }
+}
+
+/// Credential failures.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("Missing API key. Send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.")]
+    Missing,
+    #[error("Incorrect API key provided.")]
+    Invalid,
+    #[error("This endpoint needs the admin key.")]
+    NotAdmin,
+}
+
+/// Every error a request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    BadRequest { message: Cow<'static, str>, param: Option<Cow<'static, str>>, code: Option<&'static str> },
+    #[error("Request body is larger than the {limit}-byte limit.")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{0}")]
+    NotFound(Cow<'static, str>),
+    #[error("Method not allowed.")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("The gateway is shutting down.")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(Cow<'static, str>),
+}
+
+impl Error {
+    /// A 400 with a parameter path.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>, param: Option<&'static str>) -> Self {
+        Error::BadRequest { message: message.into(), param: param.map(Cow::Borrowed), code: None }
+    }
+
+    /// Who is at fault.
+    pub fn side(&self) -> Side {
+        match self {
+            Error::BadRequest { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::NotFound(_)
+            | Error::MethodNotAllowed
+            | Error::Auth(_)
+            | Error::Route(_) => Side::Downstream,
+            Error::Translate(e) => {
+                if e.is_client_error() {
+                    Side::Downstream
+                } else {
+                    Side::Upstream
+                }
+            }
+            Error::Upstream(UpstreamError::Status { mapped, .. }) => {
+                if matches!(mapped.status, 400 | 404 | 409 | 413 | 422) {
+                    Side::Downstream
+                } else {
+                    Side::Upstream
+                }
+            }
+            Error::Upstream(_) => Side::Upstream,
+            Error::ShuttingDown | Error::Internal(_) => Side::Internal,
+        }
+    }
+
+    /// The HTTP status sent downstream.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Auth(AuthError::Missing | AuthError::Invalid | AuthError::NotAdmin) => StatusCode::UNAUTHORIZED,
+            Error::Route(RouteError::UnknownModel(_)) => StatusCode::NOT_FOUND,
+            Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
+            Error::Translate(e) => {
+                if e.is_client_error() {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::BAD_GATEWAY
+                }
+            }
+            Error::Upstream(UpstreamError::Connect | UpstreamError::Transport | UpstreamError::Protocol(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::Upstream(UpstreamError::FirstByteTimeout) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Upstream(UpstreamError::Status { mapped, .. }) => {
+                StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's error `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Auth(_) => "authentication_error",
+            _ => match self.side() {
+                Side::Downstream => "invalid_request_error",
+                Side::Upstream | Side::Internal => "server_error",
+            },
+        }
+    }
+
+    /// OpenAI's error `code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            Error::BadRequest { code, .. } => *code,
+            Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::NotFound(_) => Some("not_found"),
+            Error::MethodNotAllowed => Some("method_not_allowed"),
+            Error::Auth(AuthError::Missing) => Some("missing_api_key"),
+            Error::Auth(AuthError::Invalid | AuthError::NotAdmin) => Some("invalid_api_key"),
+            Error::Route(RouteError::UnknownModel(_)) => Some("model_not_found"),
+            Error::Route(RouteError::EmptyModel) => Some("invalid_value"),
+            Error::Translate(e) => Some(e.code()),
+            Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
+            Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),
+            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => Some("upstream_error"),
+            Error::Upstream(UpstreamError::Status { .. }) => None,
+            Error::ShuttingDown => Some("shutting_down"),
+            Error::Internal(_) => None,
+        }
+    }
+
+    /// OpenAI's error `param`.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Error::BadRequest { param, .. } => param.as_deref(),
+            Error::Route(_) => Some("model"),
+            Error::Translate(e) => e.param(),
+            _ => None,
+        }
+    }
+
+    /// True when a retry against the same or another upstream could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Upstream(UpstreamError::Connect | UpstreamError::FirstByteTimeout) => true,
+            Error::Upstream(UpstreamError::Status { mapped, .. }) => matches!(mapped.status, 429 | 502 | 503 | 504),
+            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => false,
+            Error::BadRequest { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::NotFound(_)
+            | Error::MethodNotAllowed
+            | Error::Auth(_)
+            | Error::Route(_)
+            | Error::Translate(_)
+            | Error::ShuttingDown
+            | Error::Internal(_) => false,
+        }
+    }
+
+    /// A short, closed-set label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::BadRequest { .. } => "bad_request",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::Auth(_) => "unauthorized",
+            Error::Route(_) => "model_not_found",
+            Error::Translate(e) if e.is_client_error() => "translate_request",
+            Error::Translate(_) => "translate_response",
+            Error::Upstream(UpstreamError::Connect) => "upstream_connect",
+            Error::Upstream(UpstreamError::FirstByteTimeout) => "upstream_timeout",
+            Error::Upstream(UpstreamError::Transport) => "upstream_transport",
+            Error::Upstream(UpstreamError::Status { .. }) => "upstream_status",
+            Error::Upstream(UpstreamError::Protocol(_)) => "upstream_protocol",
+            Error::ShuttingDown => "shutting_down",
+            Error::Internal(_) => "internal",
+        }
+    }
+}

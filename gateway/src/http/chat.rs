@@ -1,0 +1,354 @@
+//! `POST /v1/chat/completions`: auth → route → encode → upstream → translate → meter.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use translators::openai::{passthrough, ChatRequest, ErrorBody};
+use translators::stream::ResponseContext;
+use translators::{anthropic, ollama, StreamEvent, StreamTranslator};
+
+use super::body::{self, Body};
+use super::stream::{AnyTranslator, TranslatingBody};
+use crate::config::ProviderKind;
+use crate::error::{Error, UpstreamError};
+use crate::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
+use crate::routing;
+use crate::state::AppState;
+use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
+
+/// Which provider served the request.
+pub const X_AGGREGATOR_PROVIDER: HeaderName = HeaderName::from_static("x-aggregator-provider");
+/// The model name sent upstream.
+pub const X_AGGREGATOR_MODEL: HeaderName = HeaderName::from_static("x-aggregator-model");
+/// Client parameters the target provider cannot honour and that were dropped.
+pub const X_GATEWAY_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-gateway-dropped-params");
+/// Cost of a non-streamed request in USD.
+pub const X_AGGREGATOR_COST_USD: HeaderName = HeaderName::from_static("x-aggregator-cost-usd");
+
+const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// Upper bound on a non-streamed upstream body we are willing to buffer.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// Upper bound on an upstream error body.
+const MAX_ERROR_BODY: usize = 256 * 1024;
+
+/// Who is calling, as authentication established it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Arc<str>,
+    pub key_id: Option<Arc<str>>,
+}
+
+/// Handles one chat completion request. Errors are returned for `rescue` to render; the meter records
+/// every outcome exactly once.
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str, caller: Caller) -> Response<Body> {
+    let info = RequestInfo {
+        request_id: request_id.to_owned(),
+        tenant: caller.tenant,
+        key_id: caller.key_id,
+        ..RequestInfo::default()
+    };
+    let mut meter = RequestMeter::start(info, state.sink.clone());
+    match serve(state, req, &mut meter).await {
+        Ok(resp) => resp,
+        Err(error) => {
+            let outcome = match error.side() {
+                crate::error::Side::Downstream => Outcome::ClientError,
+                crate::error::Side::Upstream | crate::error::Side::Internal => Outcome::UpstreamError,
+            };
+            // A request the upstream rejected may still have been billed for its prompt only when it ran; we
+            // do not know that, so error records carry no tokens.
+            meter.finish(outcome, Tokens::default(), error.status().as_u16());
+            super::rescue::render(&error)
+        }
+    }
+}
+
+async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut RequestMeter) -> Result<Response<Body>, Error> {
+    if state.shutdown.is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
+
+    let head = passthrough::parse_head(&body)?;
+    meter.info.requested_model.clone_from(&head.model);
+    meter.info.stream = head.stream;
+    let route = routing::resolve(&state.config, &head.model)?;
+    let upstream = state
+        .upstream(&route.provider.id)
+        .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?
+        .clone();
+    meter.info.provider = Some(Arc::from(route.provider.id.as_str()));
+    meter.info.provider_kind = Some(route.provider.kind);
+    meter.info.upstream_model.clone_from(&route.upstream_model);
+
+    let ctx = ResponseContext {
+        id: new_completion_id(),
+        created: unix_now(),
+        model: head.model.clone(),
+        include_usage: head.include_usage,
+        include_reasoning: state.config.include_reasoning,
+        id_seed: fastrand::u64(..),
+    };
+
+    let mut extra_headers = Vec::new();
+    let (upstream_body, dropped, json_mode) = match route.provider.kind {
+        ProviderKind::OpenAi => (passthrough::rewrite_request(body, &head, &route.upstream_model)?, Vec::new(), None),
+        ProviderKind::Anthropic => {
+            let chat = parse_chat_request(&body)?;
+            let opts = anthropic::EncodeOptions {
+                upstream_model: &route.upstream_model,
+                stream: head.stream,
+                default_max_tokens: route.provider.default_max_tokens,
+            };
+            let encoded = anthropic::encode_request(&chat, &opts)?;
+            for beta in parts.headers.get_all(ANTHROPIC_BETA) {
+                extra_headers.push((ANTHROPIC_BETA, beta.clone()));
+            }
+            (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(&chat))
+        }
+        ProviderKind::Ollama => {
+            let chat = parse_chat_request(&body)?;
+            let opts = ollama::EncodeOptions {
+                upstream_model: &route.upstream_model,
+                stream: head.stream,
+                num_ctx: route.provider.num_ctx,
+                keep_alive: route.provider.keep_alive.as_deref(),
+            };
+            let encoded = ollama::encode_request(&chat, &opts)?;
+            (Bytes::from(encoded.body), encoded.dropped_params, None)
+        }
+    };
+
+    meter.attempt();
+    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_status_error(&upstream, resp).await);
+    }
+
+    let mut headers = vec![
+        (X_AGGREGATOR_PROVIDER, header_value(&route.provider.id)),
+        (X_AGGREGATOR_MODEL, header_value(&route.upstream_model)),
+    ];
+    if !dropped.is_empty() {
+        tracing::debug!(params = ?dropped, "dropped parameters the provider cannot honour");
+        headers.push((X_GATEWAY_DROPPED_PARAMS, header_value(&dropped.join(","))));
+    }
+
+    if head.stream {
+        let translator = match route.provider.kind {
+            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage)),
+            ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
+                Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
+                None => anthropic::StreamDecoder::new(ctx),
+            }),
+            ProviderKind::Ollama => AnyTranslator::Ollama(ollama::StreamDecoder::new(ctx)),
+        };
+        stream_response(&upstream, resp, translator, headers, meter).await
+    } else {
+        let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
+        let (out, usage) = match route.provider.kind {
+            ProviderKind::OpenAi => {
+                let usage = passthrough::extract_usage(&bytes);
+                (bytes, usage)
+            }
+            ProviderKind::Anthropic => {
+                let decoded = match json_mode {
+                    Some(tool) => anthropic::decode_response_json_mode(&bytes, &ctx, tool)?,
+                    None => anthropic::decode_response(&bytes, &ctx)?,
+                };
+                let usage = decoded.usage;
+                (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
+            }
+            ProviderKind::Ollama => {
+                let decoded = ollama::decode_response(&bytes, &ctx)?;
+                let usage = decoded.usage;
+                (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
+            }
+        };
+        meter.first_token();
+        let tokens = match &usage {
+            Some(u) => Tokens::from_usage(u),
+            None => Tokens { prompt: meter.info.prompt_estimate, completion: estimate_tokens(out.len() as u64), estimated: true, ..Tokens::default() },
+        };
+        let cost = state.sink.as_ref().and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
+        meter.finish(Outcome::Ok, tokens, 200);
+        let mut resp = Response::new(body::full(out));
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, APPLICATION_JSON);
+        if let Some(cost) = cost {
+            headers.push((X_AGGREGATOR_COST_USD, header_value(&crate::pricing::format_usd(cost))));
+        }
+        for (n, v) in headers {
+            h.insert(n, v);
+        }
+        Ok(resp)
+    }
+}
+
+/// Anthropic has no JSON mode: `response_format` json becomes a forced tool whose input is unwrapped.
+fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
+    match chat.response_format {
+        Some(translators::openai::ResponseFormat::JsonObject | translators::openai::ResponseFormat::JsonSchema { .. }) => {
+            Some(anthropic::JSON_TOOL_NAME)
+        }
+        Some(translators::openai::ResponseFormat::Text) | None => None,
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
+async fn read_body(body: Incoming, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error> {
+    if let Some(len) = content_length.and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()) {
+        if len > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+    }
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Err(Error::PayloadTooLarge { limit })
+            } else {
+                Err(Error::bad_request("Could not read the request body.", None))
+            }
+        }
+    }
+}
+
+/// Parses the full OpenAI request for translated providers, with the JSON path of any type error.
+fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, ChatRequest>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = format!("Invalid request body at `{path}`: {}", e.inner());
+        Error::BadRequest { message: message.into(), param: Some(path.into()), code: Some("invalid_value") }
+    })
+}
+
+/// Reads a non-streamed upstream body within the provider's timeouts.
+async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
+    let read = Limited::new(body, MAX_UPSTREAM_BODY).collect();
+    match tokio::time::timeout(upstream.config.timeouts.first_byte, read).await {
+        Err(_) => Err(UpstreamError::FirstByteTimeout.into()),
+        Ok(Err(_)) => Err(UpstreamError::Transport.into()),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Turns a non-2xx upstream response into the client's error, keeping `retry-after` and the request id.
+async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+    let upstream_request_id =
+        resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
+    let body = match tokio::time::timeout(upstream.config.timeouts.idle, Limited::new(resp.into_body(), MAX_ERROR_BODY).collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let mapped = match upstream.config.kind {
+        ProviderKind::OpenAi => passthrough::map_error(status, &body),
+        ProviderKind::Anthropic => anthropic::map_error(status, &body),
+        ProviderKind::Ollama => ollama::map_error(status, &body),
+    };
+    tracing::debug!(provider = %upstream.config.id, upstream_status = status, client_status = mapped.status, "upstream error");
+    let retry_after = match (mapped.status, retry_after) {
+        (429 | 503, Some(v)) => Some(v),
+        (503, None) => Some(HeaderValue::from_static("1")),
+        _ => None,
+    };
+    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
+}
+
+/// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
+/// status, then hands the rest to a `TranslatingBody`.
+async fn stream_response(
+    upstream: &Arc<Upstream>,
+    resp: Response<Incoming>,
+    mut translator: AnyTranslator,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    meter: &mut RequestMeter,
+) -> Result<Response<Body>, Error> {
+    let mut incoming = resp.into_body();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + upstream.config.timeouts.first_byte;
+    let mut ended = false;
+    while events.is_empty() && !translator.is_terminal() {
+        match tokio::time::timeout_at(deadline, incoming.frame()).await {
+            Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    translator.feed(&data, &mut events);
+                }
+            }
+            Ok(Some(Err(_))) | Ok(None) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if ended && events.is_empty() {
+        // The upstream closed before sending anything we could use.
+        let _ = translator.finish(&mut Vec::new());
+        return Err(UpstreamError::Protocol("upstream closed the stream before the first event".into()).into());
+    }
+    if let Some(StreamEvent::Error(body)) = events.first() {
+        // Failed before any content: answer with a real status instead of a 200 stream.
+        return Err(in_band_error_to_status(body));
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    translators::openai::sse_out::encode_all(&events, &mut buf);
+    events.clear();
+    meter.first_token();
+    let body = TranslatingBody::new(incoming, translator, buf.freeze(), upstream.config.timeouts.idle, meter.hand_over(), ended);
+    let mut resp = Response::new(body.boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    for (n, v) in headers {
+        h.insert(n, v);
+    }
+    Ok(resp)
+}
+
+/// Maps an in-band error that arrived before any content to an HTTP status the SDKs understand.
+fn in_band_error_to_status(body: &ErrorBody) -> Error {
+    let hay = format!("{} {}", body.kind, body.code.as_deref().unwrap_or(""));
+    let status = if hay.contains("overloaded") {
+        503
+    } else if hay.contains("rate_limit") {
+        429
+    } else {
+        502
+    };
+    let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
+    Error::Upstream(UpstreamError::Status {
+        mapped: translators::error::MappedError { status, body: body.clone() },
+        retry_after,
+        upstream_request_id: None,
+    })
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// `chatcmpl-` plus 24 random alphanumerics.
+pub fn new_completion_id() -> String {
+    let mut id = String::with_capacity(33);
+    id.push_str("chatcmpl-");
+    for _ in 0..24 {
+        id.push(fastrand::alphanumeric());
+    }
+    id
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,94 @@
+//! Request dispatch by method and path; assigns the request id every response carries.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{self, Body};
+use super::{chat, models, rescue};
+use crate::error::Error;
+use crate::state::AppState;
+
+/// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Entry point for every downstream request.
+pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let request_id = request_id(req.headers().get(&X_REQUEST_ID));
+    let mut resp = route(&state, req, &request_id).await.unwrap_or_else(|e| rescue::render(&e));
+    if let Ok(v) = HeaderValue::try_from(request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    Ok(resp)
+}
+
+async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) -> Result<Response<Body>, Error> {
+    let path = req.uri().path();
+    // Accept both `/v1/...` and bare paths: some clients set a base URL without `/v1`.
+    let api_path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    match (req.method(), api_path) {
+        (&Method::POST, "/chat/completions") => {
+            let caller = state.auth.authenticate(req.headers())?;
+            Ok(chat::handle(state, req, request_id, caller).await)
+        }
+        (&Method::GET, "/models") => {
+            state.auth.authenticate(req.headers())?;
+            models::list(state).await
+        }
+        (&Method::GET, p) if p.starts_with("/models/") => {
+            state.auth.authenticate(req.headers())?;
+            let tail = p["/models/".len()..].to_owned();
+            models::retrieve(state, &tail).await
+        }
+        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") => Ok(readiness(state)),
+        (_, "/chat/completions" | "/models" | "/healthz" | "/readyz") => Err(Error::MethodNotAllowed),
+        _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
+    }
+}
+
+fn readiness(state: &AppState) -> Response<Body> {
+    if state.shutdown.is_cancelled() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if state.upstreams.is_empty() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no provider enabled\n");
+    }
+    text(StatusCode::OK, "ready\n")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn request_id(incoming: Option<&HeaderValue>) -> String {
+    if let Some(v) = incoming.and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic()) {
+            return v.to_owned();
+        }
+    }
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for _ in 0..24 {
+        id.push(fastrand::alphanumeric());
+    }
+    id
+}

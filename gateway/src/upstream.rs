@@ -1,0 +1,4 @@
+//! The upstream side: pooled HTTP clients per provider and the request/response plumbing.
+
+pub mod client;
+pub mod provider;
