@@ -13,18 +13,25 @@ use crate::openai::ErrorBody;
 /// `overloaded`, retryable; 504 → 504; other statuses → 502. A body that is not `{"error": …}` JSON →
 /// 502 `upstream_error`. Messages are prefixed `ollama: `.
 pub fn map_error(status: u16, body: &[u8]) -> MappedError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let message = parsed
+        .as_ref()
         .and_then(|v| v.get("error").filter(|e| !e.is_null()).map(error_message));
     let Some(message) = message else {
-        let text = String::from_utf8_lossy(body);
-        let snippet: String = text.trim().chars().take(200).collect();
-        let message = if snippet.is_empty() {
-            format!("ollama: HTTP {status} with an empty body")
+        // Not Ollama's own error (a proxy page, a wrong base URL); raw upstream bodies are not echoed.
+        let what = if body.iter().all(u8::is_ascii_whitespace) {
+            "an empty body"
+        } else if parsed.is_some() {
+            "an unrecognized error body"
         } else {
-            format!("ollama: HTTP {status}: {snippet}")
+            "a non-JSON body"
         };
-        return mapped(502, message, "server_error", Some("upstream_error"));
+        return mapped(
+            502,
+            format!("ollama: HTTP {status} with {what}"),
+            "server_error",
+            Some("upstream_error"),
+        );
     };
     let message = format!("ollama: {message}");
     match status {

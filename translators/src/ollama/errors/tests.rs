@@ -94,7 +94,11 @@ fn non_json_bodies_are_502_upstream_error() {
 }
 
 #[test]
-fn long_non_json_bodies_are_truncated() {
-    let body = "x".repeat(10_000);
-    assert!(map(500, &body).body.message.len() < 300);
+fn raw_non_json_bodies_are_not_echoed() {
+    let m = map(500, "<html>secret internal page</html>");
+    assert_eq!(m.body.message, "ollama: HTTP 500 with a non-JSON body");
+    assert_eq!(
+        map(502, " \n").body.message,
+        "ollama: HTTP 502 with an empty body"
+    );
 }
