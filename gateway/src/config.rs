@@ -28,6 +28,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Forward reasoning/thinking text as `reasoning_content` instead of dropping it.
     pub include_reasoning: bool,
+    /// Add a `tenant` label to request metrics (opt-in: tenant counts can be large).
+    pub metrics_tenant_label: bool,
     /// Enabled providers, in id order.
     pub providers: Vec<Arc<ProviderConfig>>,
     /// Ids of providers present in the configuration but not enabled (for the start-up log).

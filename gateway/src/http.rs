@@ -7,3 +7,4 @@ pub mod rescue;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod usage;

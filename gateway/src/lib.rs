@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod ledger;
 pub mod metering;
+pub mod metrics;
 pub mod pricing;
 pub mod routing;
 pub mod sink;
@@ -92,7 +93,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         models: http::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
         upstreams,
         auth,
-        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger)))),
+        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger), metrics::Metrics::new(config.metrics_tenant_label)))),
         shutdown: shutdown.clone(),
         tasks,
         config: config.clone(),

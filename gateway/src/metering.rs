@@ -76,6 +76,8 @@ pub struct RequestInfo {
     pub stream: bool,
     /// Prompt-size estimate from the request body, used when the upstream never reported usage.
     pub prompt_estimate: u64,
+    /// Closed-set label of the failure, for metrics (`upstream_timeout`, `stream_truncated`, ...).
+    pub error_kind: Option<&'static str>,
 }
 
 /// Collects a request's outcome and records it exactly once.
@@ -97,7 +99,15 @@ impl RequestMeter {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        if let Some(sink) = &sink {
+            sink.metrics().inflight.inc();
+        }
         Self { info, started: Instant::now(), ts_unix_ms, first_token: None, attempts: 0, sink, done: false }
+    }
+
+    /// The metrics, when this meter records anywhere.
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::Metrics>> {
+        self.sink.as_ref().map(|s| s.metrics())
     }
 
     /// Counts one upstream attempt.
@@ -131,7 +141,10 @@ impl RequestMeter {
             attempts: self.attempts.max(u32::from(outcome != Outcome::ClientError)),
         };
         match &self.sink {
-            Some(sink) => sink.record(record),
+            Some(sink) => {
+                sink.metrics().inflight.dec();
+                sink.record(record);
+            }
             None => crate::sink::log_line(&record, None),
         }
     }

@@ -1,9 +1,11 @@
 //! Where finished requests go: priced, handed to the ledger without waiting, and logged once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ledger::{LedgerHandle, LedgerRecord, RecordStatus};
 use crate::metering::{Outcome, RequestInfo, Tokens};
+use crate::metrics::Metrics;
 use crate::pricing::{cost_nano_usd, Price, Pricing};
 
 /// A finished request, borrowed from its meter.
@@ -23,6 +25,7 @@ pub struct Completed<'a> {
 pub struct Sink {
     pricing: Option<Pricing>,
     ledger: Option<LedgerHandle>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -33,8 +36,13 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     /// A sink that prices with `pricing` and records into `ledger`, either optional.
-    pub fn new(pricing: Option<Pricing>, ledger: Option<LedgerHandle>) -> Self {
-        Self { pricing, ledger }
+    pub fn new(pricing: Option<Pricing>, ledger: Option<LedgerHandle>, metrics: Arc<Metrics>) -> Self {
+        Self { pricing, ledger, metrics }
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The ledger, for the usage API and readiness.
@@ -62,6 +70,7 @@ impl Sink {
         let t = done.tokens;
         let cost = cost_nano_usd(&price, t.prompt, t.completion, t.cached, t.cache_write);
         log_line(&done, Some(cost));
+        self.observe(&done, cost);
         let Some(ledger) = &self.ledger else { return };
         let i = done.info;
         ledger.submit(LedgerRecord {
@@ -92,6 +101,45 @@ impl Sink {
             attempts: done.attempts,
             http_status: done.http_status,
         });
+    }
+}
+
+impl Sink {
+    /// Updates the request, latency, token and cost metrics once per request.
+    fn observe(&self, done: &Completed<'_>, cost_nano_usd: i64) {
+        let m = &self.metrics;
+        let i = done.info;
+        let provider = i.provider.as_deref().unwrap_or("none");
+        let model = m.model_label(&i.upstream_model);
+        let status = match done.outcome {
+            Outcome::Ok => "2xx",
+            Outcome::ClientError => "4xx",
+            Outcome::UpstreamError => "5xx",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Partial => "partial",
+        };
+        let stream = if i.stream { "true" } else { "false" };
+        if m.tenant_label() {
+            m.requests.with_label_values(&[provider, model, status, stream, &i.tenant]).inc();
+        } else {
+            m.requests.with_label_values(&[provider, model, status, stream]).inc();
+        }
+        m.duration.with_label_values(&[provider, stream]).observe(done.latency.as_secs_f64());
+        if let Some(ttft) = done.ttft {
+            m.ttft.with_label_values(&[provider, stream]).observe(ttft.as_secs_f64());
+        }
+        if matches!(done.outcome, Outcome::UpstreamError | Outcome::Partial) {
+            m.upstream_errors.with_label_values(&[provider, i.error_kind.unwrap_or("unknown")]).inc();
+        }
+        let t = &done.tokens;
+        for (kind, n) in [("prompt", t.prompt), ("completion", t.completion), ("cached", t.cached), ("cache_write", t.cache_write)] {
+            if n > 0 {
+                m.tokens.with_label_values(&[provider, model, kind]).inc_by(n);
+            }
+        }
+        if cost_nano_usd > 0 {
+            m.cost_usd.with_label_values(&[provider, model]).inc_by(cost_nano_usd as f64 / 1e9);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub models_fetch_timeout_ms: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub include_reasoning: Option<bool>,
+    pub metrics_tenant_label: Option<bool>,
     pub providers: Option<BTreeMap<String, RawProvider>>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,

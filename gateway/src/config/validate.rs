@@ -52,6 +52,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "models_fetch_timeout_ms",
     "shutdown_grace_secs",
     "include_reasoning",
+    "metrics_tenant_label",
     "providers",
     "routes",
     "tenants",
@@ -154,6 +155,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(models_fetch_timeout_ms);
     scalar!(shutdown_grace_secs);
     scalar!(include_reasoning);
+    scalar!(metrics_tenant_label);
     scalar!(admin_api_key);
     scalar!(pricing_file);
     if let Some(mut v) = top.remove("ledger") {
@@ -472,6 +474,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         models_fetch_timeout: Duration::from_millis(raw.models_fetch_timeout_ms.unwrap_or(5000).max(1)),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
         include_reasoning: raw.include_reasoning.unwrap_or(false),
+        metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
         providers,
         disabled_providers: disabled,
         routes,

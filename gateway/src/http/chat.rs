@@ -60,6 +60,7 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &
                 crate::error::Side::Downstream => Outcome::ClientError,
                 crate::error::Side::Upstream | crate::error::Side::Internal => Outcome::UpstreamError,
             };
+            meter.info.error_kind = Some(error.label());
             // A request the upstream rejected may still have been billed for its prompt only when it ran; we
             // do not know that, so error records carry no tokens.
             meter.finish(outcome, Tokens::default(), error.status().as_u16());

@@ -57,8 +57,14 @@ impl ModelsCache {
 
     /// One provider's models: cached, else fetched (concurrent callers share one fetch); on failure the last
     /// good list, or nothing.
-    async fn provider_models(&self, upstream: &Arc<Upstream>) -> Arc<Vec<ModelEntry>> {
+    async fn provider_models(&self, upstream: &Arc<Upstream>, metrics: Option<&crate::metrics::Metrics>) -> Arc<Vec<ModelEntry>> {
         let id = upstream.config.id.clone();
+        if let Some(hit) = self.cache.get(&id).await {
+            if let Some(m) = metrics {
+                m.models_cache.with_label_values(&["hit"]).inc();
+            }
+            return hit;
+        }
         let timeout = self.fetch_timeout;
         let fetched = self
             .cache
@@ -70,6 +76,9 @@ impl ModelsCache {
                 }
             })
             .await;
+        if let Some(m) = metrics {
+            m.models_cache.with_label_values(&[if fetched.is_ok() { "refresh" } else { "refresh_error" }]).inc();
+        }
         match fetched {
             Ok(list) => {
                 self.last_good.insert(id, list.clone());
@@ -86,7 +95,8 @@ impl ModelsCache {
     pub async fn all(&self, state: &AppState) -> Vec<ModelEntry> {
         let mut upstreams: Vec<_> = state.upstreams.values().cloned().collect();
         upstreams.sort_by(|a, b| a.config.id.cmp(&b.config.id));
-        let lists = futures_util::future::join_all(upstreams.iter().map(|u| self.provider_models(u))).await;
+        let metrics = state.sink.as_ref().map(|s| s.metrics().as_ref());
+        let lists = futures_util::future::join_all(upstreams.iter().map(|u| self.provider_models(u, metrics))).await;
         let mut out: Vec<ModelEntry> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
         out.extend(aliases(&state.config));
         out.dedup_by(|a, b| a.id == b.id);

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
-use super::{chat, models, rescue};
+use super::{chat, models, rescue, usage};
 use crate::error::Error;
 use crate::state::AppState;
 
@@ -44,11 +44,30 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
             let tail = p["/models/".len()..].to_owned();
             models::retrieve(state, &tail).await
         }
+        (&Method::GET, "/usage") => {
+            let caller = state.auth.authenticate(req.headers())?;
+            usage::handle(state, req.uri().query(), usage::Scope::Tenant(&caller.tenant)).await
+        }
+        (&Method::GET, "/admin/usage") if path == "/admin/usage" => {
+            state.auth.authenticate_admin(req.headers())?;
+            usage::handle(state, req.uri().query(), usage::Scope::Admin).await
+        }
+        (&Method::GET, "/metrics") if path == "/metrics" => Ok(metrics(state)),
         (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/readyz") => Ok(readiness(state)),
         (_, "/chat/completions" | "/models" | "/healthz" | "/readyz") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
     }
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    let Some(sink) = &state.sink else {
+        return text(StatusCode::NOT_FOUND, "metrics disabled\n");
+    };
+    let stats = sink.ledger().map(|l| l.stats());
+    let mut resp = Response::new(body::full(Bytes::from(sink.metrics().render(stats.as_ref()))));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
 }
 
 fn readiness(state: &AppState) -> Response<Body> {
@@ -57,6 +76,11 @@ fn readiness(state: &AppState) -> Response<Body> {
     }
     if state.upstreams.is_empty() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no provider enabled\n");
+    }
+    if let Some(ledger) = state.sink.as_ref().and_then(|s| s.ledger()) {
+        if !ledger.is_writable() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "ledger neither writable nor journaling\n");
+        }
     }
     text(StatusCode::OK, "ready\n")
 }

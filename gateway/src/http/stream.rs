@@ -105,6 +105,9 @@ impl TranslatingBody {
         meter: RequestMeter,
         upstream_ended: bool,
     ) -> Self {
+        if let Some(m) = meter.metrics() {
+            m.open_streams.inc();
+        }
         Self {
             upstream: if upstream_ended { None } else { Some(upstream) },
             translator,
@@ -129,6 +132,7 @@ impl TranslatingBody {
     /// Flushes the translator, writes `[DONE]` on success, and records the outcome.
     fn finish(&mut self, forced_error: Option<ErrorBody>) {
         self.upstream = None;
+        let forced_idle = forced_error.is_some();
         let summary = if let Some(error) = forced_error {
             self.events.push(StreamEvent::Error(error));
             let mut s = self.translator.summary();
@@ -138,6 +142,12 @@ impl TranslatingBody {
             self.translator.finish(&mut self.events)
         };
         self.encode_events();
+        self.meter.info.error_kind = match &summary.outcome {
+            StreamOutcome::Completed => None,
+            StreamOutcome::UpstreamError(_) => Some("stream_error"),
+            StreamOutcome::Truncated if forced_idle => Some("stream_idle_timeout"),
+            StreamOutcome::Truncated | StreamOutcome::Open => Some("stream_truncated"),
+        };
         let outcome = match &summary.outcome {
             StreamOutcome::Completed => {
                 let mut done = self.pending.take().map(BytesMut::from).unwrap_or_default();
@@ -220,6 +230,9 @@ impl HttpBody for TranslatingBody {
 
 impl Drop for TranslatingBody {
     fn drop(&mut self) {
+        if let Some(m) = self.meter.metrics() {
+            m.open_streams.dec();
+        }
         if !self.meter.is_finished() {
             // The client went away mid-stream. `upstream` is dropped with us, which closes that connection
             // at once (hyper does not drain a body dropped half-read).

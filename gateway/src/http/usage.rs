@@ -1,0 +1,147 @@
+//! `GET /v1/usage` (a tenant's own totals) and `GET /admin/usage` (everyone's, with filters), JSON or CSV.
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Response};
+use serde::Serialize;
+
+use super::body::{self, Body};
+use crate::error::Error;
+use crate::ledger::{parse_time, GroupBy, LedgerError, UsageQuery, UsageRow};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct UsageResponse<'a> {
+    object: &'static str,
+    data: &'a [UsageRow],
+}
+
+/// Whose usage the caller may see.
+pub enum Scope<'a> {
+    /// One tenant, fixed by its key: a `tenant` filter is refused.
+    Tenant(&'a str),
+    /// The admin: every tenant, `tenant` filter allowed.
+    Admin,
+}
+
+/// Answers a usage request.
+pub async fn handle(state: &AppState, query: Option<&str>, scope: Scope<'_>) -> Result<Response<Body>, Error> {
+    let ledger = state
+        .sink
+        .as_ref()
+        .and_then(|s| s.ledger())
+        .ok_or_else(|| Error::Internal("the ledger is not running".into()))?;
+    let (mut q, csv) = parse_query(query.unwrap_or(""))?;
+    match scope {
+        Scope::Tenant(tenant) => {
+            if q.tenant.as_deref().is_some_and(|t| t != tenant) {
+                return Err(Error::bad_request("`tenant` can only be filtered with the admin key.", Some("tenant")));
+            }
+            q.tenant = Some(tenant.to_owned());
+        }
+        Scope::Admin => {}
+    }
+    let rows = ledger.usage(&q).await.map_err(|e| match e {
+        LedgerError::Query(message) => Error::bad_request(message, None),
+        other => Error::Internal(other.to_string().into()),
+    })?;
+    let (content_type, bytes) = if csv {
+        ("text/csv; charset=utf-8", to_csv(&rows).into_bytes())
+    } else {
+        let json = serde_json::to_vec(&UsageResponse { object: "list", data: &rows })
+            .map_err(|e| Error::Internal(e.to_string().into()))?;
+        ("application/json", json)
+    };
+    let mut resp = Response::new(body::full(Bytes::from(bytes)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(resp)
+}
+
+/// Parses `from`, `to`, `tenant`, `provider`, `model`, `group_by` and `format` (json|csv).
+fn parse_query(raw: &str) -> Result<(UsageQuery, bool), Error> {
+    let mut q = UsageQuery::default();
+    let mut csv = false;
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+        let bad = |e: LedgerError, param: &'static str| Error::bad_request(e.to_string(), Some(param));
+        match k {
+            "from" => q.from_unix_ms = Some(parse_time(&v).map_err(|e| bad(e, "from"))?),
+            "to" => q.to_unix_ms = Some(parse_time(&v).map_err(|e| bad(e, "to"))?),
+            "tenant" => q.tenant = Some(v),
+            "provider" => q.provider = Some(v),
+            "model" => q.model = Some(v),
+            "group_by" => q.group_by = GroupBy::parse_list(&v).map_err(|e| bad(e, "group_by"))?,
+            "format" => match v.as_str() {
+                "csv" => csv = true,
+                "json" | "" => csv = false,
+                _ => return Err(Error::bad_request("`format` must be json or csv.", Some("format"))),
+            },
+            _ => return Err(Error::bad_request(format!("Unknown query parameter `{k}`."), None)),
+        }
+    }
+    Ok((q, csv))
+}
+
+fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn to_csv(rows: &[UsageRow]) -> String {
+    let mut out = String::from("tenant,provider,model,day,requests,prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,cost_usd\n");
+    for r in rows {
+        for v in [&r.tenant, &r.provider, &r.model, &r.day] {
+            csv_field(&mut out, v.as_deref().unwrap_or(""));
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens, r.cost_usd
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_and_errors() {
+        let (q, csv) = parse_query("from=2026-01-01&to=1767225600000&tenant=acme&group_by=tenant,model&format=csv").unwrap();
+        assert!(csv);
+        assert_eq!(q.from_unix_ms, Some(1_767_225_600_000));
+        assert_eq!(q.to_unix_ms, Some(1_767_225_600_000));
+        assert_eq!(q.tenant.as_deref(), Some("acme"));
+        assert_eq!(q.group_by, vec![GroupBy::Tenant, GroupBy::Model]);
+        assert!(parse_query("group_by=colour").is_err());
+        assert!(parse_query("from=yesterday").is_err());
+        assert!(parse_query("format=xml").is_err());
+        assert!(parse_query("sneaky=1").is_err());
+    }
+
+    #[test]
+    fn csv_quotes_awkward_values() {
+        let row = UsageRow {
+            tenant: Some("a,b".into()),
+            provider: None,
+            model: Some("m\"x".into()),
+            day: None,
+            requests: 2,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cached_tokens: 1,
+            cache_write_tokens: 0,
+            cost_nano_usd: 1500,
+            cost_usd: "0.0000015".into(),
+        };
+        let csv = to_csv(&[row]);
+        assert_eq!(csv.lines().nth(1).unwrap(), "\"a,b\",,\"m\"\"x\",,2,10,5,1,0,0.0000015");
+    }
+}
