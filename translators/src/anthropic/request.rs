@@ -197,20 +197,21 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
     let thinking = match req.reasoning_effort.as_deref() {
         None => None,
         Some(effort) => {
-            let budget =
-                match effort {
-                    "none" => None,
-                    "minimal" | "low" => Some(1024),
-                    "medium" => Some(2048),
-                    "high" => Some(4096),
-                    "xhigh" | "max" => Some(8192),
-                    _ => return Err(TranslateError::invalid(
+            let budget = match effort {
+                "none" => None,
+                "minimal" | "low" => Some(1024),
+                "medium" => Some(2048),
+                "high" => Some(4096),
+                "xhigh" | "max" => Some(8192),
+                _ => {
+                    return Err(TranslateError::invalid(
                         format!(
                             "unknown reasoning_effort `{effort}` (expected none, minimal, low, medium, high or xhigh)"
                         ),
                         "reasoning_effort",
-                    )),
-                };
+                    ))
+                }
+            };
             match budget {
                 None => None,
                 Some(budget) => {
@@ -774,12 +775,14 @@ fn image_block(url: &str, param: &str) -> Result<ContentBlock, TranslateError> {
             "image/png" => "image/png",
             "image/gif" => "image/gif",
             "image/webp" => "image/webp",
-            other => return Err(TranslateError::invalid(
-                format!(
+            other => {
+                return Err(TranslateError::invalid(
+                    format!(
                     "unsupported image type `{other}`; Anthropic accepts image/jpeg, image/png, image/gif, image/webp"
                 ),
-                param.to_owned(),
-            )),
+                    param.to_owned(),
+                ))
+            }
         };
         let data = normalize_base64(data, param)?;
         return Ok(ContentBlock::Image { source: ImageSource::Base64 { media_type: media_type.to_owned(), data } });

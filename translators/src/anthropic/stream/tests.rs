@@ -210,7 +210,7 @@ fn check_invariants(f: &Fixture, events: &[StreamEvent], summary: &StreamSummary
         if f.ctx.include_usage {
             assert!(json.as_object().unwrap().contains_key("usage"), "{name}: usage key on every chunk");
             if chunk.choices.is_empty() {
-                assert!(chunk.usage.clone().flatten().is_some(), "{name}: usage chunk carries totals");
+                assert!(chunk.usage.flatten().is_some(), "{name}: usage chunk carries totals");
                 assert_eq!(i, all_chunks.len() - 1, "{name}: usage chunk is the last chunk");
             } else {
                 assert_eq!(json["usage"], Value::Null, "{name}: usage null on content chunks");
