@@ -21,7 +21,7 @@ pub struct GatewayUnderTest {
     /// Directory for the embedded ledger (removed on shutdown).
     pub data_dir: PathBuf,
     token: CancellationToken,
-    task: Option<JoinHandle<Result<(), gateway::Error>>>,
+    task: Option<JoinHandle<Result<(), gateway::StartError>>>,
 }
 
 impl GatewayUnderTest {
