@@ -172,8 +172,6 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
     let mut dropped = Dropped::default();
     check_unsupported(req)?;
 
-    // With thinking, the budget is carved out of max_tokens, as OpenAI's max_completion_tokens includes
-    // reasoning tokens.
     let max_tokens = match (req.max_completion_tokens, req.max_tokens) {
         (Some(0), _) => {
             return Err(TranslateError::invalid("max_completion_tokens must be at least 1", "max_completion_tokens"))
@@ -194,56 +192,16 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
 
     let tools_and_choice = tools_and_choice(req, history_tool_names)?;
 
-    let thinking = match req.reasoning_effort.as_deref() {
-        None => None,
-        Some(effort) => {
-            let budget = match effort {
-                "none" => None,
-                "minimal" | "low" => Some(1024),
-                "medium" => Some(2048),
-                "high" => Some(4096),
-                "xhigh" | "max" => Some(8192),
-                _ => {
-                    return Err(TranslateError::invalid(
-                        format!(
-                            "unknown reasoning_effort `{effort}` (expected none, minimal, low, medium, high or xhigh)"
-                        ),
-                        "reasoning_effort",
-                    ))
-                }
-            };
-            match budget {
-                None => None,
-                Some(budget) => {
-                    if tools_and_choice.choice.as_ref().is_some_and(ToolChoice::forces_tool_use) {
-                        return Err(TranslateError::unsupported(
-                            "reasoning_effort cannot be combined with forced tool use (tool_choice `required` or a named \
-                             tool, or response_format json) on Anthropic",
-                            "reasoning_effort",
-                        ));
-                    }
-                    let budget = if budget < max_tokens { budget } else { max_tokens.saturating_sub(1) };
-                    if budget < MIN_THINKING_BUDGET {
-                        return Err(TranslateError::invalid(
-                            format!(
-                                "reasoning_effort needs a thinking budget of at least {MIN_THINKING_BUDGET} tokens below \
-                                 max_tokens; raise max_completion_tokens above {MIN_THINKING_BUDGET}"
-                            ),
-                            "reasoning_effort",
-                        ));
-                    }
-                    // Anthropic rejects sampling changes with extended thinking.
-                    if temperature.take().is_some() {
-                        dropped.push("temperature");
-                    }
-                    if top_p.take().is_some() {
-                        dropped.push("top_p");
-                    }
-                    Some(Thinking::Enabled { budget_tokens: budget })
-                }
-            }
+    let thinking = thinking(req.reasoning_effort.as_deref(), max_tokens, tools_and_choice.choice.as_ref())?;
+    if thinking.is_some() {
+        // Anthropic rejects sampling changes with extended thinking.
+        if temperature.take().is_some() {
+            dropped.push("temperature");
         }
-    };
+        if top_p.take().is_some() {
+            dropped.push("top_p");
+        }
+    }
 
     let metadata = match req.user.as_deref() {
         None => None,
@@ -265,9 +223,6 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
     }
     if req.logit_bias.is_some() {
         dropped.push("logit_bias");
-    }
-    if req.logprobs == Some(false) {
-        // Explicitly off: nothing to drop, nothing to report.
     }
     for name in DROPPED_EXTRA_PARAMS {
         if req.extra.get(*name).is_some_and(|v| !v.is_null()) {
@@ -292,6 +247,47 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
     let body = serde_json::to_vec(&body)
         .map_err(|_| TranslateError::Protocol("failed to serialize the Anthropic request".into()))?;
     Ok(EncodedRequest { body, dropped_params: dropped.0, json_mode_tool: tools_and_choice.json_mode_tool })
+}
+
+/// `reasoning_effort` → `thinking`. The budget is carved out of `max_tokens` (OpenAI's
+/// `max_completion_tokens` includes reasoning tokens), so it is shrunk below `max_tokens` when needed.
+fn thinking(
+    effort: Option<&str>,
+    max_tokens: u64,
+    choice: Option<&ToolChoice>,
+) -> Result<Option<Thinking>, TranslateError> {
+    let Some(effort) = effort else { return Ok(None) };
+    let budget: u64 = match effort {
+        "none" => return Ok(None),
+        "minimal" | "low" => 1024,
+        "medium" => 2048,
+        "high" => 4096,
+        "xhigh" | "max" => 8192,
+        _ => {
+            return Err(TranslateError::invalid(
+                format!("unknown reasoning_effort `{effort}` (expected none, minimal, low, medium, high or xhigh)"),
+                "reasoning_effort",
+            ))
+        }
+    };
+    if choice.is_some_and(ToolChoice::forces_tool_use) {
+        return Err(TranslateError::unsupported(
+            "reasoning_effort cannot be combined with forced tool use (tool_choice `required` or a named tool, or \
+             response_format json) on Anthropic",
+            "reasoning_effort",
+        ));
+    }
+    let budget = if budget < max_tokens { budget } else { max_tokens.saturating_sub(1) };
+    if budget < MIN_THINKING_BUDGET {
+        return Err(TranslateError::invalid(
+            format!(
+                "reasoning_effort needs a thinking budget of at least {MIN_THINKING_BUDGET} tokens below max_tokens; \
+                 raise max_completion_tokens above {MIN_THINKING_BUDGET}"
+            ),
+            "reasoning_effort",
+        ));
+    }
+    Ok(Some(Thinking::Enabled { budget_tokens: budget }))
 }
 
 /// Parameters rejected outright.
@@ -1010,7 +1006,7 @@ fn tools_and_choice(req: &ChatRequest, history_tool_names: BTreeSet<String>) -> 
                 });
             }
         }
-        if choice.is_none() {
+        if matches!(choice, None | Some(ToolChoice::Auto { .. })) {
             choice = Some(ToolChoice::NoTool);
         }
     }

@@ -478,6 +478,21 @@ fn history_with_tools_but_no_tool_definitions_stays_valid() {
              "input_schema": {"type": "object", "properties": {}}}])
     );
     assert_eq!(b["tool_choice"], json!({"type": "none"}));
+    // `auto` without tools cannot offer the history's tools either.
+    let b = body(json!({"tool_choice": "auto", "messages": [
+        user("x"),
+        {"role": "assistant", "tool_calls": [call("c1", "lookup", "{}")]},
+        tool_result("c1", json!("a")),
+    ]}));
+    assert_eq!(b["tool_choice"], json!({"type": "none"}));
+    // JSON mode still forces its own tool.
+    let b = body(json!({"response_format": {"type": "json_object"}, "messages": [
+        user("x"),
+        {"role": "assistant", "tool_calls": [call("c1", "lookup", "{}")]},
+        tool_result("c1", json!("a")),
+    ]}));
+    assert_eq!(b["tool_choice"]["name"], JSON_TOOL_NAME);
+    assert_eq!(b["tools"].as_array().unwrap().len(), 2);
 }
 
 #[test]
