@@ -1,0 +1,288 @@
+//! The single batch writer: queue → store, falling back to the journal; replays the journal when
+//! the store is healthy; drains everything on shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::journal::{self, Journal};
+use super::{LedgerConfig, LedgerError, LedgerRecord, Shared, StoreCell};
+
+/// How often the writer checks for journal work while the queue is idle.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The background writer returned by [`super::start`]; run it exactly once.
+pub struct LedgerWriter {
+    rx: mpsc::Receiver<LedgerRecord>,
+    journal: Journal,
+    shared: Arc<Shared>,
+    store: Arc<StoreCell>,
+    batch_rows: usize,
+    batch_interval: Duration,
+}
+
+impl std::fmt::Debug for LedgerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerWriter")
+            .field("batch_rows", &self.batch_rows)
+            .field("batch_interval", &self.batch_interval)
+            .finish()
+    }
+}
+
+/// Store health as the writer sees it.
+struct Health {
+    healthy: bool,
+    backoff: Duration,
+    next_retry: Instant,
+}
+
+impl Health {
+    fn ok(&mut self, shared: &Shared) {
+        if !self.healthy {
+            tracing::info!("Ledger database is reachable again");
+        }
+        self.healthy = true;
+        self.backoff = MIN_BACKOFF;
+        shared.database_ok.store(true, Ordering::Release);
+    }
+
+    fn fail(&mut self, shared: &Shared, error: &LedgerError) {
+        if self.healthy {
+            tracing::warn!(%error, "Ledger database write failed; journaling until it recovers");
+        } else {
+            tracing::debug!(%error, "Ledger database still unavailable");
+        }
+        self.healthy = false;
+        self.next_retry = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        shared.database_ok.store(false, Ordering::Release);
+        shared.set_error(error.to_string());
+    }
+}
+
+impl LedgerWriter {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<LedgerRecord>,
+        journal: Journal,
+        shared: Arc<Shared>,
+        store: Arc<StoreCell>,
+        cfg: &LedgerConfig,
+    ) -> Self {
+        Self {
+            rx,
+            journal,
+            shared,
+            store,
+            batch_rows: cfg.batch_rows,
+            batch_interval: cfg.batch_interval,
+        }
+    }
+
+    /// Writes batches until `shutdown` is cancelled, then closes the queue (later submits go to
+    /// the journal), drains it into the store (or the journal), replays the journal if the store
+    /// is healthy, waits for the journal's fsync and returns. Spawn it on the task tracker and
+    /// await it after cancelling.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut health = Health {
+            healthy: self.shared.database_ok.load(Ordering::Acquire),
+            backoff: MIN_BACKOFF,
+            next_retry: Instant::now() + MIN_BACKOFF,
+        };
+        let mut buf: Vec<LedgerRecord> = Vec::with_capacity(self.batch_rows);
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                n = self.rx.recv_many(&mut buf, self.batch_rows) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.fill(&mut buf, &shutdown).await;
+                    let batch = std::mem::replace(&mut buf, Vec::with_capacity(self.batch_rows));
+                    self.flush(batch, &mut health).await;
+                }
+                _ = tick.tick() => {}
+            }
+            self.maintain(&mut health).await;
+        }
+
+        // Drain: nothing new enters the queue (submit now journals), everything queued is written.
+        self.rx.close();
+        let mut drained = buf.len();
+        if !buf.is_empty() {
+            let batch = std::mem::take(&mut buf);
+            self.flush(batch, &mut health).await;
+        }
+        loop {
+            let n = self.rx.recv_many(&mut buf, self.batch_rows).await;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+            let batch = std::mem::replace(&mut buf, Vec::with_capacity(self.batch_rows));
+            self.flush(batch, &mut health).await;
+        }
+        if health.healthy && self.shared.journal_dirty.load(Ordering::Acquire) {
+            if let Err(error) =
+                replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await
+            {
+                health.fail(&self.shared, &error);
+            }
+        }
+        let durable = self.journal.sync().await;
+        tracing::info!(
+            drained,
+            database_ok = health.healthy,
+            journal_durable = durable,
+            "Ledger writer stopped"
+        );
+    }
+
+    /// Tops the batch up until `batch_rows` or `batch_interval` after its first record.
+    async fn fill(&mut self, buf: &mut Vec<LedgerRecord>, shutdown: &CancellationToken) {
+        if buf.len() >= self.batch_rows {
+            return;
+        }
+        let deadline = tokio::time::sleep(self.batch_interval);
+        tokio::pin!(deadline);
+        loop {
+            let room = self.batch_rows - buf.len();
+            tokio::select! {
+                biased;
+                n = self.rx.recv_many(buf, room) => {
+                    if n == 0 || buf.len() >= self.batch_rows {
+                        return;
+                    }
+                }
+                () = &mut deadline => return,
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Writes one batch to the store, or to the journal when the store is (known to be) down.
+    async fn flush(&self, batch: Vec<LedgerRecord>, health: &mut Health) {
+        if batch.is_empty() {
+            return;
+        }
+        let batch = if health.healthy {
+            let n = batch.len() as u64;
+            let (batch, res) = self.store.insert(batch).await;
+            match res {
+                Ok(_) => {
+                    self.shared.written.fetch_add(n, Ordering::Relaxed);
+                    self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                    health.ok(&self.shared);
+                    return;
+                }
+                Err(error) => {
+                    health.fail(&self.shared, &error);
+                    batch
+                }
+            }
+        } else {
+            batch
+        };
+        if !self.journal.append_batch(batch).await {
+            tracing::error!(
+                "Ledger journal is failing too; records are held in memory and retried"
+            );
+        }
+    }
+
+    /// Replays the journal when there is something in it and the store is (maybe) back.
+    async fn maintain(&self, health: &mut Health) {
+        let dirty = self.shared.journal_dirty.load(Ordering::Acquire);
+        if health.healthy && !dirty {
+            return;
+        }
+        if !health.healthy && Instant::now() < health.next_retry {
+            return;
+        }
+        let res = match self.store.ping().await {
+            Ok(()) => {
+                replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => health.ok(&self.shared),
+            Err(error) => health.fail(&self.shared, &error),
+        }
+    }
+}
+
+/// Seals the journal and commits every sealed segment in order, deleting each segment only after
+/// all its records are committed. Idempotent: records already stored are ignored by the store.
+pub(crate) async fn replay_journal(
+    store: &StoreCell,
+    journal: &Journal,
+    shared: &Shared,
+    batch_rows: usize,
+) -> Result<(), LedgerError> {
+    shared.journal_dirty.store(false, Ordering::Release);
+    let res = replay_sealed(store, journal, shared, batch_rows).await;
+    if res.is_err() {
+        shared.journal_dirty.store(true, Ordering::Release);
+    }
+    res
+}
+
+async fn replay_sealed(
+    store: &StoreCell,
+    journal: &Journal,
+    shared: &Shared,
+    batch_rows: usize,
+) -> Result<(), LedgerError> {
+    let segments = journal.seal().await.map_err(|source| LedgerError::Io {
+        path: "journal".into(),
+        source,
+    })?;
+    for path in segments {
+        let p = path.clone();
+        let segment = tokio::task::spawn_blocking(move || journal::read_segment(&p))
+            .await
+            .map_err(|e| LedgerError::Task(e.to_string()))?
+            .map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let total = segment.records.len() as u64;
+        let mut records = segment.records;
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(batch_rows));
+            let chunk = std::mem::replace(&mut records, rest);
+            let (_, res) = store.insert(chunk).await;
+            res?;
+        }
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if let Some(dir) = path.parent() {
+            let dir = dir.to_owned();
+            // Best effort: a lost unlink only means an idempotent re-replay.
+            let _ = tokio::task::spawn_blocking(move || journal::sync_dir(&dir)).await;
+        }
+        shared.replayed.fetch_add(total, Ordering::Relaxed);
+        shared
+            .journal_skipped
+            .fetch_add(segment.skipped, Ordering::Relaxed);
+        tracing::info!(
+            path = %path.display(), records = total, skipped = segment.skipped,
+            "Ledger journal segment replayed"
+        );
+    }
+    Ok(())
+}
