@@ -25,12 +25,15 @@ pub const X_AGGREGATOR_PROVIDER: HeaderName = HeaderName::from_static("x-aggrega
 /// The model name sent upstream.
 pub const X_AGGREGATOR_MODEL: HeaderName = HeaderName::from_static("x-aggregator-model");
 /// Client parameters the target provider cannot honour and that were dropped.
-pub const X_GATEWAY_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-gateway-dropped-params");
+pub const X_GATEWAY_DROPPED_PARAMS: HeaderName =
+    HeaderName::from_static("x-gateway-dropped-params");
 /// Cost of a non-streamed request in USD.
 pub const X_AGGREGATOR_COST_USD: HeaderName = HeaderName::from_static("x-aggregator-cost-usd");
 
 const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// Above this `max_tokens`, a non-streamed Anthropic request is streamed upstream and aggregated.
+const ANTHROPIC_NON_STREAM_MAX_TOKENS: u64 = 16_384;
 /// Upper bound on a non-streamed upstream body we are willing to buffer.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// Upper bound on an upstream error body.
@@ -45,7 +48,12 @@ pub struct Caller {
 
 /// Handles one chat completion request. Errors are returned for `rescue` to render; the meter records
 /// every outcome exactly once.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str, caller: Caller) -> Response<Body> {
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    request_id: &str,
+    caller: Caller,
+) -> Response<Body> {
     let info = RequestInfo {
         request_id: request_id.to_owned(),
         tenant: caller.tenant,
@@ -58,7 +66,9 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &
         Err(error) => {
             let outcome = match error.side() {
                 crate::error::Side::Downstream => Outcome::ClientError,
-                crate::error::Side::Upstream | crate::error::Side::Internal => Outcome::UpstreamError,
+                crate::error::Side::Upstream | crate::error::Side::Internal => {
+                    Outcome::UpstreamError
+                }
             };
             meter.info.error_kind = Some(error.label());
             // A request the upstream rejected may still have been billed for its prompt only when it ran; we
@@ -69,12 +79,21 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &
     }
 }
 
-async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut RequestMeter) -> Result<Response<Body>, Error> {
+async fn serve(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    meter: &mut RequestMeter,
+) -> Result<Response<Body>, Error> {
     if state.shutdown.is_cancelled() {
         return Err(Error::ShuttingDown);
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        parts.headers.get(CONTENT_LENGTH),
+        state.config.max_body_bytes,
+    )
+    .await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
     let head = passthrough::parse_head(&body)?;
@@ -99,20 +118,36 @@ async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut Reques
     };
 
     let mut extra_headers = Vec::new();
+    // Long non-streamed Anthropic generations are streamed upstream and folded back into one response:
+    // Anthropic (and its SDK) refuse non-streaming requests expected to run past ~10 minutes.
+    let mut upstream_stream = head.stream;
     let (upstream_body, dropped, json_mode) = match route.provider.kind {
-        ProviderKind::OpenAi => (passthrough::rewrite_request(body, &head, &route.upstream_model)?, Vec::new(), None),
+        ProviderKind::OpenAi => (
+            passthrough::rewrite_request(body, &head, &route.upstream_model)?,
+            Vec::new(),
+            None,
+        ),
         ProviderKind::Anthropic => {
             let chat = parse_chat_request(&body)?;
+            let max_tokens = chat
+                .max_output_tokens()
+                .or(route.provider.default_max_tokens)
+                .unwrap_or_else(|| anthropic::default_max_tokens(&route.upstream_model));
+            upstream_stream = head.stream || max_tokens > ANTHROPIC_NON_STREAM_MAX_TOKENS;
             let opts = anthropic::EncodeOptions {
                 upstream_model: &route.upstream_model,
-                stream: head.stream,
+                stream: upstream_stream,
                 default_max_tokens: route.provider.default_max_tokens,
             };
             let encoded = anthropic::encode_request(&chat, &opts)?;
             for beta in parts.headers.get_all(ANTHROPIC_BETA) {
                 extra_headers.push((ANTHROPIC_BETA, beta.clone()));
             }
-            (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(&chat))
+            (
+                Bytes::from(encoded.body),
+                encoded.dropped_params,
+                json_mode_tool(&chat),
+            )
         }
         ProviderKind::Ollama => {
             let chat = parse_chat_request(&body)?;
@@ -128,7 +163,9 @@ async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut Reques
     };
 
     meter.attempt();
-    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
+    let resp = upstream
+        .send(upstream.chat_request(upstream_body, &extra_headers))
+        .await?;
     if !resp.status().is_success() {
         return Err(upstream_status_error(&upstream, resp).await);
     }
@@ -144,7 +181,9 @@ async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut Reques
 
     if head.stream {
         let translator = match route.provider.kind {
-            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage)),
+            ProviderKind::OpenAi => {
+                AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage))
+            }
             ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
                 Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
                 None => anthropic::StreamDecoder::new(ctx),
@@ -153,38 +192,91 @@ async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut Reques
         };
         stream_response(&upstream, resp, translator, headers, meter).await
     } else {
-        let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
-        let (out, usage) = match route.provider.kind {
-            ProviderKind::OpenAi => {
-                let usage = passthrough::extract_usage(&bytes);
-                (bytes, usage)
-            }
-            ProviderKind::Anthropic => {
-                let decoded = match json_mode {
-                    Some(tool) => anthropic::decode_response_json_mode(&bytes, &ctx, tool)?,
-                    None => anthropic::decode_response(&bytes, &ctx)?,
-                };
-                let usage = decoded.usage;
-                (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
-            }
-            ProviderKind::Ollama => {
-                let decoded = ollama::decode_response(&bytes, &ctx)?;
-                let usage = decoded.usage;
-                (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
+        let (out, usage) = if upstream_stream {
+            let decoder = match json_mode {
+                Some(tool) => anthropic::StreamDecoder::with_json_mode(
+                    ResponseContext {
+                        include_usage: true,
+                        ..ctx
+                    },
+                    tool,
+                ),
+                None => anthropic::StreamDecoder::new(ResponseContext {
+                    include_usage: true,
+                    ..ctx
+                }),
+            };
+            let decoded = aggregate_stream(
+                &upstream,
+                resp.into_body(),
+                AnyTranslator::Anthropic(decoder),
+            )
+            .await?;
+            let usage = decoded.usage;
+            (
+                Bytes::from(
+                    serde_json::to_vec(&decoded)
+                        .map_err(|e| Error::Internal(e.to_string().into()))?,
+                ),
+                usage,
+            )
+        } else {
+            let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
+            match route.provider.kind {
+                ProviderKind::OpenAi => {
+                    let usage = passthrough::extract_usage(&bytes);
+                    (bytes, usage)
+                }
+                ProviderKind::Anthropic => {
+                    let decoded = match json_mode {
+                        Some(tool) => anthropic::decode_response_json_mode(&bytes, &ctx, tool)?,
+                        None => anthropic::decode_response(&bytes, &ctx)?,
+                    };
+                    let usage = decoded.usage;
+                    (
+                        Bytes::from(
+                            serde_json::to_vec(&decoded)
+                                .map_err(|e| Error::Internal(e.to_string().into()))?,
+                        ),
+                        usage,
+                    )
+                }
+                ProviderKind::Ollama => {
+                    let decoded = ollama::decode_response(&bytes, &ctx)?;
+                    let usage = decoded.usage;
+                    (
+                        Bytes::from(
+                            serde_json::to_vec(&decoded)
+                                .map_err(|e| Error::Internal(e.to_string().into()))?,
+                        ),
+                        usage,
+                    )
+                }
             }
         };
         meter.first_token();
         let tokens = match &usage {
             Some(u) => Tokens::from_usage(u),
-            None => Tokens { prompt: meter.info.prompt_estimate, completion: estimate_tokens(out.len() as u64), estimated: true, ..Tokens::default() },
+            None => Tokens {
+                prompt: meter.info.prompt_estimate,
+                completion: estimate_tokens(out.len() as u64),
+                estimated: true,
+                ..Tokens::default()
+            },
         };
-        let cost = state.sink.as_ref().and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
+        let cost = state
+            .sink
+            .as_ref()
+            .and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
         meter.finish(Outcome::Ok, tokens, 200);
         let mut resp = Response::new(body::full(out));
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, APPLICATION_JSON);
         if let Some(cost) = cost {
-            headers.push((X_AGGREGATOR_COST_USD, header_value(&crate::pricing::format_usd(cost))));
+            headers.push((
+                X_AGGREGATOR_COST_USD,
+                header_value(&crate::pricing::format_usd(cost)),
+            ));
         }
         for (n, v) in headers {
             h.insert(n, v);
@@ -196,21 +288,32 @@ async fn serve(state: &Arc<AppState>, req: Request<Incoming>, meter: &mut Reques
 /// Anthropic has no JSON mode: `response_format` json becomes a forced tool whose input is unwrapped.
 fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
     match chat.response_format {
-        Some(translators::openai::ResponseFormat::JsonObject | translators::openai::ResponseFormat::JsonSchema { .. }) => {
-            Some(anthropic::JSON_TOOL_NAME)
-        }
+        Some(
+            translators::openai::ResponseFormat::JsonObject
+            | translators::openai::ResponseFormat::JsonSchema { .. },
+        ) => Some(anthropic::JSON_TOOL_NAME),
         Some(translators::openai::ResponseFormat::Text) | None => None,
     }
 }
 
 /// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
-async fn read_body(body: Incoming, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error> {
-    if let Some(len) = content_length.and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()) {
+async fn read_body(
+    body: Incoming,
+    content_length: Option<&HeaderValue>,
+    limit: u64,
+) -> Result<Bytes, Error> {
+    if let Some(len) = content_length
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         if len > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -228,8 +331,42 @@ fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
     serde_path_to_error::deserialize::<_, ChatRequest>(de).map_err(|e| {
         let path = e.path().to_string();
         let message = format!("Invalid request body at `{path}`: {}", e.inner());
-        Error::BadRequest { message: message.into(), param: Some(path.into()), code: Some("invalid_value") }
+        Error::BadRequest {
+            message: message.into(),
+            param: Some(path.into()),
+            code: Some("invalid_value"),
+        }
     })
+}
+
+/// Drives a stream translator over a whole upstream stream and folds its chunks into one response.
+async fn aggregate_stream(
+    upstream: &Upstream,
+    mut incoming: Incoming,
+    mut translator: AnyTranslator,
+) -> Result<translators::openai::ChatResponse, Error> {
+    let mut aggregator = translators::openai::aggregate::Aggregator::new();
+    let mut events = Vec::new();
+    let mut timeout = upstream.config.timeouts.first_byte;
+    while !translator.is_terminal() {
+        match tokio::time::timeout(timeout, incoming.frame()).await {
+            Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    translator.feed(&data, &mut events);
+                    aggregator.push(&events);
+                    events.clear();
+                }
+                timeout = upstream.config.timeouts.idle;
+            }
+            Ok(Some(Err(_)) | None) => break,
+        }
+    }
+    let _summary = translator.finish(&mut events);
+    aggregator.push(&events);
+    aggregator
+        .finish()
+        .map_err(|body| in_band_error_to_status(&body))
 }
 
 /// Reads a non-streamed upstream body within the provider's timeouts.
@@ -246,9 +383,17 @@ async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes
 async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-    let upstream_request_id =
-        resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
-    let body = match tokio::time::timeout(upstream.config.timeouts.idle, Limited::new(resp.into_body(), MAX_ERROR_BODY).collect()).await {
+    let upstream_request_id = resp
+        .headers()
+        .get("request-id")
+        .or_else(|| resp.headers().get("x-request-id"))
+        .cloned();
+    let body = match tokio::time::timeout(
+        upstream.config.timeouts.idle,
+        Limited::new(resp.into_body(), MAX_ERROR_BODY).collect(),
+    )
+    .await
+    {
         Ok(Ok(c)) => c.to_bytes(),
         _ => Bytes::new(),
     };
@@ -263,7 +408,11 @@ async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) ->
         (503, None) => Some(HeaderValue::from_static("1")),
         _ => None,
     };
-    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
+    Error::Upstream(UpstreamError::Status {
+        mapped,
+        retry_after,
+        upstream_request_id,
+    })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -296,7 +445,10 @@ async fn stream_response(
     if ended && events.is_empty() {
         // The upstream closed before sending anything we could use.
         let _ = translator.finish(&mut Vec::new());
-        return Err(UpstreamError::Protocol("upstream closed the stream before the first event".into()).into());
+        return Err(UpstreamError::Protocol(
+            "upstream closed the stream before the first event".into(),
+        )
+        .into());
     }
     if let Some(StreamEvent::Error(body)) = events.first() {
         // Failed before any content: answer with a real status instead of a 200 stream.
@@ -306,12 +458,22 @@ async fn stream_response(
     translators::openai::sse_out::encode_all(&events, &mut buf);
     events.clear();
     meter.first_token();
-    let body = TranslatingBody::new(incoming, translator, buf.freeze(), upstream.config.timeouts.idle, meter.hand_over(), ended);
+    let body = TranslatingBody::new(
+        incoming,
+        translator,
+        buf.freeze(),
+        upstream.config.timeouts.idle,
+        meter.hand_over(),
+        ended,
+    );
     let mut resp = Response::new(body.boxed_unsync());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
     for (n, v) in headers {
         h.insert(n, v);
     }
@@ -330,7 +492,10 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     };
     let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
     Error::Upstream(UpstreamError::Status {
-        mapped: translators::error::MappedError { status, body: body.clone() },
+        mapped: translators::error::MappedError {
+            status,
+            body: body.clone(),
+        },
         retry_after,
         upstream_request_id: None,
     })
@@ -351,5 +516,8 @@ pub fn new_completion_id() -> String {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
