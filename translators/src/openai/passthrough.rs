@@ -550,7 +550,8 @@ impl StreamPassthrough {
             return;
         }
         if self.upstream_model.is_none() {
-            self.upstream_model = facts.model;
+            // Azure's first chunk (prompt filter results) has an empty model.
+            self.upstream_model = facts.model.filter(|m| !m.is_empty());
         }
         self.streamed_bytes += facts.streamed_bytes;
         if facts.finish_reason.is_some() {

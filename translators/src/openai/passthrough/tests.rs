@@ -351,6 +351,21 @@ fn eof_without_done_is_truncated_once() {
 }
 
 #[test]
+fn azure_prompt_filter_chunk_is_forwarded_and_its_empty_model_ignored() {
+    let input = concat!(
+        r#"data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0}]}"#,
+        "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"content":"x"}}],"model":"gpt-4o-2024-11-20","usage":null}"#,
+        "\n\ndata: [DONE]\n\n"
+    );
+    let (events, summary) = run(input.as_bytes(), false, &[]);
+    assert_eq!(events.len(), 2);
+    assert!(raw_strings(&events)[0].contains("prompt_filter_results"));
+    assert!(!raw_strings(&events)[1].contains("usage"));
+    assert_eq!(summary.upstream_model.as_deref(), Some("gpt-4o-2024-11-20"));
+}
+
+#[test]
 fn done_without_trailing_blank_line_completes() {
     let (events, summary) = run(b"data: [DONE]", true, &[]);
     assert!(events.is_empty());
