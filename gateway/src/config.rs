@@ -40,6 +40,8 @@ pub struct Config {
     pub admin_api_key: Option<Secret>,
     pub ledger: LedgerSettings,
     pub pricing_file: Option<PathBuf>,
+    /// Per-deployment circuit breaker settings.
+    pub circuit_breaker: crate::upstream::health::BreakerPolicy,
 }
 
 /// What kind of wire format a provider speaks.
@@ -104,13 +106,58 @@ impl Default for Timeouts {
     }
 }
 
-/// A route for bare model names.
+/// A route for bare model names: one or more targets and how to retry across them.
 #[derive(Debug, Clone)]
 pub struct RouteRule {
     pub pattern: ModelPattern,
+    /// At least one. Lower `priority` is tried first; equal priorities form a weighted pool.
+    pub targets: Vec<TargetSpec>,
+    pub retry: RetryPolicy,
+}
+
+impl RouteRule {
+    /// The alias target when the route has a single renaming target.
+    pub fn alias_model(&self) -> Option<&str> {
+        match self.targets.as_slice() {
+            [only] => only.model.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// One deployment a route can send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
     pub provider: String,
-    /// Upstream model name (alias target); `None` sends the requested name unchanged.
+    /// Upstream model name; `None` sends the requested name unchanged.
     pub model: Option<String>,
+    /// Share of traffic within its priority group (default 1).
+    pub weight: u32,
+    /// Fallback order (default: the target's position in the list).
+    pub priority: u32,
+}
+
+/// Retries before the first byte reaches the client (never a retried half-stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total upstream attempts, first included (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubled per retry, with jitter.
+    pub backoff: Duration,
+    /// Cap on one backoff (and on an honoured `retry-after`).
+    pub max_backoff: Duration,
+    /// Give up retrying once this much time has passed since the request arrived.
+    pub deadline: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries: the default for routes that do not configure any.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        deadline: Duration::from_secs(60),
+    };
 }
 
 /// An exact model name or a glob with `*` and `?`.
@@ -229,7 +276,10 @@ impl Config {
     }
 
     /// Reads `path` (when given) and builds the configuration.
-    pub fn load(path: Option<&std::path::Path>, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: &dyn EnvSource,
+    ) -> Result<Config, ConfigErrors> {
         match path {
             None => Self::from_env(env),
             Some(path) => match std::fs::read_to_string(path) {

@@ -33,6 +33,8 @@ pub enum UpstreamError {
     },
     #[error("upstream protocol error: {0}")]
     Protocol(Cow<'static, str>),
+    #[error("every upstream for this model is unavailable (circuit open); retry shortly")]
+    Unavailable,
 }
 
 impl UpstreamError {
@@ -61,7 +63,11 @@ pub enum AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    BadRequest { message: Cow<'static, str>, param: Option<Cow<'static, str>>, code: Option<&'static str> },
+    BadRequest {
+        message: Cow<'static, str>,
+        param: Option<Cow<'static, str>>,
+        code: Option<&'static str>,
+    },
     #[error("Request body is larger than the {limit}-byte limit.")]
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
@@ -85,7 +91,11 @@ pub enum Error {
 impl Error {
     /// A 400 with a parameter path.
     pub fn bad_request(message: impl Into<Cow<'static, str>>, param: Option<&'static str>) -> Self {
-        Error::BadRequest { message: message.into(), param: param.map(Cow::Borrowed), code: None }
+        Error::BadRequest {
+            message: message.into(),
+            param: param.map(Cow::Borrowed),
+            code: None,
+        }
     }
 
     /// Who is at fault.
@@ -123,7 +133,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Auth(AuthError::Missing | AuthError::Invalid | AuthError::NotAdmin) => StatusCode::UNAUTHORIZED,
+            Error::Auth(AuthError::Missing | AuthError::Invalid | AuthError::NotAdmin) => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::Route(RouteError::UnknownModel(_)) => StatusCode::NOT_FOUND,
             Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
             Error::Translate(e) => {
@@ -133,10 +145,11 @@ impl Error {
                     StatusCode::BAD_GATEWAY
                 }
             }
-            Error::Upstream(UpstreamError::Connect | UpstreamError::Transport | UpstreamError::Protocol(_)) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::Upstream(
+                UpstreamError::Connect | UpstreamError::Transport | UpstreamError::Protocol(_),
+            ) => StatusCode::BAD_GATEWAY,
             Error::Upstream(UpstreamError::FirstByteTimeout) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Upstream(UpstreamError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Upstream(UpstreamError::Status { mapped, .. }) => {
                 StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -170,7 +183,10 @@ impl Error {
             Error::Translate(e) => Some(e.code()),
             Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
             Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),
-            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => Some("upstream_error"),
+            Error::Upstream(UpstreamError::Unavailable) => Some("upstream_unavailable"),
+            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => {
+                Some("upstream_error")
+            }
             Error::Upstream(UpstreamError::Status { .. }) => None,
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
@@ -190,8 +206,10 @@ impl Error {
     /// True when a retry against the same or another upstream could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Upstream(UpstreamError::Connect | UpstreamError::FirstByteTimeout) => true,
-            Error::Upstream(UpstreamError::Status { mapped, .. }) => matches!(mapped.status, 429 | 502 | 503 | 504),
+            Error::Upstream(UpstreamError::Connect | UpstreamError::FirstByteTimeout | UpstreamError::Unavailable) => true,
+            Error::Upstream(UpstreamError::Status { mapped, .. }) => {
+                matches!(mapped.status, 429 | 502 | 503 | 504)
+            }
             Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => false,
             Error::BadRequest { .. }
             | Error::PayloadTooLarge { .. }
@@ -218,6 +236,7 @@ impl Error {
             Error::Translate(_) => "translate_response",
             Error::Upstream(UpstreamError::Connect) => "upstream_connect",
             Error::Upstream(UpstreamError::FirstByteTimeout) => "upstream_timeout",
+            Error::Upstream(UpstreamError::Unavailable) => "circuit_open",
             Error::Upstream(UpstreamError::Transport) => "upstream_transport",
             Error::Upstream(UpstreamError::Status { .. }) => "upstream_status",
             Error::Upstream(UpstreamError::Protocol(_)) => "upstream_protocol",

@@ -43,23 +43,40 @@ pub enum StartError {
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled; returns after in-flight requests have
 /// drained (up to the configured grace period) and background work has finished.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let config = Arc::new(config);
     let local = listener.local_addr()?;
-    let auth = auth::Authenticator::new(&config.tenants, config.admin_api_key.as_ref().map(|k| k.expose()));
+    let auth = auth::Authenticator::new(
+        &config.tenants,
+        config.admin_api_key.as_ref().map(|k| k.expose()),
+    );
     if auth.is_open() {
         if !local.ip().is_loopback() {
             return Err(StartError::OpenModeNotLoopback(local));
         }
-        tracing::warn!("no tenants configured: open mode, loopback only, usage metered as `anonymous`");
+        tracing::warn!(
+            "no tenants configured: open mode, loopback only, usage metered as `anonymous`"
+        );
     }
     let mut upstreams = HashMap::new();
     for provider in &config.providers {
-        let upstream = upstream::provider::Upstream::new(provider.clone())
-            .map_err(|message| StartError::Provider { provider: provider.id.clone(), message })?;
+        let upstream = upstream::provider::Upstream::new(provider.clone()).map_err(|message| {
+            StartError::Provider {
+                provider: provider.id.clone(),
+                message,
+            }
+        })?;
         upstreams.insert(provider.id.clone(), Arc::new(upstream));
     }
-    let live: Vec<_> = config.providers.iter().map(|p| format!("{} ({})", p.id, p.kind.as_str())).collect();
+    let live: Vec<_> = config
+        .providers
+        .iter()
+        .map(|p| format!("{} ({})", p.id, p.kind.as_str()))
+        .collect();
     tracing::info!(providers = %live.join(", "), disabled = %config.disabled_providers.join(", "), listen = %local, "gateway ready");
 
     let tasks = TaskTracker::new();
@@ -76,13 +93,21 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         }
     };
     let ledger_cfg = ledger::LedgerConfig {
-        database_url: config.ledger.database_url.as_ref().map(|u| u.expose().to_owned()),
+        database_url: config
+            .ledger
+            .database_url
+            .as_ref()
+            .map(|u| u.expose().to_owned()),
         data_dir: config.ledger.data_dir.clone(),
         queue_capacity: config.ledger.queue_capacity,
         batch_rows: config.ledger.batch_rows,
         batch_interval: config.ledger.batch_interval,
     };
-    let store = if ledger_cfg.database_url.is_some() { "postgres" } else { "embedded sqlite" };
+    let store = if ledger_cfg.database_url.is_some() {
+        "postgres"
+    } else {
+        "embedded sqlite"
+    };
     let (ledger, writer) = ledger::start(ledger_cfg).await?;
     tracing::info!(store, data_dir = %config.ledger.data_dir.display(), "ledger ready");
     // The writer outlives the HTTP server: it is stopped only after every connection has drained.
@@ -90,10 +115,18 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let writer_task = tokio::spawn(writer.run(ledger_stop.clone()));
 
     let state = Arc::new(state::AppState {
-        models: http::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
+        models: http::models::ModelsCache::new(
+            config.models_cache_ttl,
+            config.models_fetch_timeout,
+        ),
         upstreams,
+        breakers: upstream::health::Breakers::new(config.circuit_breaker),
         auth,
-        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger), metrics::Metrics::new(config.metrics_tenant_label)))),
+        sink: Some(Arc::new(sink::Sink::new(
+            pricing,
+            Some(ledger),
+            metrics::Metrics::new(config.metrics_tenant_label),
+        ))),
         shutdown: shutdown.clone(),
         tasks,
         config: config.clone(),

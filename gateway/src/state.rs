@@ -18,6 +18,8 @@ pub struct AppState {
     /// Enabled providers by id.
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub models: ModelsCache,
+    /// Circuit breakers per provider deployment.
+    pub breakers: crate::upstream::health::Breakers,
     pub auth: Authenticator,
     /// Where finished requests are recorded (log line, ledger, metrics).
     pub sink: Option<Arc<Sink>>,

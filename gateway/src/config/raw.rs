@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub admin_api_key: Option<String>,
     pub ledger: Option<RawLedger>,
     pub pricing_file: Option<String>,
+    pub circuit_breaker: Option<RawBreaker>,
 }
 
 /// One entry of `providers:`.
@@ -57,8 +58,32 @@ pub struct RawTimeouts {
 pub struct RawRoute {
     #[serde(rename = "match")]
     pub pattern: String,
+    /// Shorthand for a single target.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    pub retry: Option<RawRetry>,
+}
+
+/// One entry of a route's `targets:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
     pub provider: String,
     pub model: Option<String>,
+    pub weight: Option<u32>,
+    pub priority: Option<u32>,
+}
+
+/// A route's `retry:`.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
 }
 
 /// One entry of `tenants:`.
@@ -79,4 +104,12 @@ pub struct RawLedger {
     pub queue_capacity: Option<usize>,
     pub batch_rows: Option<usize>,
     pub batch_interval_ms: Option<u64>,
+}
+
+/// `circuit_breaker:`.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: Option<u32>,
+    pub cooldown_ms: Option<u64>,
 }

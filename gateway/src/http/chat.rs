@@ -100,13 +100,96 @@ async fn serve(
     meter.info.requested_model.clone_from(&head.model);
     meter.info.stream = head.stream;
     let route = routing::resolve(&state.config, &head.model)?;
+    let started = tokio::time::Instant::now();
+    let mut chat: Option<ChatRequest> = None;
+    let mut excluded = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let index = match state.breakers.pick(&route.targets, &excluded) {
+            Some(i) => i,
+            // Every target was tried this round: start another round (with backoff) if the policy allows.
+            None => match state.breakers.pick(&route.targets, &[]) {
+                Some(i) => {
+                    excluded.clear();
+                    i
+                }
+                None => return Err(UpstreamError::Unavailable.into()),
+            },
+        };
+        let target = &route.targets[index];
+        let id = &target.provider.id;
+        match try_target(state, &parts.headers, &body, &head, target, &mut chat, meter).await {
+            Ok(resp) => {
+                state.breakers.success(id);
+                return Ok(resp);
+            }
+            Err(error) => {
+                if error.side() == crate::error::Side::Upstream {
+                    state.breakers.failure(id);
+                } else {
+                    state.breakers.release(id);
+                }
+                if !error.is_retryable() || attempt >= route.retry.attempts {
+                    return Err(error);
+                }
+                let delay = backoff(&route.retry, attempt, retry_after_of(&error));
+                if started.elapsed() + delay >= route.retry.deadline {
+                    return Err(error);
+                }
+                tracing::debug!(provider = %id, attempt, delay_ms = delay.as_millis() as u64, error = error.label(), "retrying");
+                excluded.push(index);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
+fn backoff(policy: &crate::config::RetryPolicy, attempt: u32, retry_after: Option<std::time::Duration>) -> std::time::Duration {
+    let exp = policy.backoff.saturating_mul(1u32 << (attempt - 1).min(16));
+    let capped = exp.min(policy.max_backoff);
+    let jittered = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(policy.max_backoff)),
+        None => jittered,
+    }
+}
+
+/// `retry-after` in seconds from an upstream error, when it sent one.
+fn retry_after_of(error: &Error) -> Option<std::time::Duration> {
+    match error {
+        Error::Upstream(UpstreamError::Status { retry_after: Some(v), .. }) => {
+            v.to_str().ok()?.trim().parse::<u64>().ok().map(std::time::Duration::from_secs)
+        }
+        _ => None,
+    }
+}
+
+fn parsed<'a>(slot: &'a mut Option<ChatRequest>, body: &[u8]) -> Result<&'a ChatRequest, Error> {
+    if slot.is_none() {
+        *slot = Some(parse_chat_request(body)?);
+    }
+    slot.as_ref().ok_or_else(|| Error::Internal("request parse lost".into()))
+}
+
+/// One attempt against one target; errors before the first byte sent downstream may be retried.
+async fn try_target(
+    state: &Arc<AppState>,
+    client_headers: &http::HeaderMap,
+    body: &Bytes,
+    head: &passthrough::RequestHead,
+    target: &routing::RouteTarget,
+    chat_slot: &mut Option<ChatRequest>,
+    meter: &mut RequestMeter,
+) -> Result<Response<Body>, Error> {
     let upstream = state
-        .upstream(&route.provider.id)
+        .upstream(&target.provider.id)
         .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?
         .clone();
-    meter.info.provider = Some(Arc::from(route.provider.id.as_str()));
-    meter.info.provider_kind = Some(route.provider.kind);
-    meter.info.upstream_model.clone_from(&route.upstream_model);
+    meter.info.provider = Some(Arc::from(target.provider.id.as_str()));
+    meter.info.provider_kind = Some(target.provider.kind);
+    meter.info.upstream_model.clone_from(&target.upstream_model);
 
     let ctx = ResponseContext {
         id: new_completion_id(),
@@ -121,43 +204,43 @@ async fn serve(
     // Long non-streamed Anthropic generations are streamed upstream and folded back into one response:
     // Anthropic (and its SDK) refuse non-streaming requests expected to run past ~10 minutes.
     let mut upstream_stream = head.stream;
-    let (upstream_body, dropped, json_mode) = match route.provider.kind {
+    let (upstream_body, dropped, json_mode) = match target.provider.kind {
         ProviderKind::OpenAi => (
-            passthrough::rewrite_request(body, &head, &route.upstream_model)?,
+            passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?,
             Vec::new(),
             None,
         ),
         ProviderKind::Anthropic => {
-            let chat = parse_chat_request(&body)?;
+            let chat = parsed(chat_slot, body)?;
             let max_tokens = chat
                 .max_output_tokens()
-                .or(route.provider.default_max_tokens)
-                .unwrap_or_else(|| anthropic::default_max_tokens(&route.upstream_model));
+                .or(target.provider.default_max_tokens)
+                .unwrap_or_else(|| anthropic::default_max_tokens(&target.upstream_model));
             upstream_stream = head.stream || max_tokens > ANTHROPIC_NON_STREAM_MAX_TOKENS;
             let opts = anthropic::EncodeOptions {
-                upstream_model: &route.upstream_model,
+                upstream_model: &target.upstream_model,
                 stream: upstream_stream,
-                default_max_tokens: route.provider.default_max_tokens,
+                default_max_tokens: target.provider.default_max_tokens,
             };
-            let encoded = anthropic::encode_request(&chat, &opts)?;
-            for beta in parts.headers.get_all(ANTHROPIC_BETA) {
+            let encoded = anthropic::encode_request(chat, &opts)?;
+            for beta in client_headers.get_all(ANTHROPIC_BETA) {
                 extra_headers.push((ANTHROPIC_BETA, beta.clone()));
             }
             (
                 Bytes::from(encoded.body),
                 encoded.dropped_params,
-                json_mode_tool(&chat),
+                json_mode_tool(chat),
             )
         }
         ProviderKind::Ollama => {
-            let chat = parse_chat_request(&body)?;
+            let chat = parsed(chat_slot, body)?;
             let opts = ollama::EncodeOptions {
-                upstream_model: &route.upstream_model,
+                upstream_model: &target.upstream_model,
                 stream: head.stream,
-                num_ctx: route.provider.num_ctx,
-                keep_alive: route.provider.keep_alive.as_deref(),
+                num_ctx: target.provider.num_ctx,
+                keep_alive: target.provider.keep_alive.as_deref(),
             };
-            let encoded = ollama::encode_request(&chat, &opts)?;
+            let encoded = ollama::encode_request(chat, &opts)?;
             (Bytes::from(encoded.body), encoded.dropped_params, None)
         }
     };
@@ -171,8 +254,8 @@ async fn serve(
     }
 
     let mut headers = vec![
-        (X_AGGREGATOR_PROVIDER, header_value(&route.provider.id)),
-        (X_AGGREGATOR_MODEL, header_value(&route.upstream_model)),
+        (X_AGGREGATOR_PROVIDER, header_value(&target.provider.id)),
+        (X_AGGREGATOR_MODEL, header_value(&target.upstream_model)),
     ];
     if !dropped.is_empty() {
         tracing::debug!(params = ?dropped, "dropped parameters the provider cannot honour");
@@ -180,7 +263,7 @@ async fn serve(
     }
 
     if head.stream {
-        let translator = match route.provider.kind {
+        let translator = match target.provider.kind {
             ProviderKind::OpenAi => {
                 AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage))
             }
@@ -222,7 +305,7 @@ async fn serve(
             )
         } else {
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
-            match route.provider.kind {
+            match target.provider.kind {
                 ProviderKind::OpenAi => {
                     let usage = passthrough::extract_usage(&bytes);
                     (bytes, usage)

@@ -49,7 +49,10 @@ impl ModelsCache {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration, fetch_timeout: Duration) -> Self {
         Self {
-            cache: moka::future::Cache::builder().time_to_live(ttl.max(Duration::from_millis(1))).max_capacity(1024).build(),
+            cache: moka::future::Cache::builder()
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .max_capacity(1024)
+                .build(),
             last_good: DashMap::new(),
             fetch_timeout,
         }
@@ -57,7 +60,11 @@ impl ModelsCache {
 
     /// One provider's models: cached, else fetched (concurrent callers share one fetch); on failure the last
     /// good list, or nothing.
-    async fn provider_models(&self, upstream: &Arc<Upstream>, metrics: Option<&crate::metrics::Metrics>) -> Arc<Vec<ModelEntry>> {
+    async fn provider_models(
+        &self,
+        upstream: &Arc<Upstream>,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> Arc<Vec<ModelEntry>> {
         let id = upstream.config.id.clone();
         if let Some(hit) = self.cache.get(&id).await {
             if let Some(m) = metrics {
@@ -77,7 +84,13 @@ impl ModelsCache {
             })
             .await;
         if let Some(m) = metrics {
-            m.models_cache.with_label_values(&[if fetched.is_ok() { "refresh" } else { "refresh_error" }]).inc();
+            m.models_cache
+                .with_label_values(&[if fetched.is_ok() {
+                    "refresh"
+                } else {
+                    "refresh_error"
+                }])
+                .inc();
         }
         match fetched {
             Ok(list) => {
@@ -86,7 +99,10 @@ impl ModelsCache {
             }
             Err(reason) => {
                 tracing::warn!(provider = %id, reason = %reason, "model listing failed; serving the last good list");
-                self.last_good.get(&id).map(|l| l.clone()).unwrap_or_default()
+                self.last_good
+                    .get(&id)
+                    .map(|l| l.clone())
+                    .unwrap_or_default()
             }
         }
     }
@@ -96,7 +112,10 @@ impl ModelsCache {
         let mut upstreams: Vec<_> = state.upstreams.values().cloned().collect();
         upstreams.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         let metrics = state.sink.as_ref().map(|s| s.metrics().as_ref());
-        let lists = futures_util::future::join_all(upstreams.iter().map(|u| self.provider_models(u, metrics))).await;
+        let lists = futures_util::future::join_all(
+            upstreams.iter().map(|u| self.provider_models(u, metrics)),
+        )
+        .await;
         let mut out: Vec<ModelEntry> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
         out.extend(aliases(&state.config));
         out.dedup_by(|a, b| a.id == b.id);
@@ -110,7 +129,12 @@ fn aliases(config: &Config) -> Vec<ModelEntry> {
         .routes
         .iter()
         .filter_map(|r| match &r.pattern {
-            ModelPattern::Exact(name) => Some(ModelEntry { id: name.clone(), object: "model", created: 0, owned_by: "gateway".into() }),
+            ModelPattern::Exact(name) => Some(ModelEntry {
+                id: name.clone(),
+                object: "model",
+                created: 0,
+                owned_by: "gateway".into(),
+            }),
             ModelPattern::Glob(_) => None,
         })
         .collect()
@@ -119,9 +143,15 @@ fn aliases(config: &Config) -> Vec<ModelEntry> {
 async fn get(upstream: &Upstream, path: &str) -> Result<Bytes, UpstreamError> {
     let resp = upstream.send(upstream.get_request(path)?).await?;
     let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_LISTING_BYTES).collect().await.map_err(|_| UpstreamError::Transport)?.to_bytes();
+    let body = Limited::new(resp.into_body(), MAX_LISTING_BYTES)
+        .collect()
+        .await
+        .map_err(|_| UpstreamError::Transport)?
+        .to_bytes();
     if !status.is_success() {
-        return Err(UpstreamError::Protocol(format!("listing answered HTTP {}", status.as_u16()).into()));
+        return Err(UpstreamError::Protocol(
+            format!("listing answered HTTP {}", status.as_u16()).into(),
+        ));
     }
     Ok(body)
 }
@@ -144,7 +174,15 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
         ProviderKind::OpenAi => {
             let body = get(upstream, "/models").await?;
             for m in translators::openai::passthrough::parse_models(&body).map_err(protocol)? {
-                out.push(entry(&m.id, m.created, if m.owned_by.is_empty() { id } else { &m.owned_by }));
+                out.push(entry(
+                    &m.id,
+                    m.created,
+                    if m.owned_by.is_empty() {
+                        id
+                    } else {
+                        &m.owned_by
+                    },
+                ));
             }
         }
         ProviderKind::Anthropic => {
@@ -153,9 +191,16 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
                 let mut path = format!("/v1/models?limit={ANTHROPIC_PAGE_LIMIT}");
                 if let Some(a) = &after {
                     path.push_str("&after_id=");
-                    path.push_str(&percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC).to_string());
+                    path.push_str(
+                        &percent_encoding::utf8_percent_encode(
+                            a,
+                            percent_encoding::NON_ALPHANUMERIC,
+                        )
+                        .to_string(),
+                    );
                 }
-                let page = translators::anthropic::parse_models_page(&get(upstream, &path).await?).map_err(protocol)?;
+                let page = translators::anthropic::parse_models_page(&get(upstream, &path).await?)
+                    .map_err(protocol)?;
                 for m in &page.models {
                     out.push(entry(&m.id, m.created, id));
                 }
@@ -178,32 +223,41 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
 
 fn json(bytes: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(body::full(Bytes::from(bytes)));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 /// `GET /v1/models`.
 pub async fn list(state: &AppState) -> Result<Response<Body>, Error> {
     let all = state.models.all(state).await;
-    let bytes = serde_json::to_vec(&ModelList { object: "list", data: &all }).map_err(|e| Error::Internal(e.to_string().into()))?;
+    let bytes = serde_json::to_vec(&ModelList {
+        object: "list",
+        data: &all,
+    })
+    .map_err(|e| Error::Internal(e.to_string().into()))?;
     Ok(json(bytes))
 }
 
 /// `GET /v1/models/{id}`; `raw_id` is the undecoded path tail (ids contain `/` and `:`).
 pub async fn retrieve(state: &AppState, raw_id: &str) -> Result<Response<Body>, Error> {
-    let id = percent_encoding::percent_decode_str(raw_id).decode_utf8_lossy().into_owned();
+    let id = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8_lossy()
+        .into_owned();
     let all = state.models.all(state).await;
     let wanted = match all.iter().find(|m| m.id == id) {
         Some(m) => Some(m),
         None => crate::routing::resolve(&state.config, &id)
             .ok()
             .and_then(|r| {
-                let full = format!("{}/{}", r.provider.id, r.upstream_model);
+                let full = format!("{}/{}", r.primary().provider.id, r.primary().upstream_model);
                 all.iter().find(|m| m.id == full)
             }),
     };
     match wanted {
-        Some(m) => Ok(json(serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string().into()))?)),
+        Some(m) => Ok(json(
+            serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string().into()))?,
+        )),
         None => Err(Error::Route(crate::routing::RouteError::UnknownModel(id))),
     }
 }
