@@ -58,11 +58,7 @@ impl TestResponse {
     /// When the body is not JSON (the panic message shows the body).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response body is not JSON ({e}); status {}: {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
+            panic!("response body is not JSON ({e}); status {}: {}", self.status, String::from_utf8_lossy(&self.body))
         })
     }
 
@@ -97,8 +93,7 @@ impl SseEvent {
     /// # Panics
     /// When the data is not JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", self.data))
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", self.data))
     }
 }
 
@@ -134,13 +129,8 @@ impl SseStream {
     ///
     /// # Errors
     /// [`ClientError::Timeout`] when no complete event arrives within `timeout`.
-    pub async fn next_event_within(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<SseEvent>, ClientError> {
-        tokio::time::timeout(timeout, self.next_event_inner())
-            .await
-            .map_err(|_| ClientError::Timeout)
+    pub async fn next_event_within(&mut self, timeout: Duration) -> Result<Option<SseEvent>, ClientError> {
+        tokio::time::timeout(timeout, self.next_event_inner()).await.map_err(|_| ClientError::Timeout)
     }
 
     /// The next event within [`DEFAULT_TIMEOUT`].
@@ -201,10 +191,7 @@ fn take_event(buf: &mut Vec<u8>) -> Option<Option<SseEvent>> {
     let text = String::from_utf8_lossy(&block[..end]).into_owned();
     let mut event = None;
     let mut data: Option<String> = None;
-    for line in text
-        .split(['\n'])
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-    {
+    for line in text.split(['\n']).map(|l| l.strip_suffix('\r').unwrap_or(l)) {
         if line.is_empty() || line.starts_with(':') {
             continue;
         }
@@ -250,21 +237,13 @@ impl TestClient {
     /// An HTTP/1.1 client for `base` (`http://127.0.0.1:port`).
     pub fn new(base: &str) -> Self {
         let inner = Client::builder(TokioExecutor::new()).build_http();
-        TestClient {
-            inner,
-            base: base.trim_end_matches('/').to_owned(),
-        }
+        TestClient { inner, base: base.trim_end_matches('/').to_owned() }
     }
 
     /// An HTTP/2 prior-knowledge (h2c) client for `base`.
     pub fn h2c(base: &str) -> Self {
-        let inner = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-        TestClient {
-            inner,
-            base: base.trim_end_matches('/').to_owned(),
-        }
+        let inner = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        TestClient { inner, base: base.trim_end_matches('/').to_owned() }
     }
 
     /// The base URL.
@@ -272,16 +251,8 @@ impl TestClient {
         &self.base
     }
 
-    fn request(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-    ) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path));
+    fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(method).uri(format!("{}{}", self.base, path));
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -289,10 +260,7 @@ impl TestClient {
         builder.body(Full::new(body)).expect("valid test request")
     }
 
-    async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>, ClientError> {
         match tokio::time::timeout(DEFAULT_TIMEOUT, self.inner.request(req)).await {
             Err(_) => Err(ClientError::Timeout),
             Ok(Err(e)) => Err(ClientError::Http(format!("{e:?}"))),
@@ -311,21 +279,14 @@ impl TestClient {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<TestResponse, ClientError> {
-        let resp = self
-            .send(self.request(method, path, headers, body.into()))
-            .await?;
+        let resp = self.send(self.request(method, path, headers, body.into())).await?;
         let (parts, body) = resp.into_parts();
         let body = match tokio::time::timeout(DEFAULT_TIMEOUT, body.collect()).await {
             Err(_) => return Err(ClientError::Timeout),
             Ok(Err(e)) => return Err(ClientError::Http(e.to_string())),
             Ok(Ok(c)) => c.to_bytes(),
         };
-        Ok(TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        })
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body, version: parts.version })
     }
 
     /// `GET path`.
@@ -341,13 +302,7 @@ impl TestClient {
     /// # Errors
     /// Connection failure or timeout.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<TestResponse, ClientError> {
-        self.raw(
-            Method::POST,
-            path,
-            &[("content-type", "application/json")],
-            body.to_string(),
-        )
-        .await
+        self.raw(Method::POST, path, &[("content-type", "application/json")], body.to_string()).await
     }
 
     /// `POST /v1/chat/completions` with a JSON body.
@@ -362,17 +317,10 @@ impl TestClient {
     ///
     /// # Errors
     /// Connection failure or timeout waiting for the response head.
-    pub async fn stream(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &Value,
-    ) -> Result<SseStream, ClientError> {
+    pub async fn stream(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Result<SseStream, ClientError> {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
-        let resp = self
-            .send(self.request(Method::POST, path, &all, Bytes::from(body.to_string())))
-            .await?;
+        let resp = self.send(self.request(Method::POST, path, &all, Bytes::from(body.to_string()))).await?;
         let (parts, body) = resp.into_parts();
         Ok(SseStream {
             status: parts.status,
@@ -399,19 +347,10 @@ mod tests {
 
     #[test]
     fn take_event_handles_crlf_comments_and_multiline_data() {
-        let mut buf =
-            b": keep-alive\n\nevent: x\r\ndata: a\r\ndata:b\r\n\r\ndata: [DONE]\n\n".to_vec();
+        let mut buf = b": keep-alive\n\nevent: x\r\ndata: a\r\ndata:b\r\n\r\ndata: [DONE]\n\n".to_vec();
         assert_eq!(take_event(&mut buf), Some(None));
-        assert_eq!(
-            take_event(&mut buf),
-            Some(Some(SseEvent {
-                event: Some("x".into()),
-                data: "a\nb".into()
-            }))
-        );
-        assert!(take_event(&mut buf)
-            .and_then(|e| e)
-            .is_some_and(|e| e.is_done()));
+        assert_eq!(take_event(&mut buf), Some(Some(SseEvent { event: Some("x".into()), data: "a\nb".into() })));
+        assert!(take_event(&mut buf).and_then(|e| e).is_some_and(|e| e.is_done()));
         assert_eq!(take_event(&mut buf), None);
     }
 }

@@ -94,10 +94,8 @@ impl Drop for GatewayUnderTest {
 /// When it cannot be created.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let dir = std::env::temp_dir().join(format!(
         "ai-agg-it-{tag}-{}-{}-{nanos}",
         std::process::id(),

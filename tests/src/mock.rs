@@ -86,11 +86,7 @@ pub struct ToolCall {
 impl ToolCall {
     /// A tool call with the given id, name and input object.
     pub fn new(id: &str, name: &str, input: Value) -> Self {
-        ToolCall {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            input,
-        }
+        ToolCall { id: id.to_owned(), name: name.to_owned(), input }
     }
 }
 
@@ -110,11 +106,7 @@ pub struct Usage {
 impl Usage {
     /// Plain input/output counts, no cache.
     pub fn new(input: u64, output: u64) -> Self {
-        Usage {
-            input,
-            output,
-            ..Usage::default()
-        }
+        Usage { input, output, ..Usage::default() }
     }
 }
 
@@ -169,19 +161,12 @@ impl Answer {
         if !current.is_empty() {
             pieces.push(current);
         }
-        Answer {
-            text: pieces,
-            ..Answer::text_pieces(&[])
-        }
+        Answer { text: pieces, ..Answer::text_pieces(&[]) }
     }
 
     /// A tool-calling answer without text.
     pub fn tools(calls: Vec<ToolCall>) -> Self {
-        Answer {
-            tool_calls: calls,
-            stop: Stop::Tool,
-            ..Answer::text_pieces(&[])
-        }
+        Answer { tool_calls: calls, stop: Stop::Tool, ..Answer::text_pieces(&[]) }
     }
 
     /// Sets the usage.
@@ -289,11 +274,7 @@ impl Reply {
 
     /// A JSON response.
     pub fn json(status: u16, body: &Value) -> Self {
-        Reply::raw(
-            status,
-            "application/json",
-            vec![Bytes::from(body.to_string())],
-        )
+        Reply::raw(status, "application/json", vec![Bytes::from(body.to_string())])
     }
 
     /// An HTML error page, as a CDN or load balancer sends.
@@ -403,11 +384,11 @@ impl RecordedRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The value of one query parameter (not percent-decoded).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
+    /// The percent-decoded value of one query parameter.
+    pub fn query_param(&self, name: &str) -> Option<String> {
         self.query.as_deref()?.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
+            (percent_decode(k) == name).then(|| percent_decode(v))
         })
     }
 
@@ -416,10 +397,41 @@ impl RecordedRequest {
     /// # Panics
     /// When the body was not JSON.
     pub fn body_json(&self) -> &Value {
-        self.json
-            .as_ref()
-            .unwrap_or_else(|| panic!("request body is not JSON: {:?}", self.body))
+        self.json.as_ref().unwrap_or_else(|| panic!("request body is not JSON: {:?}", self.body))
     }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) in a query component; invalid escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// How a streamed body ended, as seen by the mock.
@@ -472,23 +484,15 @@ impl MockUpstream {
     /// When the port cannot be bound.
     pub async fn start(flavor: Flavor) -> Self {
         #[allow(clippy::expect_used)] // A test harness failing to bind loopback cannot continue.
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock upstream");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         #[allow(clippy::expect_used)]
         let addr = listener.local_addr().expect("mock local addr");
         let models = match flavor {
             Flavor::OpenAi => vec!["gpt-4o-mini".to_owned(), "gpt-4o".to_owned()],
             Flavor::Anthropic => {
-                vec![
-                    "claude-sonnet-4-5-20250929".to_owned(),
-                    "claude-haiku-4-5-20251001".to_owned(),
-                ]
+                vec!["claude-sonnet-4-5-20250929".to_owned(), "claude-haiku-4-5-20251001".to_owned()]
             }
-            Flavor::Ollama => vec![
-                "llama3.2:latest".to_owned(),
-                "hf.co/org/repo:Q4_K_M".to_owned(),
-            ],
+            Flavor::Ollama => vec!["llama3.2:latest".to_owned(), "hf.co/org/repo:Q4_K_M".to_owned()],
         };
         let (outcome_tx, _) = watch::channel(0);
         let state = Arc::new(State {
@@ -534,12 +538,7 @@ impl MockUpstream {
 
     /// Queues a one-shot reply for `path` (FIFO, used before sticky replies).
     pub async fn enqueue(&self, path: &str, reply: Reply) {
-        self.state
-            .scripts
-            .lock()
-            .await
-            .queued
-            .push((path.to_owned(), reply));
+        self.state.scripts.lock().await.queued.push((path.to_owned(), reply));
     }
 
     /// Replies with `reply` on `path` from now on (after queued replies are used up).
@@ -561,25 +560,12 @@ impl MockUpstream {
 
     /// Requests received on `path`.
     pub async fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
-        self.state
-            .requests
-            .lock()
-            .await
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        self.state.requests.lock().await.iter().filter(|r| r.path == path).cloned().collect()
     }
 
     /// Number of requests received on `path`.
     pub async fn calls(&self, path: &str) -> usize {
-        self.state
-            .requests
-            .lock()
-            .await
-            .iter()
-            .filter(|r| r.path == path)
-            .count()
+        self.state.requests.lock().await.iter().filter(|r| r.path == path).count()
     }
 
     /// The last request on the chat endpoint.
@@ -589,9 +575,7 @@ impl MockUpstream {
     pub async fn last_chat(&self) -> RecordedRequest {
         let path = self.state.flavor.chat_path();
         let all = self.requests_to(path).await;
-        all.last()
-            .cloned()
-            .unwrap_or_else(|| panic!("mock {:?} received no request on {path}", self.state.flavor))
+        all.last().cloned().unwrap_or_else(|| panic!("mock {:?} received no request on {path}", self.state.flavor))
     }
 
     /// Outcomes of the streamed bodies so far.
@@ -604,13 +588,8 @@ impl MockUpstream {
         let deadline = Instant::now() + timeout;
         let mut rx = self.state.outcome_tx.subscribe();
         loop {
-            if let Some(o) = self
-                .state
-                .outcomes
-                .lock()
-                .await
-                .iter()
-                .find(|o| matches!(o, BodyOutcome::PeerClosed { .. }))
+            if let Some(o) =
+                self.state.outcomes.lock().await.iter().find(|o| matches!(o, BodyOutcome::PeerClosed { .. }))
             {
                 return Some(*o);
             }
@@ -649,10 +628,7 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.rx.poll_recv(cx)
     }
 }
@@ -661,11 +637,7 @@ type MockResponse = Response<ChannelBody>;
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockResponse, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let json = serde_json::from_slice::<Value>(&body).ok();
     let recorded = RecordedRequest {
         method: parts.method.clone(),
@@ -691,18 +663,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<MockRespons
     let (chunks, ending) = chunks;
 
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(feed_body(
-        state.clone(),
-        tx,
-        chunks,
-        reply.gap,
-        ending,
-        inband_error,
-    ));
+    tokio::spawn(feed_body(state.clone(), tx, chunks, reply.gap, ending, inband_error));
 
     let mut response = Response::new(ChannelBody { rx });
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
             response.headers_mut().append(k, v);
@@ -749,9 +713,7 @@ async fn feed_body(
 ) {
     let limit = match ending {
         Ending::Complete => chunks.len(),
-        Ending::DisconnectAfter(k) | Ending::StallAfter(k) | Ending::InbandErrorAfter(k) => {
-            k.min(chunks.len())
-        }
+        Ending::DisconnectAfter(k) | Ending::StallAfter(k) | Ending::InbandErrorAfter(k) => k.min(chunks.len()),
     };
     let mut last_write = Instant::now();
     for (i, chunk) in chunks.into_iter().take(limit).enumerate() {
@@ -765,13 +727,7 @@ async fn feed_body(
             }
         }
         if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-            record_outcome(
-                &state,
-                BodyOutcome::PeerClosed {
-                    after: last_write.elapsed(),
-                },
-            )
-            .await;
+            record_outcome(&state, BodyOutcome::PeerClosed { after: last_write.elapsed() }).await;
             return;
         }
         last_write = Instant::now();
@@ -787,13 +743,7 @@ async fn feed_body(
             let _ = tx.reserve().await;
             record_outcome(
                 &state,
-                if sent {
-                    BodyOutcome::Completed
-                } else {
-                    BodyOutcome::PeerClosed {
-                        after: last_write.elapsed(),
-                    }
-                },
+                if sent { BodyOutcome::Completed } else { BodyOutcome::PeerClosed { after: last_write.elapsed() } },
             )
             .await;
         }
@@ -801,21 +751,13 @@ async fn feed_body(
             // Let hyper write what it has, then abort the connection mid-body.
             let _ = tx.reserve().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let _ = tx
-                .send(Err("mock upstream: scripted disconnect".into()))
-                .await;
+            let _ = tx.send(Err("mock upstream: scripted disconnect".into())).await;
             record_outcome(&state, BodyOutcome::Aborted).await;
         }
         Ending::StallAfter(_) => {
             let stalled = Instant::now();
             tx.closed().await;
-            record_outcome(
-                &state,
-                BodyOutcome::PeerClosed {
-                    after: stalled.elapsed(),
-                },
-            )
-            .await;
+            record_outcome(&state, BodyOutcome::PeerClosed { after: stalled.elapsed() }).await;
         }
     }
 }
@@ -844,11 +786,7 @@ async fn render(
         Flavor::Ollama => ollama::inband_error(),
     };
     match body {
-        ReplyBody::Raw {
-            status,
-            headers,
-            chunks,
-        } => (*status, headers.clone(), chunks.clone(), inband),
+        ReplyBody::Raw { status, headers, chunks } => (*status, headers.clone(), chunks.clone(), inband),
         ReplyBody::Answer(answer) => {
             let path = req.path.as_str();
             let models = state.models.lock().await.clone();
@@ -860,38 +798,21 @@ async fn render(
                 (Flavor::Ollama, "/api/chat") => ollama::render_chat(req, answer),
                 (Flavor::Ollama, "/api/tags") => ollama::render_models(&models),
                 _ => {
-                    let reply = Reply::error(
-                        flavor,
-                        404,
-                        &format!("mock: no route for {} {path}", req.method),
-                    );
+                    let reply = Reply::error(flavor, 404, &format!("mock: no route for {} {path}", req.method));
                     return match reply.body {
-                        ReplyBody::Raw {
-                            status,
-                            headers,
-                            chunks,
-                        } => (status, headers, chunks, inband),
+                        ReplyBody::Raw { status, headers, chunks } => (status, headers, chunks, inband),
                         ReplyBody::Answer(_) => (404, Vec::new(), Vec::new(), inband),
                     };
                 }
             };
-            (
-                status,
-                vec![("content-type".to_owned(), ct.to_owned())],
-                chunks,
-                inband,
-            )
+            (status, vec![("content-type".to_owned(), ct.to_owned())], chunks, inband)
         }
     }
 }
 
 /// Whether the request asked for a stream (Ollama streams unless `"stream": false`).
 pub(crate) fn wants_stream(flavor: Flavor, req: &RecordedRequest) -> bool {
-    let flag = req
-        .json
-        .as_ref()
-        .and_then(|j| j.get("stream"))
-        .and_then(Value::as_bool);
+    let flag = req.json.as_ref().and_then(|j| j.get("stream")).and_then(Value::as_bool);
     match flavor {
         Flavor::Ollama => flag.unwrap_or(true),
         Flavor::OpenAi | Flavor::Anthropic => flag.unwrap_or(false),
@@ -912,10 +833,5 @@ pub(crate) fn fragments(s: &str) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     let a = chars.len() / 3;
     let b = 2 * chars.len() / 3;
-    vec![
-        String::new(),
-        chars[..a].iter().collect(),
-        chars[a..b].iter().collect(),
-        chars[b..].iter().collect(),
-    ]
+    vec![String::new(), chars[..a].iter().collect(), chars[a..b].iter().collect(), chars[b..].iter().collect()]
 }

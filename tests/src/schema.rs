@@ -6,13 +6,7 @@
 
 use serde_json::Value;
 
-const FINISH_REASONS: [&str; 5] = [
-    "stop",
-    "length",
-    "tool_calls",
-    "content_filter",
-    "function_call",
-];
+const FINISH_REASONS: [&str; 5] = ["stop", "length", "tool_calls", "content_filter", "function_call"];
 
 fn is_u64(v: &Value, key: &str) -> bool {
     v.get(key).is_some_and(Value::is_u64)
@@ -28,8 +22,7 @@ fn check_usage(u: &Value) -> Result<(), String> {
             return Err(format!("usage.{k} missing or not an integer: {u}"));
         }
     }
-    let sum =
-        u["prompt_tokens"].as_u64().unwrap_or(0) + u["completion_tokens"].as_u64().unwrap_or(0);
+    let sum = u["prompt_tokens"].as_u64().unwrap_or(0) + u["completion_tokens"].as_u64().unwrap_or(0);
     if u["total_tokens"].as_u64() != Some(sum) {
         return Err(format!("usage.total_tokens != prompt + completion: {u}"));
     }
@@ -57,16 +50,10 @@ fn check_tool_call(tc: &Value, streamed: bool) -> Result<(), String> {
 /// # Errors
 /// A description of the first violation.
 pub fn check_completion(v: &Value) -> Result<(), String> {
-    if !is_str(v, "id")
-        || v["object"] != "chat.completion"
-        || !is_u64(v, "created")
-        || !is_str(v, "model")
-    {
+    if !is_str(v, "id") || v["object"] != "chat.completion" || !is_u64(v, "created") || !is_str(v, "model") {
         return Err(format!("completion lacks id/object/created/model: {v}"));
     }
-    let choices = v["choices"]
-        .as_array()
-        .ok_or_else(|| format!("choices not an array: {v}"))?;
+    let choices = v["choices"].as_array().ok_or_else(|| format!("choices not an array: {v}"))?;
     if choices.is_empty() {
         return Err("choices is empty".into());
     }
@@ -107,16 +94,10 @@ pub fn check_completion(v: &Value) -> Result<(), String> {
 /// # Errors
 /// A description of the first violation.
 pub fn check_chunk(v: &Value) -> Result<(), String> {
-    if !is_str(v, "id")
-        || v["object"] != "chat.completion.chunk"
-        || !is_u64(v, "created")
-        || !is_str(v, "model")
-    {
+    if !is_str(v, "id") || v["object"] != "chat.completion.chunk" || !is_u64(v, "created") || !is_str(v, "model") {
         return Err(format!("chunk lacks id/object/created/model: {v}"));
     }
-    let choices = v["choices"]
-        .as_array()
-        .ok_or_else(|| format!("chunk choices not an array: {v}"))?;
+    let choices = v["choices"].as_array().ok_or_else(|| format!("chunk choices not an array: {v}"))?;
     for c in choices {
         if !is_u64(c, "index") || !c["delta"].is_object() || c.get("finish_reason").is_none() {
             return Err(format!("chunk choice lacks index/delta/finish_reason: {c}"));
@@ -144,9 +125,7 @@ pub fn check_chunk(v: &Value) -> Result<(), String> {
 /// # Errors
 /// A description of the first violation.
 pub fn check_error(v: &Value) -> Result<(), String> {
-    let e = v
-        .get("error")
-        .ok_or_else(|| format!("no `error` key: {v}"))?;
+    let e = v.get("error").ok_or_else(|| format!("no `error` key: {v}"))?;
     if !is_str(e, "message") || !is_str(e, "type") {
         return Err(format!("error lacks message/type strings: {v}"));
     }
@@ -178,8 +157,7 @@ pub fn check_model_list(v: &Value) -> Result<(), String> {
 /// # Errors
 /// A description of the first violation.
 pub fn check_model(m: &Value) -> Result<(), String> {
-    if !is_str(m, "id") || m["object"] != "model" || !is_u64(m, "created") || !is_str(m, "owned_by")
-    {
+    if !is_str(m, "id") || m["object"] != "model" || !is_u64(m, "created") || !is_str(m, "owned_by") {
         return Err(format!("model lacks id/object/created/owned_by: {m}"));
     }
     Ok(())

@@ -8,7 +8,8 @@ use integration_tests::summary::StreamSummary;
 use serde_json::{json, Value};
 
 /// A 1×1 PNG.
-const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+const PNG_B64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 
 fn weather_tools() -> Value {
     json!([{"type": "function", "function": {
@@ -234,18 +235,27 @@ async fn anthropic_request_translation_and_headers() {
         system.as_array().unwrap().iter().map(|b| b["text"].as_str().unwrap()).collect::<Vec<_>>().join("")
     });
     assert_eq!(system_text, "You are terse.");
-    assert_eq!(sent["tools"], json!([{"name": "get_weather", "description": "Current weather for a city",
-        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]));
+    assert_eq!(
+        sent["tools"],
+        json!([{"name": "get_weather", "description": "Current weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}])
+    );
     assert_eq!(sent["tool_choice"]["type"], "auto");
     let msgs = sent["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 3, "user, assistant, user(tool_result): {msgs:?}");
     assert_eq!(msgs[0]["role"], "user");
     assert_eq!(msgs[0]["content"][0], json!({"type": "text", "text": "Weather in Paris? Also describe the image."}));
-    assert_eq!(msgs[0]["content"][1], json!({"type": "image",
-        "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}));
+    assert_eq!(
+        msgs[0]["content"][1],
+        json!({"type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}})
+    );
     assert_eq!(msgs[1]["role"], "assistant");
-    assert_eq!(msgs[1]["content"], json!([{"type": "text", "text": "Let me check."},
-        {"type": "tool_use", "id": "call_a1", "name": "get_weather", "input": {"city": "Paris"}}]));
+    assert_eq!(
+        msgs[1]["content"],
+        json!([{"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "call_a1", "name": "get_weather", "input": {"city": "Paris"}}])
+    );
     assert_eq!(msgs[2]["role"], "user");
     assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
     assert_eq!(msgs[2]["content"][0]["tool_use_id"], "call_a1");
@@ -420,9 +430,16 @@ async fn one_byte_upstream_writes_give_the_same_stream() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        let answer = Answer::text("Split é 日本 ok").with_tools(vec![ToolCall::new("call_x1", "f", json!({"q": "é\"x"}))]);
+        let answer =
+            Answer::text("Split é 日本 ok").with_tools(vec![ToolCall::new("call_x1", "f", json!({"q": "é\"x"}))]);
         mock(&stack, flavor)
-            .enqueue_chat(Reply::answer(answer).split(1).gap(std::time::Duration::from_micros(200)))
+            // A 1 ms gap makes every byte its own TCP segment; Anthropic (the richest SSE) gets it, the
+            // others rely on the mock flushing every one-byte frame on its own.
+            .enqueue_chat(Reply::answer(answer).split(1).gap(if flavor == Flavor::Anthropic {
+                std::time::Duration::from_millis(1)
+            } else {
+                std::time::Duration::ZERO
+            }))
             .await;
         let events = c
             .chat_stream(&json!({"model": model_for(flavor), "stream": true,

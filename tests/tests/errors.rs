@@ -73,10 +73,7 @@ async fn anthropic_529_becomes_503_with_retry_after() {
     let ra = r.header("retry-after").unwrap_or_else(|| panic!("503 without retry-after; headers {:?}", r.headers));
     assert!(ra.parse::<u64>().is_ok(), "retry-after in seconds: {ra}");
 
-    stack
-        .anthropic
-        .enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded").header("retry-after", "9"))
-        .await;
+    stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded").header("retry-after", "9")).await;
     let r = stack.client().chat(&chat_body(Flavor::Anthropic, true)).await.unwrap();
     expect_error(&r, 503, "529 on a stream request");
     assert_eq!(r.header("retry-after"), Some("9"), "upstream retry-after kept");
@@ -191,7 +188,10 @@ async fn bad_json_is_400() {
     expect_error(&r, 400, "missing messages");
     let r = c.chat(&json!({"messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
     expect_error(&r, 400, "missing model");
-    let r = c.raw(http::Method::POST, "/v1/chat/completions", &[("content-type", "application/json")], "[1,2]").await.unwrap();
+    let r = c
+        .raw(http::Method::POST, "/v1/chat/completions", &[("content-type", "application/json")], "[1,2]")
+        .await
+        .unwrap();
     expect_error(&r, 400, "JSON array body");
     let r = c.chat(&json!({"model": "ollama/llama3.2", "messages": []})).await.unwrap();
     expect_error(&r, 400, "empty messages (must never reach Ollama, where it loads the model)");
@@ -269,7 +269,10 @@ async fn upstream_disconnect_mid_stream_gives_error_event_without_done() {
     let c = stack.client();
     for flavor in ALL {
         mock(&stack, flavor)
-            .enqueue_chat(Reply::answer(Answer::text("one two three four five")).ending(Ending::DisconnectAfter(cut_after_text(flavor))))
+            .enqueue_chat(
+                Reply::answer(Answer::text("one two three four five"))
+                    .ending(Ending::DisconnectAfter(cut_after_text(flavor))),
+            )
             .await;
         let mut s = c.chat_stream(&chat_body(flavor, true)).await.unwrap();
         assert_eq!(s.status, 200, "{flavor:?}");
@@ -288,7 +291,10 @@ async fn upstream_inband_error_mid_stream_gives_error_event_without_done() {
     let c = stack.client();
     for flavor in ALL {
         mock(&stack, flavor)
-            .enqueue_chat(Reply::answer(Answer::text("one two three four")).ending(Ending::InbandErrorAfter(cut_after_text(flavor))))
+            .enqueue_chat(
+                Reply::answer(Answer::text("one two three four"))
+                    .ending(Ending::InbandErrorAfter(cut_after_text(flavor))),
+            )
             .await;
         let events = c.chat_stream(&chat_body(flavor, true)).await.unwrap().collect().await.unwrap();
         let sum = StreamSummary::from_events(&events);
@@ -304,8 +310,7 @@ async fn client_cancel_mid_stream_closes_upstream_quickly() {
     let c = stack.client();
     for flavor in ALL {
         let m = mock(&stack, flavor);
-        m.enqueue_chat(Reply::answer(Answer::text("one two three four five six")).ending(Ending::StallAfter(3)))
-            .await;
+        m.enqueue_chat(Reply::answer(Answer::text("one two three four five six")).ending(Ending::StallAfter(3))).await;
         let mut s = c.chat_stream(&chat_body(flavor, true)).await.unwrap();
         assert_eq!(s.status, 200, "{flavor:?}");
         let first = s.next_event().await.unwrap();

@@ -57,10 +57,7 @@ pub fn sse_events(model: &str, a: &Answer) -> Vec<Bytes> {
     start["content"] = json!([]);
     start["stop_reason"] = Value::Null;
     start["usage"] = usage_json(a, 1);
-    out.push(event(
-        "message_start",
-        &json!({"type": "message_start", "message": start}),
-    ));
+    out.push(event("message_start", &json!({"type": "message_start", "message": start})));
     let mut index = 0;
     if !a.text.is_empty() {
         out.push(event(
@@ -74,10 +71,7 @@ pub fn sse_events(model: &str, a: &Answer) -> Vec<Bytes> {
                 &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
             ));
         }
-        out.push(event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": index}),
-        ));
+        out.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
         index += 1;
     } else {
         out.push(event("ping", &json!({"type": "ping"})));
@@ -95,10 +89,7 @@ pub fn sse_events(model: &str, a: &Answer) -> Vec<Bytes> {
                         "delta": {"type": "input_json_delta", "partial_json": piece}}),
             ));
         }
-        out.push(event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": index}),
-        ));
+        out.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
         index += 1;
     }
     out.push(event(
@@ -113,17 +104,9 @@ pub fn sse_events(model: &str, a: &Answer) -> Vec<Bytes> {
 pub(crate) fn render_chat(req: &RecordedRequest, a: &Answer) -> (u16, &'static str, Vec<Bytes>) {
     let model = request_model(req, a);
     if wants_stream(Flavor::Anthropic, req) {
-        (
-            200,
-            "text/event-stream; charset=utf-8",
-            sse_events(&model, a),
-        )
+        (200, "text/event-stream; charset=utf-8", sse_events(&model, a))
     } else {
-        (
-            200,
-            "application/json",
-            vec![Bytes::from(message_json(&model, a).to_string())],
-        )
+        (200, "application/json", vec![Bytes::from(message_json(&model, a).to_string())])
     }
 }
 
@@ -136,10 +119,7 @@ pub fn model_info(id: &str) -> Value {
 /// One page of `GET /v1/models` honouring `limit` (default 20) and `after_id`.
 pub fn models_page(models: &[String], limit: usize, after_id: Option<&str>) -> Value {
     let start = match after_id {
-        Some(after) => models
-            .iter()
-            .position(|m| m == after)
-            .map_or(models.len(), |p| p + 1),
+        Some(after) => models.iter().position(|m| m == after).map_or(models.len(), |p| p + 1),
         None => 0,
     };
     let page: Vec<&String> = models.iter().skip(start).take(limit.max(1)).collect();
@@ -152,15 +132,10 @@ pub fn models_page(models: &[String], limit: usize, after_id: Option<&str>) -> V
     })
 }
 
-pub(crate) fn render_models(
-    req: &RecordedRequest,
-    models: &[String],
-) -> (u16, &'static str, Vec<Bytes>) {
-    let limit = req
-        .query_param("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(20);
-    let body = models_page(models, limit, req.query_param("after_id"));
+pub(crate) fn render_models(req: &RecordedRequest, models: &[String]) -> (u16, &'static str, Vec<Bytes>) {
+    let limit = req.query_param("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
+    let after = req.query_param("after_id");
+    let body = models_page(models, limit, after.as_deref());
     (200, "application/json", vec![Bytes::from(body.to_string())])
 }
 
@@ -183,8 +158,5 @@ pub fn error_body(status: u16, message: &str) -> Value {
 
 /// In-band `event: error` (overloaded) as sent mid-stream.
 pub fn inband_error() -> Bytes {
-    event(
-        "error",
-        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    )
+    event("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
 }

@@ -44,8 +44,7 @@ pub fn chat_json(model: &str, a: &Answer) -> Value {
     if !a.tool_calls.is_empty() {
         message["tool_calls"] = tool_calls_json(a);
     }
-    let mut out =
-        json!({"model": model, "created_at": "2025-07-07T20:32:53.844124Z", "message": message});
+    let mut out = json!({"model": model, "created_at": "2025-07-07T20:32:53.844124Z", "message": message});
     metrics(&mut out, a);
     out
 }
@@ -55,10 +54,8 @@ pub fn ndjson_lines(model: &str, a: &Answer) -> Vec<Bytes> {
     let line = |v: Value| Bytes::from(format!("{v}\n"));
     let mut out = Vec::new();
     for (i, piece) in a.text.iter().enumerate() {
-        out.push(line(
-            json!({"model": model, "created_at": format!("2025-10-26T17:15:24.{:06}Z", i),
-                              "message": {"role": "assistant", "content": piece}, "done": false}),
-        ));
+        out.push(line(json!({"model": model, "created_at": format!("2025-10-26T17:15:24.{:06}Z", i),
+                              "message": {"role": "assistant", "content": piece}, "done": false})));
     }
     if !a.tool_calls.is_empty() {
         out.push(line(json!({"model": model, "created_at": "2025-10-26T17:15:25.000000Z",
@@ -77,11 +74,7 @@ pub(crate) fn render_chat(req: &RecordedRequest, a: &Answer) -> (u16, &'static s
     if wants_stream(Flavor::Ollama, req) {
         (200, "application/x-ndjson", ndjson_lines(&model, a))
     } else {
-        (
-            200,
-            "application/json; charset=utf-8",
-            vec![Bytes::from(chat_json(&model, a).to_string())],
-        )
+        (200, "application/json; charset=utf-8", vec![Bytes::from(chat_json(&model, a).to_string())])
     }
 }
 
@@ -104,17 +97,10 @@ pub fn tags_json(models: &[String]) -> Value {
 }
 
 pub(crate) fn render_models(models: &[String]) -> (u16, &'static str, Vec<Bytes>) {
-    (
-        200,
-        "application/json; charset=utf-8",
-        vec![Bytes::from(tags_json(models).to_string())],
-    )
+    (200, "application/json; charset=utf-8", vec![Bytes::from(tags_json(models).to_string())])
 }
 
 /// Mid-stream error line (HTTP status stays 200).
 pub fn inband_error() -> Bytes {
-    Bytes::from(format!(
-        "{}\n",
-        json!({"error": "an error was encountered while running the model"})
-    ))
+    Bytes::from(format!("{}\n", json!({"error": "an error was encountered while running the model"})))
 }

@@ -70,15 +70,8 @@ pub fn chunk_payloads(model: &str, a: &Answer, include_usage: bool) -> Vec<Value
         c
     };
     let mut out = Vec::new();
-    let first_content = if a.text.is_empty() && !a.tool_calls.is_empty() {
-        Value::Null
-    } else {
-        json!("")
-    };
-    out.push(chunk(
-        json!({"role": "assistant", "content": first_content, "refusal": null}),
-        Value::Null,
-    ));
+    let first_content = if a.text.is_empty() && !a.tool_calls.is_empty() { Value::Null } else { json!("") };
+    out.push(chunk(json!({"role": "assistant", "content": first_content, "refusal": null}), Value::Null));
     for piece in &a.text {
         out.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -92,10 +85,7 @@ pub fn chunk_payloads(model: &str, a: &Answer, include_usage: bool) -> Vec<Value
             Value::Null,
         ));
         for p in pieces.filter(|p| !p.is_empty()) {
-            out.push(chunk(
-                json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}),
-                Value::Null,
-            ));
+            out.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), Value::Null));
         }
     }
     out.push(chunk(json!({}), json!(finish_reason(a.stop))));
@@ -110,10 +100,8 @@ pub fn chunk_payloads(model: &str, a: &Answer, include_usage: bool) -> Vec<Value
 
 /// SSE-framed stream for an answer, ending with `data: [DONE]`.
 pub fn sse_chunks(model: &str, a: &Answer, include_usage: bool) -> Vec<Bytes> {
-    let mut out: Vec<Bytes> = chunk_payloads(model, a, include_usage)
-        .into_iter()
-        .map(|c| Bytes::from(format!("data: {c}\n\n")))
-        .collect();
+    let mut out: Vec<Bytes> =
+        chunk_payloads(model, a, include_usage).into_iter().map(|c| Bytes::from(format!("data: {c}\n\n"))).collect();
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     out
 }
@@ -127,17 +115,9 @@ pub(crate) fn render_chat(req: &RecordedRequest, a: &Answer) -> (u16, &'static s
             .and_then(|j| j.pointer("/stream_options/include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        (
-            200,
-            "text/event-stream",
-            sse_chunks(&model, a, include_usage),
-        )
+        (200, "text/event-stream", sse_chunks(&model, a, include_usage))
     } else {
-        (
-            200,
-            "application/json",
-            vec![Bytes::from(completion_json(&model, a).to_string())],
-        )
+        (200, "application/json", vec![Bytes::from(completion_json(&model, a).to_string())])
     }
 }
 
@@ -152,11 +132,7 @@ pub fn models_json(models: &[String]) -> Value {
 }
 
 pub(crate) fn render_models(models: &[String]) -> (u16, &'static str, Vec<Bytes>) {
-    (
-        200,
-        "application/json",
-        vec![Bytes::from(models_json(models).to_string())],
-    )
+    (200, "application/json", vec![Bytes::from(models_json(models).to_string())])
 }
 
 /// OpenAI error envelope with the `type`/`code` OpenAI uses for `status`.
