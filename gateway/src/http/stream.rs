@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
-use translators::openai::{passthrough, ErrorBody};
 use translators::openai::sse_out;
+use translators::openai::{passthrough, ErrorBody};
 use translators::{anthropic, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 use crate::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
@@ -70,7 +70,9 @@ pub fn tokens_of(summary: &StreamSummary, prompt_estimate: u64) -> Tokens {
         if tokens.prompt == 0 {
             tokens.prompt = prompt_estimate;
         }
-        tokens.completion = tokens.completion.max(estimate_tokens(summary.streamed_bytes));
+        tokens.completion = tokens
+            .completion
+            .max(estimate_tokens(summary.streamed_bytes));
     }
     tokens
 }
@@ -116,7 +118,11 @@ impl TranslatingBody {
             pending: (!first.is_empty()).then_some(first),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
+            phase: if upstream_ended {
+                Phase::Finishing
+            } else {
+                Phase::Streaming
+            },
             meter,
         }
     }
@@ -155,13 +161,8 @@ impl TranslatingBody {
                 self.pending = Some(done.freeze());
                 Outcome::Ok
             }
-            StreamOutcome::UpstreamError(_) | StreamOutcome::Truncated | StreamOutcome::Open => {
-                if summary.streamed_bytes > 0 {
-                    Outcome::Partial
-                } else {
-                    Outcome::UpstreamError
-                }
-            }
+            // The 200 and the first event already went out: whatever failed, the client got part of a stream.
+            StreamOutcome::UpstreamError(_) | StreamOutcome::Truncated | StreamOutcome::Open => Outcome::Partial,
         };
         let tokens = tokens_of(&summary, self.meter.info.prompt_estimate);
         self.meter.finish(outcome, tokens, 200);
@@ -173,7 +174,10 @@ impl HttpBody for TranslatingBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.pending.take() {
@@ -200,7 +204,9 @@ impl HttpBody for TranslatingBody {
                                 this.encode_events();
                             }
                         }
-                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                            this.phase = Phase::Finishing
+                        }
                         Poll::Pending => {
                             if this.idle.as_mut().poll(cx).is_ready() {
                                 let error = ErrorBody::new(
