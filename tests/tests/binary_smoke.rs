@@ -4,6 +4,9 @@
 //! `CARGO_BIN_EXE_ai-aggregator` only exists inside the gateway's own package, so the binary is found
 //! next to this test executable (`target/<profile>/ai-aggregator`); `scripts/test` builds it first.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! Chat completions through the gateway to each provider, streamed and not: the client-facing result and
 //! the translated request the upstream received.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use integration_tests::harness::{Stack, ANTHROPIC_KEY, OPENAI_KEY};
 use integration_tests::mock::{Answer, Flavor, MockUpstream, Reply, Stop, ToolCall, Usage};
 use integration_tests::schema::check_completion;

@@ -1,5 +1,8 @@
 //! Error mapping, faults mid-stream, timeouts and client cancellation.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use integration_tests::client::{StreamEnd, TestResponse};

@@ -1,6 +1,9 @@
 //! HTTP-level behaviour: request ids, HTTP/2 prior knowledge, unknown routes, concurrency, graceful
 //! shutdown.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use http::Method;

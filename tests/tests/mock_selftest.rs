@@ -1,5 +1,8 @@
 //! Self-tests of the mock upstreams and the test client, without the gateway.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

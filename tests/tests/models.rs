@@ -1,5 +1,8 @@
 //! `GET /v1/models` aggregation and `GET /v1/models/{id}`.
 
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use integration_tests::harness::{ConfigBuilder, GatewayUnderTest, Stack, Timeouts, ANTHROPIC_KEY, OPENAI_KEY};
 use integration_tests::mock::{Flavor, MockUpstream, Reply};
 use integration_tests::schema::{check_error, check_model, check_model_list};
