@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,12 @@ use super::{LedgerConfig, LedgerError, LedgerRecord, Shared, StoreCell};
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Batches being inserted concurrently (each on its own pooled connection), so the next batch
+/// is collected and sent while the previous one commits.
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
+
+/// A batch handed back by the store with the insert's result.
+type InsertOutcome = (Vec<LedgerRecord>, Result<u64, LedgerError>);
 
 /// The background writer returned by [`super::start`]; run it exactly once.
 pub struct LedgerWriter {
@@ -75,14 +82,7 @@ impl LedgerWriter {
         store: Arc<StoreCell>,
         cfg: &LedgerConfig,
     ) -> Self {
-        Self {
-            rx,
-            journal,
-            shared,
-            store,
-            batch_rows: cfg.batch_rows,
-            batch_interval: cfg.batch_interval,
-        }
+        Self { rx, journal, shared, store, batch_rows: cfg.batch_rows, batch_interval: cfg.batch_interval }
     }
 
     /// Writes batches until `shutdown` is cancelled, then closes the queue (later submits go to
@@ -96,23 +96,35 @@ impl LedgerWriter {
             next_retry: Instant::now() + MIN_BACKOFF,
         };
         let mut buf: Vec<LedgerRecord> = Vec::with_capacity(self.batch_rows);
+        let mut in_flight: JoinSet<InsertOutcome> = JoinSet::new();
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                n = self.rx.recv_many(&mut buf, self.batch_rows) => {
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    self.finished(done, &mut health).await;
+                }
+                n = self.rx.recv_many(&mut buf, self.batch_rows), if in_flight.len() < MAX_IN_FLIGHT => {
                     if n == 0 {
                         break;
                     }
                     self.fill(&mut buf, &shutdown).await;
                     let batch = std::mem::replace(&mut buf, Vec::with_capacity(self.batch_rows));
-                    self.flush(batch, &mut health).await;
+                    if health.healthy {
+                        let store = Arc::clone(&self.store);
+                        in_flight.spawn(async move { store.insert(batch).await });
+                    } else {
+                        self.journal_batch(batch).await;
+                    }
                 }
                 _ = tick.tick() => {}
             }
             self.maintain(&mut health).await;
+        }
+        while let Some(done) = in_flight.join_next().await {
+            self.finished(done, &mut health).await;
         }
 
         // Drain: nothing new enters the queue (submit now journals), everything queued is written.
@@ -132,19 +144,12 @@ impl LedgerWriter {
             self.flush(batch, &mut health).await;
         }
         if health.healthy && self.shared.journal_dirty.load(Ordering::Acquire) {
-            if let Err(error) =
-                replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await
-            {
+            if let Err(error) = replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await {
                 health.fail(&self.shared, &error);
             }
         }
         let durable = self.journal.sync().await;
-        tracing::info!(
-            drained,
-            database_ok = health.healthy,
-            journal_durable = durable,
-            "Ledger writer stopped"
-        );
+        tracing::info!(drained, database_ok = health.healthy, journal_durable = durable, "Ledger writer stopped");
     }
 
     /// Tops the batch up until `batch_rows` or `batch_interval` after its first record.
@@ -174,28 +179,40 @@ impl LedgerWriter {
         if batch.is_empty() {
             return;
         }
-        let batch = if health.healthy {
-            let n = batch.len() as u64;
-            let (batch, res) = self.store.insert(batch).await;
-            match res {
-                Ok(_) => {
-                    self.shared.written.fetch_add(n, Ordering::Relaxed);
-                    self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                    health.ok(&self.shared);
-                    return;
-                }
-                Err(error) => {
-                    health.fail(&self.shared, &error);
-                    batch
-                }
-            }
+        if health.healthy {
+            let outcome = self.store.insert(batch).await;
+            self.finished(Ok(outcome), health).await;
         } else {
-            batch
-        };
+            self.journal_batch(batch).await;
+        }
+    }
+
+    /// Accounts for a finished insert; a failed batch goes to the journal.
+    async fn finished(&self, done: Result<InsertOutcome, tokio::task::JoinError>, health: &mut Health) {
+        match done {
+            Ok((batch, Ok(_))) => {
+                self.shared.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                health.ok(&self.shared);
+            }
+            Ok((batch, Err(error))) => {
+                health.fail(&self.shared, &error);
+                self.journal_batch(batch).await;
+            }
+            Err(error) => {
+                // Only a panic inside the store could get here; the batch went with it.
+                tracing::error!(%error, "Ledger insert task failed; its batch is lost");
+                self.shared.set_error(error.to_string());
+            }
+        }
+    }
+
+    async fn journal_batch(&self, batch: Vec<LedgerRecord>) {
+        if batch.is_empty() {
+            return;
+        }
         if !self.journal.append_batch(batch).await {
-            tracing::error!(
-                "Ledger journal is failing too; records are held in memory and retried"
-            );
+            tracing::error!("Ledger journal is failing too; records are held in memory and retried");
         }
     }
 
@@ -209,9 +226,7 @@ impl LedgerWriter {
             return;
         }
         let res = match self.store.ping().await {
-            Ok(()) => {
-                replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await
-            }
+            Ok(()) => replay_journal(&self.store, &self.journal, &self.shared, self.batch_rows).await,
             Err(e) => Err(e),
         };
         match res {
@@ -243,19 +258,13 @@ async fn replay_sealed(
     shared: &Shared,
     batch_rows: usize,
 ) -> Result<(), LedgerError> {
-    let segments = journal.seal().await.map_err(|source| LedgerError::Io {
-        path: "journal".into(),
-        source,
-    })?;
+    let segments = journal.seal().await.map_err(|source| LedgerError::Io { path: "journal".into(), source })?;
     for path in segments {
         let p = path.clone();
         let segment = tokio::task::spawn_blocking(move || journal::read_segment(&p))
             .await
             .map_err(|e| LedgerError::Task(e.to_string()))?
-            .map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| LedgerError::Io { path: path.clone(), source })?;
         let total = segment.records.len() as u64;
         let mut records = segment.records;
         while !records.is_empty() {
@@ -264,21 +273,14 @@ async fn replay_sealed(
             let (_, res) = store.insert(chunk).await;
             res?;
         }
-        tokio::fs::remove_file(&path)
-            .await
-            .map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        tokio::fs::remove_file(&path).await.map_err(|source| LedgerError::Io { path: path.clone(), source })?;
         if let Some(dir) = path.parent() {
             let dir = dir.to_owned();
             // Best effort: a lost unlink only means an idempotent re-replay.
             let _ = tokio::task::spawn_blocking(move || journal::sync_dir(&dir)).await;
         }
         shared.replayed.fetch_add(total, Ordering::Relaxed);
-        shared
-            .journal_skipped
-            .fetch_add(segment.skipped, Ordering::Relaxed);
+        shared.journal_skipped.fetch_add(segment.skipped, Ordering::Relaxed);
         tracing::info!(
             path = %path.display(), records = total, skipped = segment.skipped,
             "Ledger journal segment replayed"
