@@ -52,11 +52,7 @@ fn record(i: u64, run: u64) -> LedgerRecord {
     }
 }
 
-async fn measure(
-    label: &str,
-    cfg: LedgerConfig,
-    n: u64,
-) -> Result<f64, Box<dyn Error + Send + Sync>> {
+async fn measure(label: &str, cfg: LedgerConfig, n: u64) -> Result<f64, Box<dyn Error + Send + Sync>> {
     let (handle, writer) = ledger::start(cfg).await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(writer.run(shutdown.clone()));
@@ -108,9 +104,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let schema = format!("ledger_bench_{:016x}", fastrand::u64(..));
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await?;
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
     let pg_dir = std::env::temp_dir().join(format!("{schema}-data"));
     let sep = if base.contains('?') { '&' } else { '?' };
     let pg_cfg = LedgerConfig {
@@ -121,16 +115,13 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         batch_interval: Duration::from_millis(50),
     };
     let pg = measure("postgres", pg_cfg, n).await;
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await?;
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
     drop(client);
     let _ = conn_task.await;
     let _ = std::fs::remove_dir_all(&pg_dir);
 
     // SQLite, in a temp directory.
-    let lite_dir =
-        std::env::temp_dir().join(format!("ledger_bench_sqlite_{:016x}", fastrand::u64(..)));
+    let lite_dir = std::env::temp_dir().join(format!("ledger_bench_sqlite_{:016x}", fastrand::u64(..)));
     let lite_cfg = LedgerConfig {
         database_url: None,
         data_dir: lite_dir.clone(),
@@ -142,8 +133,6 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let _ = std::fs::remove_dir_all(&lite_dir);
 
     let (pg, lite) = (pg?, lite?);
-    println!(
-        "summary: postgres {pg:.0} records/s, sqlite {lite:.0} records/s (batch_rows {batch_rows})"
-    );
+    println!("summary: postgres {pg:.0} records/s, sqlite {lite:.0} records/s (batch_rows {batch_rows})");
     Ok(())
 }

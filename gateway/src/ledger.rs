@@ -12,9 +12,12 @@
 //! 3. Journal segments are replayed in order when the store is healthy again and at every start,
 //!    and deleted only after all their records are committed.
 //!
-//! Crash bound: a `kill -9` loses at most the records still in the queue plus the batch being
-//! written (`queue_capacity + batch_rows`), plus overflow records handed to the journal thread
-//! and not yet fsynced (one group commit). Graceful shutdown loses nothing.
+//! Crash bound: a `kill -9` loses at most the records not yet committed nor journaled: those in
+//! the queue, in the batch being filled, and in the batches being inserted, i.e.
+//! `queue_capacity + (MAX_IN_FLIGHT + 1) * batch_rows` records (`MAX_IN_FLIGHT` = 2), plus
+//! overflow records handed to the journal thread but not yet fsynced (one group commit).
+//! In steady state the queue is near empty, so the loss is about `batch_interval` plus one insert
+//! round trip of traffic. Graceful shutdown loses nothing.
 
 mod journal;
 mod postgres;
@@ -181,10 +184,7 @@ pub(crate) enum Store {
 
 impl Store {
     /// Inserts a batch; hands it back so a failed batch can be journaled without a clone.
-    async fn insert(
-        &self,
-        batch: Vec<LedgerRecord>,
-    ) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
+    async fn insert(&self, batch: Vec<LedgerRecord>) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
         match self {
             Store::Postgres(pg) => {
                 let res = pg.insert(&batch).await;
@@ -215,10 +215,7 @@ pub(crate) struct StoreCell {
 }
 
 impl StoreCell {
-    async fn insert(
-        &self,
-        batch: Vec<LedgerRecord>,
-    ) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
+    async fn insert(&self, batch: Vec<LedgerRecord>) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
         if let Err(e) = self.store.ensure_ready(&self.migrated).await {
             return (batch, Err(e));
         }
@@ -247,43 +244,30 @@ impl StoreCell {
 /// opened or migrated.
 pub async fn start(cfg: LedgerConfig) -> Result<(LedgerHandle, LedgerWriter), LedgerError> {
     if cfg.queue_capacity == 0 || cfg.batch_rows == 0 {
-        return Err(LedgerError::Config(
-            "queue_capacity and batch_rows must be at least 1".to_owned(),
-        ));
+        return Err(LedgerError::Config("queue_capacity and batch_rows must be at least 1".to_owned()));
     }
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| LedgerError::Io { path, source }
     };
-    tokio::fs::create_dir_all(&cfg.data_dir)
-        .await
-        .map_err(io_err(&cfg.data_dir))?;
+    tokio::fs::create_dir_all(&cfg.data_dir).await.map_err(io_err(&cfg.data_dir))?;
     let shared = Arc::new(Shared::new());
     let journal_dir = cfg.data_dir.join(JOURNAL_DIR);
     let journal = Journal::open(&journal_dir, Arc::clone(&shared)).map_err(io_err(&journal_dir))?;
 
-    let url = cfg
-        .database_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty());
+    let url = cfg.database_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let store = match url {
         Some(url) => Store::Postgres(postgres::PgStore::new(url)?),
         None => Store::Sqlite(sqlite::SqliteStore::open(&cfg.data_dir).await?),
     };
-    let cell = Arc::new(StoreCell {
-        migrated: AtomicBool::new(matches!(store, Store::Sqlite(_))),
-        store,
-    });
+    let cell = Arc::new(StoreCell { migrated: AtomicBool::new(matches!(store, Store::Sqlite(_))), store });
 
     // Migrations and the replay of a previous run's journal. Failure here means the database is
     // down: keep going, the writer retries.
     match cell.store.ensure_ready(&cell.migrated).await {
         Ok(()) => {
             shared.database_ok.store(true, Ordering::Release);
-            if let Err(error) =
-                writer::replay_journal(&cell, &journal, &shared, cfg.batch_rows).await
-            {
+            if let Err(error) = writer::replay_journal(&cell, &journal, &shared, cfg.batch_rows).await {
                 shared.database_ok.store(false, Ordering::Release);
                 shared.journal_dirty.store(true, Ordering::Release);
                 shared.set_error(error.to_string());
@@ -301,12 +285,7 @@ pub async fn start(cfg: LedgerConfig) -> Result<(LedgerHandle, LedgerWriter), Le
     }
 
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-    let handle = LedgerHandle {
-        tx,
-        journal: journal.clone(),
-        shared: Arc::clone(&shared),
-        store: Arc::clone(&cell),
-    };
+    let handle = LedgerHandle { tx, journal: journal.clone(), shared: Arc::clone(&shared), store: Arc::clone(&cell) };
     let writer = LedgerWriter::new(rx, journal, shared, cell, &cfg);
     Ok((handle, writer))
 }
@@ -322,9 +301,7 @@ pub struct LedgerHandle {
 
 impl std::fmt::Debug for LedgerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerHandle")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("LedgerHandle").field("stats", &self.stats()).finish()
     }
 }
 
@@ -335,9 +312,7 @@ impl LedgerHandle {
     pub fn submit(&self, record: LedgerRecord) {
         match self.tx.try_send(record) {
             Ok(()) => {}
-            Err(
-                mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record),
-            ) => {
+            Err(mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record)) => {
                 self.journal.append(record);
             }
         }
@@ -363,8 +338,7 @@ impl LedgerHandle {
     /// True while records can be persisted somewhere: the database is reachable or the journal
     /// is writable (for readiness probes).
     pub fn is_writable(&self) -> bool {
-        self.shared.database_ok.load(Ordering::Acquire)
-            || self.shared.journal_ok.load(Ordering::Acquire)
+        self.shared.database_ok.load(Ordering::Acquire) || self.shared.journal_ok.load(Ordering::Acquire)
     }
 
     /// Aggregated usage; identical results on both stores. Records still queued or journaled are
@@ -402,10 +376,7 @@ impl LedgerHandle {
     }
 
     #[cfg(test)]
-    pub(crate) async fn fetch(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         match &self.store.store {
             Store::Postgres(pg) => pg.fetch(request_id).await,
             Store::Sqlite(lite) => lite.fetch(request_id).await,

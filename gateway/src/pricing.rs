@@ -100,10 +100,7 @@ impl ProviderPrices {
         if let Some(p) = self.exact.get(model) {
             return Some(*p);
         }
-        self.globs
-            .iter()
-            .find(|(pattern, _)| glob_match(pattern.as_bytes(), model.as_bytes()))
-            .map(|(_, p)| *p)
+        self.globs.iter().find(|(pattern, _)| glob_match(pattern.as_bytes(), model.as_bytes())).map(|(_, p)| *p)
     }
 }
 
@@ -120,8 +117,7 @@ impl PricingTable {
     /// [`PricingError::Yaml`] for syntax, duplicate keys, unknown fields and wrong types;
     /// [`PricingError::Invalid`] listing every bad price (`providers.openai."gpt-4o".input: ...`).
     pub fn parse(yaml: &str) -> Result<Self, PricingError> {
-        let raw: RawPricingFile =
-            serde_saphyr::from_str(yaml).map_err(|e| PricingError::Yaml(e.to_string()))?;
+        let raw: RawPricingFile = serde_saphyr::from_str(yaml).map_err(|e| PricingError::Yaml(e.to_string()))?;
         let mut problems = Vec::new();
         let mut providers = BTreeMap::new();
         for (provider, models) in raw.providers {
@@ -145,14 +141,8 @@ impl PricingTable {
                 };
                 let input = field("input", &raw_price.input);
                 let output = field("output", &raw_price.output);
-                let cached_input = raw_price
-                    .cached_input
-                    .as_deref()
-                    .map_or(input, |v| field("cached_input", v));
-                let cache_write = raw_price
-                    .cache_write
-                    .as_deref()
-                    .map_or(input, |v| field("cache_write", v));
+                let cached_input = raw_price.cached_input.as_deref().map_or(input, |v| field("cached_input", v));
+                let cache_write = raw_price.cache_write.as_deref().map_or(input, |v| field("cache_write", v));
                 let price = Price {
                     input_micro_per_m: input,
                     output_micro_per_m: output,
@@ -165,9 +155,7 @@ impl PricingTable {
                     prices.exact.insert(model, price);
                 }
             }
-            prices.globs.sort_by(|(a, _), (b, _)| {
-                literal_len(b).cmp(&literal_len(a)).then_with(|| a.cmp(b))
-            });
+            prices.globs.sort_by(|(a, _), (b, _)| literal_len(b).cmp(&literal_len(a)).then_with(|| a.cmp(b)));
             providers.insert(provider, prices);
         }
         if problems.is_empty() {
@@ -193,17 +181,12 @@ impl PricingTable {
 
     /// The price looked up by provider id first (`"groq"`), then by its kind (`"openai"`).
     pub fn price_for(&self, provider_id: &str, provider_kind: &str, model: &str) -> Price {
-        self.lookup(provider_id, model)
-            .or_else(|| self.lookup(provider_kind, model))
-            .unwrap_or_default()
+        self.lookup(provider_id, model).or_else(|| self.lookup(provider_kind, model)).unwrap_or_default()
     }
 
     /// Number of priced entries (exact names plus globs), for logs.
     pub fn len(&self) -> usize {
-        self.providers
-            .values()
-            .map(|p| p.exact.len() + p.globs.len())
-            .sum()
+        self.providers.values().map(|p| p.exact.len() + p.globs.len()).sum()
     }
 
     /// True when the table prices nothing.
@@ -257,9 +240,7 @@ fn parse_price(s: &str) -> Result<i64, &'static str> {
     if int_part.is_empty() && frac_part.is_empty() {
         return Err("not a decimal number");
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit())
-        || !frac_part.bytes().all(|b| b.is_ascii_digit())
-    {
+    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
         return Err("not a decimal number");
     }
     if frac_part.len() > PRICE_DECIMALS as usize {
@@ -267,20 +248,14 @@ fn parse_price(s: &str) -> Result<i64, &'static str> {
     }
     let mut value: i64 = 0;
     for b in int_part.bytes() {
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(b - b'0')))
-            .ok_or("price too large")?;
+        value = value.checked_mul(10).and_then(|v| v.checked_add(i64::from(b - b'0'))).ok_or("price too large")?;
     }
     let mut frac: i64 = 0;
     for b in frac_part.bytes() {
         frac = frac * 10 + i64::from(b - b'0');
     }
     frac *= 10i64.pow(PRICE_DECIMALS - frac_part.len() as u32);
-    value
-        .checked_mul(10i64.pow(PRICE_DECIMALS))
-        .and_then(|v| v.checked_add(frac))
-        .ok_or("price too large")
+    value.checked_mul(10i64.pow(PRICE_DECIMALS)).and_then(|v| v.checked_add(frac)).ok_or("price too large")
 }
 
 /// The cost of one request in integer nano-USD.
@@ -298,9 +273,7 @@ pub fn cost_nano_usd(
     cached_tokens: u64,
     cache_write_tokens: u64,
 ) -> i64 {
-    let uncached = prompt_tokens
-        .saturating_sub(cached_tokens)
-        .saturating_sub(cache_write_tokens);
+    let uncached = prompt_tokens.saturating_sub(cached_tokens).saturating_sub(cache_write_tokens);
     let micro_times_tokens: i128 = i128::from(uncached) * i128::from(price.input_micro_per_m)
         + i128::from(cached_tokens) * i128::from(price.cached_input_micro_per_m)
         + i128::from(cache_write_tokens) * i128::from(price.cache_write_micro_per_m)
@@ -317,11 +290,7 @@ pub fn format_usd(nano: i64) -> String {
     let whole = abs / 1_000_000_000;
     let frac = format!("{:09}", abs % 1_000_000_000);
     let trimmed = frac.trim_end_matches('0');
-    let shown = if trimmed.len() < 6 {
-        &frac[..6]
-    } else {
-        trimmed
-    };
+    let shown = if trimmed.len() < 6 { &frac[..6] } else { trimmed };
     format!("{sign}{whole}.{shown}")
 }
 
@@ -345,18 +314,12 @@ impl Pricing {
     /// [`PricingError::Io`] when unreadable, otherwise as [`PricingTable::parse`].
     pub fn load(path: &Path) -> Result<Self, PricingError> {
         let table = read_table(path)?;
-        Ok(Self {
-            table: Arc::new(ArcSwap::from_pointee(table)),
-            path: path.to_owned(),
-        })
+        Ok(Self { table: Arc::new(ArcSwap::from_pointee(table)), path: path.to_owned() })
     }
 
     /// A pricing with a fixed table and no file (tests, or no `pricing_file` configured).
     pub fn from_table(table: PricingTable) -> Self {
-        Self {
-            table: Arc::new(ArcSwap::from_pointee(table)),
-            path: PathBuf::new(),
-        }
+        Self { table: Arc::new(ArcSwap::from_pointee(table)), path: PathBuf::new() }
     }
 
     /// The current table; cheap (no lock), hold the guard only briefly.
@@ -424,10 +387,7 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 fn read_table(path: &Path) -> Result<PricingTable, PricingError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PricingError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PricingError::Io { path: path.to_owned(), source })?;
     PricingTable::parse(&text)
 }
 

@@ -57,11 +57,7 @@ impl Journal {
     /// Creates the directory and starts the journal thread.
     pub(crate) fn open(dir: &Path, shared: Arc<Shared>) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let next_seq = list_segments(dir)?
-            .iter()
-            .filter_map(|p| segment_seq(p))
-            .max()
-            .map_or(1, |s| s + 1);
+        let next_seq = list_segments(dir)?.iter().filter_map(|p| segment_seq(p)).max().map_or(1, |s| s + 1);
         let (tx, rx) = mpsc::channel();
         let state = Thread {
             dir: dir.to_owned(),
@@ -72,17 +68,13 @@ impl Journal {
             acks: Vec::new(),
             shared,
         };
-        std::thread::Builder::new()
-            .name("ledger-journal".to_owned())
-            .spawn(move || state.run(rx))?;
+        std::thread::Builder::new().name("ledger-journal".to_owned()).spawn(move || state.run(rx))?;
         Ok(Self { tx })
     }
 
     /// Non-blocking append from the request path.
     pub(crate) fn append(&self, record: LedgerRecord) {
-        if let Err(mpsc::SendError(Command::Append(record))) =
-            self.tx.send(Command::Append(Box::new(record)))
-        {
+        if let Err(mpsc::SendError(Command::Append(record))) = self.tx.send(Command::Append(Box::new(record))) {
             // Only possible if the journal thread panicked: the last resort is the log.
             tracing::error!(
                 request_id = %record.request_id,
@@ -104,11 +96,8 @@ impl Journal {
     /// Seals the active segment; returns every sealed segment, oldest first.
     pub(crate) async fn seal(&self) -> io::Result<Vec<PathBuf>> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Seal(ack))
-            .map_err(|_| io::Error::other("journal thread is gone"))?;
-        done.await
-            .map_err(|_| io::Error::other("journal thread is gone"))?
+        self.tx.send(Command::Seal(ack)).map_err(|_| io::Error::other("journal thread is gone"))?;
+        done.await.map_err(|_| io::Error::other("journal thread is gone"))?
     }
 
     /// Waits until everything appended so far is durable.
@@ -224,18 +213,11 @@ impl Thread {
     fn commit(&mut self) {
         let ok = self.pending.is_empty() || self.write_pending();
         let seal_requested = self.acks.iter().any(|a| matches!(a, Ack::Seal(_)));
-        let too_big = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.len >= MAX_SEGMENT_BYTES);
+        let too_big = self.active.as_ref().is_some_and(|a| a.len >= MAX_SEGMENT_BYTES);
         if ok && (seal_requested || too_big) {
             self.active = None;
         }
-        let sealed = if seal_requested && ok {
-            Some(list_segments(&self.dir))
-        } else {
-            None
-        };
+        let sealed = if seal_requested && ok { Some(list_segments(&self.dir)) } else { None };
         for ack in self.acks.drain(..) {
             match ack {
                 Ack::Batch(tx) | Ack::Sync(tx) => {
@@ -256,9 +238,7 @@ impl Thread {
     fn write_pending(&mut self) -> bool {
         match self.try_write() {
             Ok(()) => {
-                self.shared
-                    .journaled
-                    .fetch_add(self.pending_records, Ordering::Relaxed);
+                self.shared.journaled.fetch_add(self.pending_records, Ordering::Relaxed);
                 self.shared.journal_dirty.store(true, Ordering::Release);
                 self.shared.journal_ok.store(true, Ordering::Release);
                 self.pending.clear();
@@ -285,14 +265,9 @@ impl Thread {
 
     fn try_write(&mut self) -> io::Result<()> {
         if self.active.is_none() {
-            let path = self
-                .dir
-                .join(format!("{:020}.{SEGMENT_EXT}", self.next_seq));
+            let path = self.dir.join(format!("{:020}.{SEGMENT_EXT}", self.next_seq));
             self.next_seq += 1;
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?;
+            let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
             sync_dir(&self.dir)?;
             self.active = Some(Active { file, len: 0 });
         }
@@ -308,11 +283,8 @@ impl Thread {
 
 /// Every segment file in `dir`, oldest first.
 pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| segment_seq(p).is_some())
-        .collect();
+    let mut out: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| segment_seq(p).is_some()).collect();
     out.sort_by_key(|p| segment_seq(p));
     Ok(out)
 }

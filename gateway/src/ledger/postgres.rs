@@ -17,11 +17,8 @@ use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger_records",
-    include_str!("../../migrations/postgres/0001_ledger_records.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "ledger_records", include_str!("../../migrations/postgres/0001_ledger_records.sql"))];
 
 /// Serializes concurrent migrators (two gateways starting at once); the value spells "LEDGER".
 const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
@@ -63,26 +60,16 @@ impl PgStore {
     /// # Errors
     /// [`LedgerError::Config`] when the URL does not parse.
     pub(crate) fn new(url: &str) -> Result<Self, LedgerError> {
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| LedgerError::Config(e.to_string()))?;
+        let mut pg: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| LedgerError::Config(e.to_string()))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("ai-aggregator-ledger");
         }
-        let connect_timeout = pg
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let connect_timeout = pg.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -98,8 +85,7 @@ impl PgStore {
     pub(crate) async fn migrate(&self) -> Result<(), LedgerError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version BIGINT PRIMARY KEY,
@@ -108,12 +94,8 @@ impl PgStore {
              )",
         )
         .await?;
-        let applied: Vec<i64> = tx
-            .query("SELECT version FROM schema_migrations", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let applied: Vec<i64> =
+            tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
         for (version, name, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -234,10 +216,7 @@ impl PgStore {
                 }
             })
             .collect();
-        let params: Vec<&(dyn ToSql + Sync)> = binds
-            .iter()
-            .map(|b| -> &(dyn ToSql + Sync) { b.as_ref() })
-            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| -> &(dyn ToSql + Sync) { b.as_ref() }).collect();
         let client = self.pool.get().await.map_err(unavailable)?;
         let rows = client.query(&built.sql, &params).await?;
         let n_groups = built.groups.len();
@@ -256,11 +235,7 @@ impl PgStore {
             for (k, c) in counters.iter_mut().enumerate() {
                 *c = row.try_get(n_groups + k)?;
             }
-            raw.push(RawRow {
-                texts,
-                day,
-                counters,
-            });
+            raw.push(RawRow { texts, day, counters });
         }
         Ok(query::finish(&built.groups, raw))
     }
@@ -285,10 +260,7 @@ impl PgStore {
     }
 
     #[cfg(test)]
-    pub(crate) async fn fetch(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         use super::record::to_u64;
         use crate::pricing::Price;
         let client = self.pool.get().await.map_err(unavailable)?;

@@ -45,9 +45,7 @@ impl GroupBy {
         let mut out = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let g = Self::parse(item).ok_or_else(|| {
-                LedgerError::Query(format!(
-                    "unknown group_by `{item}` (expected tenant, provider, model, day)"
-                ))
+                LedgerError::Query(format!("unknown group_by `{item}` (expected tenant, provider, model, day)"))
             })?;
             if !out.contains(&g) {
                 out.push(g);
@@ -165,13 +163,7 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     let group_cols: Vec<&str> = groups.iter().map(|g| g.column()).collect();
     let mut select: Vec<String> = group_cols.iter().map(|c| (*c).to_owned()).collect();
     select.push("COUNT(*)".to_owned());
-    for col in [
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "cost_nano_usd",
-    ] {
+    for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
         select.push(format!("COALESCE(CAST(SUM({col}) AS BIGINT), 0)"));
     }
     let mut sql = format!("SELECT {} FROM ledger_records", select.join(", "));
@@ -223,9 +215,7 @@ pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
             row
         })
         .collect();
-    rows.sort_by(|a, b| {
-        (&a.day, &a.tenant, &a.provider, &a.model).cmp(&(&b.day, &b.tenant, &b.provider, &b.model))
-    });
+    rows.sort_by(|a, b| (&a.day, &a.tenant, &a.provider, &a.model).cmp(&(&b.day, &b.tenant, &b.provider, &b.model)));
     rows
 }
 

@@ -16,14 +16,10 @@ use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger_records",
-    include_str!("../../migrations/sqlite/0001_ledger_records.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "ledger_records", include_str!("../../migrations/sqlite/0001_ledger_records.sql"))];
 
-const INSERT_SQL: &str =
-    "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, \
+const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, \
      requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
      price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
@@ -43,9 +39,7 @@ pub(crate) struct SqliteStore {
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -66,11 +60,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| LedgerError::Task(e.to_string()))??;
-        Ok(Self {
-            path,
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
-        })
+        Ok(Self { path, writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -79,10 +69,7 @@ impl SqliteStore {
 
     /// Inserts a batch in one transaction; duplicates (by `request_id`) are ignored.
     /// Returns the batch (for the journal on failure) and the number of new rows.
-    pub(crate) async fn insert(
-        &self,
-        batch: Vec<LedgerRecord>,
-    ) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
+    pub(crate) async fn insert(&self, batch: Vec<LedgerRecord>) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
         let conn = Arc::clone(&self.writer).lock_owned().await;
         let joined = tokio::task::spawn_blocking(move || {
             let mut conn = conn;
@@ -126,11 +113,7 @@ impl SqliteStore {
                 for (k, c) in counters.iter_mut().enumerate() {
                     *c = row.get(n_groups + k)?;
                 }
-                Ok(RawRow {
-                    texts,
-                    day,
-                    counters,
-                })
+                Ok(RawRow { texts, day, counters })
             })?;
             rows.collect()
         })
@@ -162,10 +145,7 @@ impl SqliteStore {
 
     /// All records with this request id prefix, for tests and tools.
     #[cfg(test)]
-    pub(crate) async fn fetch(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         use super::record::to_u64;
         use crate::pricing::Price;
         let id = request_id.to_owned();
@@ -204,8 +184,7 @@ impl SqliteStore {
                     cached_input_micro_per_m: row.get(15)?,
                     cache_write_micro_per_m: row.get(16)?,
                 },
-                status: super::RecordStatus::parse(&status)
-                    .unwrap_or(super::RecordStatus::UpstreamError),
+                status: super::RecordStatus::parse(&status).unwrap_or(super::RecordStatus::UpstreamError),
                 stream: row.get(18)?,
                 latency_ms: to_u64(row.get(19)?),
                 ttft_ms: row.get::<_, Option<i64>>(20)?.map(to_u64),

@@ -52,10 +52,7 @@ impl PgSchema {
             .await
             .expect("Postgres at 127.0.0.1:5432 (start it with pg_ctlcluster)");
         tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
+        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
         Self { name }
     }
 
@@ -69,18 +66,11 @@ impl Drop for PgSchema {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await
-                {
+                if let Ok((client, conn)) = tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .await;
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
                 }
             });
         })
@@ -222,10 +212,7 @@ struct Stopper {
 impl Stopper {
     async fn stop(self) {
         self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("writer drains within 30 s")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("writer drains within 30 s").unwrap();
     }
 }
 
@@ -375,8 +362,7 @@ impl FlakyProxy {
                 }
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                    else {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
                         return;
                     };
                     tokio::select! {
@@ -414,10 +400,7 @@ async fn postgres_outage_and_recovery_while_running() {
     for i in 100..300 {
         handle.submit(simple(i));
     }
-    wait_until("outage records journaled", || {
-        handle.stats().journaled == 200
-    })
-    .await;
+    wait_until("outage records journaled", || handle.stats().journaled == 200).await;
     let stats = handle.stats();
     assert!(!stats.database_ok, "{stats:?}");
     assert!(handle.is_writable());
@@ -467,16 +450,8 @@ async fn torn_tail_skipped(backend: Backend) {
     assert_eq!(stats.journal_skipped, 2, "{stats:?}");
     stop.stop().await;
     assert_eq!(total_row(&handle).await, Some(totals(&records)));
-    assert!(handle
-        .fetch(&simple(100).request_id)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(handle
-        .fetch(&simple(101).request_id)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(handle.fetch(&simple(100).request_id).await.unwrap().is_none());
+    assert!(handle.fetch(&simple(101).request_id).await.unwrap().is_none());
     assert!(journal_segments(&env.journal_dir()).is_empty());
 }
 
@@ -623,14 +598,8 @@ fn usage_dataset() -> Vec<LedgerRecord> {
 
 /// The reference implementation of a usage query, in plain Rust.
 fn expected(records: &[LedgerRecord], q: &UsageQuery) -> Vec<UsageRow> {
-    type Key = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let mut groups: std::collections::BTreeMap<Key, Vec<LedgerRecord>> =
-        std::collections::BTreeMap::new();
+    type Key = (Option<String>, Option<String>, Option<String>, Option<String>);
+    let mut groups: std::collections::BTreeMap<Key, Vec<LedgerRecord>> = std::collections::BTreeMap::new();
     for r in records {
         if q.from_unix_ms.is_some_and(|f| r.ts_unix_ms < f)
             || q.to_unix_ms.is_some_and(|t| r.ts_unix_ms >= t)
@@ -651,13 +620,7 @@ fn expected(records: &[LedgerRecord], q: &UsageQuery) -> Vec<UsageRow> {
     }
     groups
         .into_iter()
-        .map(|((day, tenant, provider, model), rs)| UsageRow {
-            day,
-            tenant,
-            provider,
-            model,
-            ..totals(&rs)
-        })
+        .map(|((day, tenant, provider, model), rs)| UsageRow { day, tenant, provider, model, ..totals(&rs) })
         .collect()
 }
 
@@ -665,27 +628,11 @@ fn usage_queries() -> Vec<UsageQuery> {
     let g = |s: &str| GroupBy::parse_list(s).unwrap();
     vec![
         UsageQuery::default(),
-        UsageQuery {
-            group_by: g("tenant"),
-            ..Default::default()
-        },
-        UsageQuery {
-            group_by: g("day"),
-            ..Default::default()
-        },
-        UsageQuery {
-            group_by: g("model,provider"),
-            ..Default::default()
-        },
-        UsageQuery {
-            group_by: g("tenant,provider,model,day"),
-            ..Default::default()
-        },
-        UsageQuery {
-            tenant: Some("acme".into()),
-            group_by: g("day,model"),
-            ..Default::default()
-        },
+        UsageQuery { group_by: g("tenant"), ..Default::default() },
+        UsageQuery { group_by: g("day"), ..Default::default() },
+        UsageQuery { group_by: g("model,provider"), ..Default::default() },
+        UsageQuery { group_by: g("tenant,provider,model,day"), ..Default::default() },
+        UsageQuery { tenant: Some("acme".into()), group_by: g("day,model"), ..Default::default() },
         UsageQuery {
             from_unix_ms: Some(T0 + DAY),
             to_unix_ms: Some(T0 + 2 * DAY),
@@ -699,15 +646,8 @@ fn usage_queries() -> Vec<UsageQuery> {
             group_by: g("tenant,day"),
             ..Default::default()
         },
-        UsageQuery {
-            tenant: Some("nobody".into()),
-            ..Default::default()
-        },
-        UsageQuery {
-            tenant: Some("nobody".into()),
-            group_by: g("tenant"),
-            ..Default::default()
-        },
+        UsageQuery { tenant: Some("nobody".into()), ..Default::default() },
+        UsageQuery { tenant: Some("nobody".into()), group_by: g("tenant"), ..Default::default() },
     ]
 }
 
@@ -728,10 +668,7 @@ async fn usage_results(backend: Backend) -> Vec<Vec<UsageRow>> {
     // Spot checks on the shape.
     let by_day = &out[2];
     assert_eq!(
-        by_day
-            .iter()
-            .map(|r| r.day.clone().unwrap())
-            .collect::<Vec<_>>(),
+        by_day.iter().map(|r| r.day.clone().unwrap()).collect::<Vec<_>>(),
         ["2025-03-01", "2025-03-02", "2025-03-03"]
     );
     assert!(out[8].is_empty() && out[9].is_empty());
@@ -796,14 +733,9 @@ async fn postgres_migrations_apply_once() {
         drop(writer);
     }
     let pg = env.pg.as_ref().unwrap();
-    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    let rows = client
-        .query("SELECT version, name FROM schema_migrations", &[])
-        .await
-        .unwrap();
+    let rows = client.query("SELECT version, name FROM schema_migrations", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, i64>(0), 1);
     let idx = client
@@ -814,14 +746,7 @@ async fn postgres_migrations_apply_once() {
         .await
         .unwrap();
     let names: Vec<String> = idx.iter().map(|r| r.get(0)).collect();
-    assert_eq!(
-        names,
-        [
-            "ledger_records_pkey",
-            "ledger_records_tenant_ts_idx",
-            "ledger_records_ts_idx"
-        ]
-    );
+    assert_eq!(names, ["ledger_records_pkey", "ledger_records_tenant_ts_idx", "ledger_records_ts_idx"]);
 }
 
 #[tokio::test]
@@ -831,13 +756,9 @@ async fn sqlite_migrations_apply_once_and_use_wal() {
         let (_handle, _writer) = start(env.cfg()).await.unwrap();
     }
     let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -850,11 +771,7 @@ async fn bad_config_is_refused() {
         ..LedgerConfig::default()
     };
     assert!(matches!(start(cfg).await, Err(LedgerError::Config(_))));
-    let cfg = LedgerConfig {
-        queue_capacity: 0,
-        data_dir: dir.path().to_owned(),
-        ..LedgerConfig::default()
-    };
+    let cfg = LedgerConfig { queue_capacity: 0, data_dir: dir.path().to_owned(), ..LedgerConfig::default() };
     assert!(matches!(start(cfg).await, Err(LedgerError::Config(_))));
 }
 
@@ -878,10 +795,7 @@ async fn postgres_nul_bytes_do_not_poison_a_batch() {
 fn status_names() {
     for s in RecordStatus::ALL {
         assert_eq!(RecordStatus::parse(s.as_str()), Some(s));
-        assert_eq!(
-            serde_json::to_string(&s).unwrap(),
-            format!("\"{}\"", s.as_str())
-        );
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
     }
     assert_eq!(RecordStatus::UpstreamError.as_str(), "upstream_error");
 }
@@ -895,24 +809,12 @@ fn times_and_days() {
     assert_eq!(parse_time("1740787200000").unwrap(), T0);
     assert_eq!(parse_time("2025-03-01").unwrap(), T0);
     assert_eq!(parse_time("2025-03-01T00:00:00Z").unwrap(), T0);
-    assert_eq!(
-        parse_time("2025-03-01T01:30:00.250Z").unwrap(),
-        T0 + 5_400_250
-    );
+    assert_eq!(parse_time("2025-03-01T01:30:00.250Z").unwrap(), T0 + 5_400_250);
     assert_eq!(parse_time("2025-03-01T02:00:00+02:00").unwrap(), T0);
     assert_eq!(parse_time("2025-02-28T23:00:00-01:00").unwrap(), T0);
-    for bad in [
-        "",
-        "yesterday",
-        "2025-13-01",
-        "2025-03-01T25:00:00Z",
-        "2025-03-01T00:00:00",
-    ] {
+    for bad in ["", "yesterday", "2025-13-01", "2025-03-01T25:00:00Z", "2025-03-01T00:00:00"] {
         assert!(parse_time(bad).is_err(), "{bad}");
     }
-    assert_eq!(
-        GroupBy::parse_list("tenant, day,tenant").unwrap(),
-        vec![GroupBy::Tenant, GroupBy::Day]
-    );
+    assert_eq!(GroupBy::parse_list("tenant, day,tenant").unwrap(), vec![GroupBy::Tenant, GroupBy::Day]);
     assert!(GroupBy::parse_list("tenant,week").is_err());
 }

@@ -58,17 +58,11 @@ fn exact_beats_glob_and_most_specific_glob_wins() {
             cache_write_micro_per_m: 150_000,
         }
     );
-    assert_eq!(
-        t.price("openai", "gpt-4o-2024-05-13").input_micro_per_m,
-        5_000_000
-    );
+    assert_eq!(t.price("openai", "gpt-4o-2024-05-13").input_micro_per_m, 5_000_000);
     let sonnet = t.price("anthropic", "claude-sonnet-4-5-20250929");
     assert_eq!(sonnet.cache_write_micro_per_m, 3_750_000);
     assert_eq!(sonnet.cached_input_micro_per_m, 300_000);
-    assert_eq!(
-        t.price("anthropic", "claude-haiku-4-5").input_micro_per_m,
-        1_000_000
-    );
+    assert_eq!(t.price("anthropic", "claude-haiku-4-5").input_micro_per_m, 1_000_000);
 }
 
 #[test]
@@ -88,14 +82,8 @@ providers:
   azure: { "gpt-4o": { input: "2.75", output: "11" } }
 "#;
     let t = PricingTable::parse(yaml).unwrap();
-    assert_eq!(
-        t.price_for("azure", "openai", "gpt-4o").input_micro_per_m,
-        2_750_000
-    );
-    assert_eq!(
-        t.price_for("groq", "openai", "gpt-4o").input_micro_per_m,
-        2_500_000
-    );
+    assert_eq!(t.price_for("azure", "openai", "gpt-4o").input_micro_per_m, 2_750_000);
+    assert_eq!(t.price_for("groq", "openai", "gpt-4o").input_micro_per_m, 2_500_000);
     assert_eq!(t.price_for("groq", "openai", "llama"), Price::default());
 }
 
@@ -141,37 +129,21 @@ providers:
     };
     assert_eq!(problems.len(), 4, "{problems:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("providers.openai.\"gpt-4o\".input: negative price"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("providers.openai.\"gpt-4.1\".output: more than 6 decimal places"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("providers.anthropic.\"claude-x\".input: not a decimal number"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("providers.anthropic.\"claude-x\".cache_write"),
-        "{msg}"
-    );
+    assert!(msg.contains("providers.openai.\"gpt-4o\".input: negative price"), "{msg}");
+    assert!(msg.contains("providers.openai.\"gpt-4.1\".output: more than 6 decimal places"), "{msg}");
+    assert!(msg.contains("providers.anthropic.\"claude-x\".input: not a decimal number"), "{msg}");
+    assert!(msg.contains("providers.anthropic.\"claude-x\".cache_write"), "{msg}");
 }
 
 #[test]
 fn refuses_unknown_fields_and_bad_yaml() {
-    let unknown =
-        "providers:\n  openai:\n    gpt-4o: { input: \"1\", output: \"1\", cahced_input: \"1\" }\n";
+    let unknown = "providers:\n  openai:\n    gpt-4o: { input: \"1\", output: \"1\", cahced_input: \"1\" }\n";
     let err = PricingTable::parse(unknown).unwrap_err().to_string();
     assert!(err.contains("cahced_input"), "{err}");
     let top = "providers: {}\nversion: 2\n";
     assert!(PricingTable::parse(top).is_err());
     let bad = "providers: [\n";
-    assert!(matches!(
-        PricingTable::parse(bad),
-        Err(PricingError::Yaml(_))
-    ));
+    assert!(matches!(PricingTable::parse(bad), Err(PricingError::Yaml(_))));
     let missing = "providers:\n  openai:\n    gpt-4o: { input: \"1\" }\n";
     assert!(PricingTable::parse(missing).is_err());
 }
@@ -197,23 +169,14 @@ fn cost_arithmetic_is_exact() {
     // Cached tokens larger than prompt (bad upstream data) never go negative.
     assert_eq!(cost_nano_usd(&p, 10, 0, 20, 0), 20 * 1_250);
     // 0.075/M: 1 token = 75 nano-USD exactly.
-    let mini = Price {
-        input_micro_per_m: 75_000,
-        ..Price::default()
-    };
+    let mini = Price { input_micro_per_m: 75_000, ..Price::default() };
     assert_eq!(cost_nano_usd(&mini, 1, 0, 0, 0), 75);
     // Sub-nano: 1 token at $0.0001/M = 0.1 nano-USD rounds to 0; 5 tokens = 0.5 rounds up to 1.
-    let tiny = Price {
-        input_micro_per_m: 100,
-        ..Price::default()
-    };
+    let tiny = Price { input_micro_per_m: 100, ..Price::default() };
     assert_eq!(cost_nano_usd(&tiny, 1, 0, 0, 0), 0);
     assert_eq!(cost_nano_usd(&tiny, 5, 0, 0, 0), 1);
     // Huge token counts saturate rather than wrap.
-    let huge = Price {
-        output_micro_per_m: i64::MAX,
-        ..Price::default()
-    };
+    let huge = Price { output_micro_per_m: i64::MAX, ..Price::default() };
     assert_eq!(cost_nano_usd(&huge, 0, u64::MAX, 0, 0), i64::MAX);
     assert_eq!(cost_nano_usd(&Price::default(), 5, 5, 1, 1), 0);
 }
@@ -255,23 +218,15 @@ fn repo_pricing_yaml_is_valid_and_covers_the_common_models() {
         ("anthropic", "claude-3-5-haiku-20241022"),
         ("anthropic", "claude-3-7-sonnet-latest"),
     ] {
-        let p = t
-            .lookup(provider, model)
-            .unwrap_or_else(|| panic!("{provider}/{model} unpriced"));
-        assert!(
-            p.input_micro_per_m > 0 && p.output_micro_per_m > 0,
-            "{model}"
-        );
+        let p = t.lookup(provider, model).unwrap_or_else(|| panic!("{provider}/{model} unpriced"));
+        assert!(p.input_micro_per_m > 0 && p.output_micro_per_m > 0, "{model}");
         assert!(p.cached_input_micro_per_m <= p.input_micro_per_m, "{model}");
     }
     let sonnet = t.price("anthropic", "claude-sonnet-4-5-20250929");
     assert_eq!(sonnet.input_micro_per_m, 3_000_000);
     assert_eq!(sonnet.cache_write_micro_per_m, 3_750_000);
     assert_eq!(sonnet.cached_input_micro_per_m, 300_000);
-    assert_eq!(
-        t.price("openai", "gpt-4o-mini").cached_input_micro_per_m,
-        75_000
-    );
+    assert_eq!(t.price("openai", "gpt-4o-mini").cached_input_micro_per_m, 75_000);
     assert_eq!(t.price("ollama", "llama3.2"), Price::default());
 }
 
@@ -280,11 +235,7 @@ async fn hot_reload_takes_good_edits_and_keeps_old_prices_on_broken_ones() {
     let dir = std::env::temp_dir().join(format!("pricing-reload-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("pricing.yaml");
-    std::fs::write(
-        &path,
-        "providers:\n  openai:\n    gpt-4o: { input: \"2.50\", output: \"10\" }\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "providers:\n  openai:\n    gpt-4o: { input: \"2.50\", output: \"10\" }\n").unwrap();
     let pricing = Pricing::load(&path).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(pricing.watch_every(Duration::from_millis(20), shutdown.clone()));
@@ -299,17 +250,10 @@ async fn hot_reload_takes_good_edits_and_keeps_old_prices_on_broken_ones() {
     )
     .unwrap();
     wait_until(|| input(&pricing) == 2_000_000).await;
-    assert_eq!(
-        pricing.current().price("openai", "o3").output_micro_per_m,
-        4_000_000
-    );
+    assert_eq!(pricing.current().price("openai", "o3").output_micro_per_m, 4_000_000);
 
     // A broken edit (negative price) is refused; the previous table stays.
-    std::fs::write(
-        &path,
-        "providers:\n  openai:\n    gpt-4o: { input: \"-1\", output: \"8\" }\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "providers:\n  openai:\n    gpt-4o: { input: \"-1\", output: \"8\" }\n").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(input(&pricing), 2_000_000);
     // Bad YAML too.
@@ -319,11 +263,7 @@ async fn hot_reload_takes_good_edits_and_keeps_old_prices_on_broken_ones() {
     assert!(pricing.reload().is_err());
 
     // A later good edit is picked up again.
-    std::fs::write(
-        &path,
-        "providers:\n  openai:\n    gpt-4o: { input: \"3\", output: \"8\" }\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "providers:\n  openai:\n    gpt-4o: { input: \"3\", output: \"8\" }\n").unwrap();
     wait_until(|| input(&pricing) == 3_000_000).await;
 
     shutdown.cancel();
