@@ -7,6 +7,7 @@
 //! - [`schema`]: checks of gateway output against the OpenAI shapes the SDKs rely on.
 
 pub mod client;
+pub mod faults;
 pub mod harness;
 pub mod mock;
 pub mod schema;
