@@ -1,5 +1,19 @@
-//! Tenant authentication by API key. Keys are kept only as SHA-256 digests; look-ups never touch the
-//! database and compare digests in constant time.
+//! Who is calling: API keys (from the config file or the tenant store) and JWTs, resolved to a tenant
+//! and the limits that apply to it.
+//!
+//! - Config-file keys are SHA-256 digests in a map built at start; digests compare in constant time.
+//! - Keys made through the admin API are looked up by digest in the tenant store through a cache
+//!   (`auth/keys.rs`): a revoked key or a disabled tenant stops working on every replica within
+//!   `limits.key_cache_ttl_secs` (default 5 s).
+//! - A bearer token that looks like a JWT (three base64url segments) is verified when `jwt:` is
+//!   configured (`auth/jwt.rs`); the tenant comes from a claim.
+//!
+//! Open mode (no tenant anywhere, no JWT, loopback listener): every request is metered as `anonymous`.
+//! Once any tenant exists, in the config or in the store, requests without a valid credential are
+//! refused.
+
+mod jwt;
+mod keys;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,9 +23,13 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use jwt::{JwtSettings, JwtVerifier, PublicKeySpec};
+pub use keys::KeyCache;
+
 use crate::config::{KeySpec, TenantConfig};
 use crate::error::AuthError;
 use crate::http::chat::Caller;
+use crate::limits::{CallerLimits, LimitSpec};
 
 /// The tenant used in open mode (no tenants configured).
 pub const ANONYMOUS: &str = "anonymous";
@@ -30,16 +48,26 @@ struct KeyEntry {
 #[derive(Debug)]
 pub struct Authenticator {
     by_digest: HashMap<[u8; 32], KeyEntry>,
+    /// Config-file tenants and their own limits (defaults not applied).
+    config_tenants: HashMap<Arc<str>, LimitSpec>,
+    /// Limits of tenants that set none of their own.
+    defaults: LimitSpec,
     admin_digest: Option<[u8; 32]>,
     anonymous: Caller,
+    /// Open mode is possible at all (loopback listener).
+    open_allowed: bool,
+    store: Option<KeyCache>,
+    jwt: Option<JwtVerifier>,
 }
 
 impl Authenticator {
-    /// Builds the key table from the configured tenants and the admin key.
+    /// Builds the key table from the configured tenants and the admin key, without a store or JWT.
     pub fn new(tenants: &[TenantConfig], admin_key: Option<&str>) -> Self {
         let mut by_digest = HashMap::new();
+        let mut config_tenants = HashMap::new();
         for tenant in tenants {
             let tenant_id: Arc<str> = Arc::from(tenant.id.as_str());
+            config_tenants.insert(tenant_id.clone(), tenant.limits);
             for key in &tenant.api_keys {
                 let digest = match key {
                     KeySpec::Plain(secret) => sha256(secret.expose().as_bytes()),
@@ -51,32 +79,140 @@ impl Authenticator {
         }
         Self {
             by_digest,
+            config_tenants,
+            defaults: LimitSpec::default(),
             admin_digest: admin_key.map(|k| sha256(k.as_bytes())),
-            anonymous: Caller { tenant: Arc::from(ANONYMOUS), key_id: None },
+            anonymous: Caller { tenant: Arc::from(ANONYMOUS), key_id: None, limits: CallerLimits::default() },
+            open_allowed: true,
+            store: None,
+            jwt: None,
         }
     }
 
-    /// True when no tenant is configured: every request is metered as `anonymous`.
-    pub fn is_open(&self) -> bool {
-        self.by_digest.is_empty()
+    /// Default limits for tenants that set none (also the anonymous tenant's in open mode).
+    #[must_use]
+    pub fn with_defaults(mut self, defaults: LimitSpec) -> Self {
+        self.defaults = defaults;
+        self.anonymous.limits = CallerLimits { tenant: defaults, key: LimitSpec::default() };
+        self
+    }
+
+    /// Looks keys and tenants up in the tenant store too.
+    #[must_use]
+    pub fn with_store(mut self, store: KeyCache) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Accepts JWTs.
+    #[must_use]
+    pub fn with_jwt(mut self, jwt: JwtVerifier) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    /// Whether open mode may apply at all (false on a non-loopback listener).
+    #[must_use]
+    pub fn with_open_allowed(mut self, allowed: bool) -> Self {
+        self.open_allowed = allowed;
+        self
+    }
+
+    /// The key cache over the tenant store, when there is one.
+    pub fn store(&self) -> Option<&KeyCache> {
+        self.store.as_ref()
+    }
+
+    /// True when no tenant is configured and no JWT is accepted (the store may still hold tenants: see
+    /// [`Authenticator::is_open`]).
+    pub fn is_statically_open(&self) -> bool {
+        self.by_digest.is_empty() && self.config_tenants.is_empty() && self.jwt.is_none()
+    }
+
+    /// True when requests are metered as `anonymous`: no tenant in the config or the store, no JWT,
+    /// and a loopback listener.
+    pub async fn is_open(&self) -> bool {
+        if !self.open_allowed || !self.is_statically_open() {
+            return false;
+        }
+        match &self.store {
+            Some(store) => !store.has_tenants().await,
+            None => true,
+        }
+    }
+
+    /// A configured tenant's id, when `id` is one.
+    pub fn is_config_tenant(&self, id: &str) -> bool {
+        self.config_tenants.contains_key(id)
     }
 
     /// The caller behind the request's credentials.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
-        if self.is_open() {
+    ///
+    /// # Errors
+    /// [`AuthError::Missing`] / [`AuthError::Invalid`] (401), [`AuthError::Unavailable`] (503) when
+    /// the tenant store cannot be read for a key it would hold.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        if self.is_open().await {
             return Ok(self.anonymous.clone());
         }
         let key = presented_key(headers).ok_or(AuthError::Missing)?;
+        if let Some(jwt) = self.jwt.as_ref().filter(|_| jwt::looks_like_jwt(key)) {
+            let tenant = jwt.verify(key).await?;
+            let limits = self.tenant_limits(&tenant, jwt.auto_create()).await?;
+            return Ok(Caller { tenant, key_id: None, limits: CallerLimits { tenant: limits, key: LimitSpec::default() } });
+        }
         let digest = sha256(key.as_bytes());
-        match self.by_digest.get(&digest) {
-            Some(entry) if bool::from(entry.digest.ct_eq(&digest)) => {
-                Ok(Caller { tenant: entry.tenant.clone(), key_id: Some(entry.key_id.clone()) })
+        if let Some(entry) = self.by_digest.get(&digest) {
+            if bool::from(entry.digest.ct_eq(&digest)) {
+                let own = self.config_tenants.get(&entry.tenant).copied().unwrap_or_default();
+                return Ok(Caller {
+                    tenant: entry.tenant.clone(),
+                    key_id: Some(entry.key_id.clone()),
+                    limits: CallerLimits { tenant: own.or(self.defaults), key: LimitSpec::default() },
+                });
             }
-            _ => Err(AuthError::Invalid),
+        }
+        let Some(store) = &self.store else { return Err(AuthError::Invalid) };
+        let key_row = store.key(&digest).await?.ok_or(AuthError::Invalid)?;
+        if key_row.revoked_at_unix_ms.is_some() {
+            return Err(AuthError::Invalid);
+        }
+        let tenant = store.tenant(&key_row.tenant_id).await?.ok_or(AuthError::Invalid)?;
+        if tenant.disabled {
+            return Err(AuthError::TenantDisabled);
+        }
+        Ok(Caller {
+            tenant: Arc::from(tenant.id.as_str()),
+            key_id: Some(Arc::from(key_row.id.as_str())),
+            limits: CallerLimits { tenant: tenant.limits.or(self.defaults), key: key_row.limits },
+        })
+    }
+
+    /// The limits of a tenant named by a token: a config tenant, a stored one, or (when allowed) one
+    /// created now with the default limits.
+    async fn tenant_limits(&self, tenant: &str, auto_create: bool) -> Result<LimitSpec, AuthError> {
+        if let Some(own) = self.config_tenants.get(tenant) {
+            return Ok(own.or(self.defaults));
+        }
+        let Some(store) = &self.store else {
+            return if auto_create { Ok(self.defaults) } else { Err(AuthError::UnknownTenant) };
+        };
+        match store.tenant(tenant).await? {
+            Some(row) if row.disabled => Err(AuthError::TenantDisabled),
+            Some(row) => Ok(row.limits.or(self.defaults)),
+            None if auto_create => {
+                store.create_tenant(tenant).await?;
+                tracing::info!(tenant, "Tenant created from a valid JWT (auto_create_tenants)");
+                Ok(self.defaults)
+            }
+            None => Err(AuthError::UnknownTenant),
         }
     }
 
     /// Checks the admin key (`Authorization: Bearer`).
+    ///
+    /// # Errors
+    /// [`AuthError::NotAdmin`] without an admin key configured or with the wrong key.
     pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
         let expected = self.admin_digest.ok_or(AuthError::NotAdmin)?;
         let key = presented_key(headers).ok_or(AuthError::Missing)?;
@@ -102,64 +238,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Secret;
-
-    fn auth() -> Authenticator {
-        let hashed = sha256(b"sk-hashed-key-2");
-        Authenticator::new(
-            &[
-                TenantConfig { id: "acme".into(), api_keys: vec![KeySpec::Plain(Secret::new("sk-acme-key-1".into()))] },
-                TenantConfig { id: "globex".into(), api_keys: vec![KeySpec::Sha256(hashed)] },
-            ],
-            Some("admin-key-0123456789"),
-        )
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn bearer_and_x_api_key_both_work_and_hashes_match() {
-        let a = auth();
-        let c = a.authenticate(&headers(&[("authorization", "Bearer sk-acme-key-1")])).unwrap();
-        assert_eq!(&*c.tenant, "acme");
-        assert!(c.key_id.unwrap().starts_with("key_"));
-        let c = a.authenticate(&headers(&[("x-api-key", "sk-hashed-key-2")])).unwrap();
-        assert_eq!(&*c.tenant, "globex");
-    }
-
-    #[test]
-    fn wrong_or_missing_keys_are_refused() {
-        let a = auth();
-        assert_eq!(a.authenticate(&headers(&[])).unwrap_err(), AuthError::Missing);
-        assert_eq!(a.authenticate(&headers(&[("authorization", "Bearer nope-nope")])).unwrap_err(), AuthError::Invalid);
-        assert_eq!(a.authenticate(&headers(&[("authorization", "Basic abc")])).unwrap_err(), AuthError::Missing);
-    }
-
-    #[test]
-    fn admin_key_is_separate_from_tenant_keys() {
-        let a = auth();
-        assert!(a.authenticate_admin(&headers(&[("authorization", "Bearer admin-key-0123456789")])).is_ok());
-        assert!(a.authenticate_admin(&headers(&[("authorization", "Bearer sk-acme-key-1")])).is_err());
-        assert!(a.authenticate(&headers(&[("authorization", "Bearer admin-key-0123456789")])).is_err());
-    }
-
-    #[test]
-    fn open_mode_meters_anonymous() {
-        let a = Authenticator::new(&[], None);
-        assert!(a.is_open());
-        assert_eq!(&*a.authenticate(&HeaderMap::new()).unwrap().tenant, ANONYMOUS);
-    }
-}
+mod tests;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 pub use env::{expand, EnvSource, MapEnv, ProcessEnv};
-pub use raw::RawConfig;
+pub use raw::{RawConfig, RawUsd};
 pub use validate::{ConfigError, ConfigErrors};
 
 /// The validated, immutable configuration.
@@ -42,6 +42,20 @@ pub struct Config {
     pub pricing_file: Option<PathBuf>,
     /// Per-deployment circuit breaker settings.
     pub circuit_breaker: crate::upstream::health::BreakerPolicy,
+    /// Tenant limits: defaults, counting, Redis.
+    pub limits: LimitSettings,
+    /// JWT bearer tokens, when accepted.
+    pub jwt: Option<crate::auth::JwtSettings>,
+}
+
+/// `limits:` and `REDIS_URL`, validated.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Limits of tenants (config or stored) that set none of their own.
+    pub defaults: crate::limits::LimitSpec,
+    pub limiter: crate::limits::LimiterSettings,
+    /// How long stored keys and tenants are cached: the revocation delay on other replicas.
+    pub key_cache_ttl: Duration,
 }
 
 /// What kind of wire format a provider speaks.
@@ -223,6 +237,13 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 pub struct TenantConfig {
     pub id: String,
     pub api_keys: Vec<KeySpec>,
+    /// The tenant's own limits (unset fields take `limits:` defaults).
+    pub limits: crate::limits::LimitSpec,
+}
+
+/// Tenant ids: letters, digits, `-`, `_` and `.`, 1 to 128 characters.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A configured key: the plain key, or the SHA-256 of it.

@@ -57,6 +57,14 @@ pub enum AuthError {
     Invalid,
     #[error("This endpoint needs the admin key.")]
     NotAdmin,
+    #[error("This tenant is disabled.")]
+    TenantDisabled,
+    #[error("The token names a tenant this gateway does not know.")]
+    UnknownTenant,
+    #[error("Invalid token: {0}.")]
+    InvalidToken(&'static str),
+    #[error("Credentials cannot be checked right now (tenant store unavailable).")]
+    Unavailable,
 }
 
 /// Every error a request can end in.
@@ -76,6 +84,15 @@ pub enum Error {
     MethodNotAllowed,
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A tenant or key limit refused the request (429).
+    #[error("{0}")]
+    RateLimited(Box<crate::limits::Rejection>),
+    /// An admin change conflicts with what exists (409).
+    #[error("{0}")]
+    Conflict(Cow<'static, str>),
+    /// The tenant store cannot be reached (503).
+    #[error("{0}")]
+    StoreUnavailable(Cow<'static, str>),
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error(transparent)]
@@ -105,8 +122,18 @@ impl Error {
             | Error::PayloadTooLarge { .. }
             | Error::NotFound(_)
             | Error::MethodNotAllowed
-            | Error::Auth(_)
+            | Error::Auth(
+                AuthError::Missing
+                | AuthError::Invalid
+                | AuthError::NotAdmin
+                | AuthError::TenantDisabled
+                | AuthError::UnknownTenant
+                | AuthError::InvalidToken(_),
+            )
+            | Error::RateLimited(_)
+            | Error::Conflict(_)
             | Error::Route(_) => Side::Downstream,
+            Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => Side::Internal,
             Error::Translate(e) => {
                 if e.is_client_error() {
                     Side::Downstream
@@ -133,9 +160,17 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Auth(AuthError::Missing | AuthError::Invalid | AuthError::NotAdmin) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Error::Auth(
+                AuthError::Missing
+                | AuthError::Invalid
+                | AuthError::NotAdmin
+                | AuthError::TenantDisabled
+                | AuthError::UnknownTenant
+                | AuthError::InvalidToken(_),
+            ) => StatusCode::UNAUTHORIZED,
+            Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Route(RouteError::UnknownModel(_)) => StatusCode::NOT_FOUND,
             Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
             Error::Translate(e) => {
@@ -161,7 +196,9 @@ impl Error {
     /// OpenAI's error `type`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Auth(AuthError::Unavailable) => "server_error",
             Error::Auth(_) => "authentication_error",
+            Error::RateLimited(r) => r.error_type(),
             _ => match self.side() {
                 Side::Downstream => "invalid_request_error",
                 Side::Upstream | Side::Internal => "server_error",
@@ -178,6 +215,12 @@ impl Error {
             Error::MethodNotAllowed => Some("method_not_allowed"),
             Error::Auth(AuthError::Missing) => Some("missing_api_key"),
             Error::Auth(AuthError::Invalid | AuthError::NotAdmin) => Some("invalid_api_key"),
+            Error::Auth(AuthError::TenantDisabled) => Some("tenant_disabled"),
+            Error::Auth(AuthError::UnknownTenant) => Some("unknown_tenant"),
+            Error::Auth(AuthError::InvalidToken(_)) => Some("invalid_token"),
+            Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => Some("store_unavailable"),
+            Error::RateLimited(r) => Some(r.code()),
+            Error::Conflict(_) => Some("conflict"),
             Error::Route(RouteError::UnknownModel(_)) => Some("model_not_found"),
             Error::Route(RouteError::EmptyModel) => Some("invalid_value"),
             Error::Translate(e) => Some(e.code()),
@@ -211,7 +254,10 @@ impl Error {
                 matches!(mapped.status, 429 | 502 | 503 | 504)
             }
             Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => false,
+            Error::RateLimited(r) => r.kind != crate::limits::LimitKind::Budget,
+            Error::StoreUnavailable(_) => true,
             Error::BadRequest { .. }
+            | Error::Conflict(_)
             | Error::PayloadTooLarge { .. }
             | Error::NotFound(_)
             | Error::MethodNotAllowed
@@ -230,7 +276,10 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
+            Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => "store_unavailable",
             Error::Auth(_) => "unauthorized",
+            Error::RateLimited(_) => "rate_limited",
+            Error::Conflict(_) => "conflict",
             Error::Route(_) => "model_not_found",
             Error::Translate(e) if e.is_client_error() => "translate_request",
             Error::Translate(_) => "translate_response",

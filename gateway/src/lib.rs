@@ -3,17 +3,20 @@
 //! `serve` runs the whole gateway on a listener the caller binds, so tests run it in-process on
 //! `127.0.0.1:0`. The binary (`main.rs`) only parses flags, loads config, sets up logging and signals.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod ledger;
+pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod pricing;
 pub mod routing;
 pub mod sink;
 pub mod state;
+pub mod tenants_store;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -39,6 +42,8 @@ pub enum StartError {
     Ledger(#[from] ledger::LedgerError),
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("access control: {0}")]
+    Access(String),
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled; returns after in-flight requests have
@@ -50,17 +55,19 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
     let local = listener.local_addr()?;
-    let auth = auth::Authenticator::new(
-        &config.tenants,
-        config.admin_api_key.as_ref().map(|k| k.expose()),
-    );
-    if auth.is_open() {
-        if !local.ip().is_loopback() {
-            return Err(StartError::OpenModeNotLoopback(local));
+    // Open mode (no tenant, no JWT) is for loopback only. On another address the admin key must be set:
+    // tenants are then created through the admin API, and requests are refused until one exists.
+    let open_allowed = local.ip().is_loopback();
+    if config.tenants.is_empty() && config.jwt.is_none() {
+        match (open_allowed, config.admin_api_key.is_some()) {
+            (true, _) => tracing::warn!(
+                "no tenants configured: open mode (loopback only, usage metered as `anonymous`) until a tenant is created through the admin API"
+            ),
+            (false, true) => tracing::warn!(
+                "no tenants configured: requests are refused until a tenant is created through the admin API"
+            ),
+            (false, false) => return Err(StartError::OpenModeNotLoopback(local)),
         }
-        tracing::warn!(
-            "no tenants configured: open mode, loopback only, usage metered as `anonymous`"
-        );
     }
     let mut upstreams = HashMap::new();
     for provider in &config.providers {
@@ -108,11 +115,35 @@ pub async fn serve(
     } else {
         "embedded sqlite"
     };
+    let database_url = ledger_cfg.database_url.clone();
     let (ledger, writer) = ledger::start(ledger_cfg).await?;
     tracing::info!(store, data_dir = %config.ledger.data_dir.display(), "ledger ready");
     // The writer outlives the HTTP server: it is stopped only after every connection has drained.
     let ledger_stop = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(ledger_stop.clone()));
+
+    let metrics = metrics::Metrics::new(config.metrics_tenant_label);
+    let store = tenants_store::TenantStore::open(database_url.as_deref(), &config.ledger.data_dir)
+        .await
+        .map_err(|e| StartError::Access(e.to_string()))?;
+    let mut auth = auth::Authenticator::new(&config.tenants, config.admin_api_key.as_ref().map(|k| k.expose()))
+        .with_defaults(config.limits.defaults)
+        .with_store(auth::KeyCache::new(Arc::new(store), config.limits.key_cache_ttl))
+        .with_open_allowed(open_allowed);
+    if let Some(jwt) = &config.jwt {
+        let verifier = auth::JwtVerifier::new(jwt.clone()).map_err(StartError::Access)?;
+        tasks.spawn(verifier.clone().watch(shutdown.clone()));
+        auth = auth.with_jwt(verifier);
+    }
+    let limiter = limits::Limiter::new(
+        config.limits.limiter.clone(),
+        Some(metrics.clone()),
+        Some(ledger.clone()),
+        tasks.clone(),
+        shutdown.clone(),
+    )
+    .map_err(StartError::Access)?;
+    limiter.check_redis().await;
 
     let state = Arc::new(state::AppState {
         models: http::models::ModelsCache::new(
@@ -122,11 +153,8 @@ pub async fn serve(
         upstreams,
         breakers: upstream::health::Breakers::new(config.circuit_breaker),
         auth,
-        sink: Some(Arc::new(sink::Sink::new(
-            pricing,
-            Some(ledger),
-            metrics::Metrics::new(config.metrics_tenant_label),
-        ))),
+        limiter,
+        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger), metrics))),
         shutdown: shutdown.clone(),
         tasks,
         config: config.clone(),

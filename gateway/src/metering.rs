@@ -90,6 +90,8 @@ pub struct RequestMeter {
     attempts: u32,
     sink: Option<Arc<crate::sink::Sink>>,
     done: bool,
+    /// What the tenant limits booked for this request; settled with the real usage in `finish`.
+    pub admission: Option<crate::limits::Admission>,
 }
 
 impl RequestMeter {
@@ -102,7 +104,7 @@ impl RequestMeter {
         if let Some(sink) = &sink {
             sink.metrics().inflight.inc();
         }
-        Self { info, started: Instant::now(), ts_unix_ms, first_token: None, attempts: 0, sink, done: false }
+        Self { info, started: Instant::now(), ts_unix_ms, first_token: None, attempts: 0, sink, done: false, admission: None }
     }
 
     /// The metrics, when this meter records anywhere.
@@ -128,6 +130,10 @@ impl RequestMeter {
             return;
         }
         self.done = true;
+        if let Some(admission) = self.admission.take() {
+            let cost = self.sink.as_ref().and_then(|s| s.cost_nano_usd(&self.info, &tokens)).unwrap_or(0);
+            admission.settle(tokens.prompt.saturating_add(tokens.completion), cost);
+        }
         let latency = self.started.elapsed();
         let ttft = self.first_token.map(|t| t.duration_since(self.started));
         let record = crate::sink::Completed {
@@ -159,6 +165,7 @@ impl RequestMeter {
             attempts: self.attempts,
             sink: self.sink.take(),
             done: self.done,
+            admission: self.admission.take(),
         };
         self.done = true;
         moved

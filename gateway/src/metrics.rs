@@ -31,6 +31,8 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub open_streams: IntGauge,
     pub rate_limited: IntCounterVec,
+    /// 1 while rate-limit counters are shared through Redis; 0 when it is down (local fallback) or unset.
+    pub limits_redis_up: IntGauge,
     pub models_cache: IntCounterVec,
     ledger_queue_depth: IntGauge,
     ledger_gauges: IntGaugeVec,
@@ -93,6 +95,10 @@ impl Metrics {
             Opts::new("aggregator_rate_limited_total", "Requests refused by a rate limit or budget."),
             &["limit"],
         ));
+        let limits_redis_up = must(IntGauge::new(
+            "aggregator_limits_redis_up",
+            "1 while rate-limit counters are shared through Redis; 0 when Redis is down (per-replica fallback) or not configured.",
+        ));
         let models_cache = must(IntCounterVec::new(
             Opts::new("aggregator_models_cache_total", "Model-listing cache events (hit, refresh, refresh_error)."),
             &["event"],
@@ -115,6 +121,7 @@ impl Metrics {
             Box::new(inflight.clone()),
             Box::new(open_streams.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(limits_redis_up.clone()),
             Box::new(models_cache.clone()),
             Box::new(ledger_queue_depth.clone()),
             Box::new(ledger_gauges.clone()),
@@ -134,6 +141,7 @@ impl Metrics {
             inflight,
             open_streams,
             rate_limited,
+            limits_redis_up,
             models_cache,
             ledger_queue_depth,
             ledger_gauges,

@@ -21,6 +21,8 @@ pub struct AppState {
     /// Circuit breakers per provider deployment.
     pub breakers: crate::upstream::health::Breakers,
     pub auth: Authenticator,
+    /// Tenant and key limits (admission before the upstream, settlement at the end).
+    pub limiter: Arc<crate::limits::Limiter>,
     /// Where finished requests are recorded (log line, ledger, metrics).
     pub sink: Option<Arc<Sink>>,
     /// Cancelled when shutdown begins: readiness turns false, new work is refused.

@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     pub pricing_file: Option<String>,
     pub circuit_breaker: Option<RawBreaker>,
+    /// Shared rate-limit counters (`REDIS_URL` when unset).
+    pub redis_url: Option<String>,
+    pub limits: Option<RawLimits>,
+    pub jwt: Option<RawJwt>,
 }
 
 /// One entry of `providers:`.
@@ -93,6 +97,76 @@ pub struct RawTenant {
     pub id: String,
     #[serde(default)]
     pub api_keys: Vec<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub monthly_budget_usd: Option<RawUsd>,
+}
+
+/// A USD amount: a decimal string (`"12.50"`) or a YAML number, read as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawUsd {
+    Int(u64),
+    Text(String),
+    Float(f64),
+}
+
+impl RawUsd {
+    /// The amount as decimal text.
+    pub fn as_text(&self) -> String {
+        match self {
+            RawUsd::Int(i) => i.to_string(),
+            RawUsd::Text(s) => s.clone(),
+            RawUsd::Float(f) => f.to_string(),
+        }
+    }
+}
+
+/// `limits:`: defaults for tenants that set none, and how limits are counted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub monthly_budget_usd: Option<RawUsd>,
+    /// Completion allowance reserved when a request has no `max_tokens` (default 1024).
+    pub default_completion_tokens: Option<u64>,
+    /// Per-model completion allowances, first match wins.
+    #[serde(default)]
+    pub completion_tokens: Vec<RawCompletionTokens>,
+    pub redis_prefix: Option<String>,
+    pub redis_timeout_ms: Option<u64>,
+    /// How long stored keys and tenants are cached (bounds the revocation delay; default 5000).
+    pub key_cache_ttl_ms: Option<u64>,
+    pub concurrency_stale_secs: Option<u64>,
+}
+
+/// One entry of `limits.completion_tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompletionTokens {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub tokens: u64,
+}
+
+/// `jwt:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub hs256_secret: Option<String>,
+    pub public_key_file: Option<String>,
+    /// `RS256` (default) or `ES256` (also RS384/RS512/PS*/ES384/EdDSA).
+    pub public_key_algorithm: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_reload_ms: Option<u64>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub tenant_claim: Option<String>,
+    pub leeway_secs: Option<u64>,
+    pub auto_create_tenants: Option<bool>,
 }
 
 /// `ledger:`.

@@ -10,7 +10,8 @@ use http::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::raw::{RawConfig, RawLedger, RawProvider, RawRoute, RawTenant, RawTimeouts};
+use super::raw::{RawConfig, RawJwt, RawLedger, RawLimits, RawProvider, RawRoute, RawTenant, RawTimeouts, RawUsd};
+use crate::limits::{LimitSpec, LimiterSettings};
 use super::{
     env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind,
     RetryPolicy, RouteRule, Secret, TargetSpec, TenantConfig, Timeouts,
@@ -65,6 +66,9 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "ledger",
     "pricing_file",
     "circuit_breaker",
+    "redis_url",
+    "limits",
+    "jwt",
 ];
 
 /// Built-in routes for bare names, appended after the configured ones.
@@ -184,6 +188,9 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(admin_api_key);
     scalar!(pricing_file);
     scalar!(circuit_breaker);
+    scalar!(redis_url);
+    scalar!(limits);
+    scalar!(jwt);
     if let Some(mut v) = top.remove("ledger") {
         expand_tree(&mut v, "ledger", env, c);
         raw.ledger = c.section::<RawLedger>(v, "ledger");
@@ -531,8 +538,9 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
 
     let mut tenants = Vec::new();
     let mut seen_tenants = std::collections::HashSet::new();
-    for (i, RawTenant { id, api_keys }) in raw.tenants.into_iter().enumerate() {
-        if !is_valid_id(&id) {
+    let jwt = raw.jwt.map(|j| jwt_settings(j, &mut c));
+    for (i, RawTenant { id, api_keys, rpm, tpm, max_concurrent, monthly_budget_usd }) in raw.tenants.into_iter().enumerate() {
+        if !super::is_valid_tenant_id(&id) {
             c.push(
                 format!("tenants[{i}].id"),
                 "tenant ids may contain only letters, digits, '-', '_' and '.'",
@@ -544,7 +552,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
                 format!("duplicate tenant `{id}`"),
             );
         }
-        if api_keys.is_empty() {
+        if api_keys.is_empty() && jwt.is_none() {
             c.push(
                 format!("tenants[{i}].api_keys"),
                 "a tenant needs at least one key",
@@ -555,7 +563,13 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
             .enumerate()
             .filter_map(|(k, key)| key_spec(key, &format!("tenants[{i}].api_keys[{k}]"), &mut c))
             .collect();
-        tenants.push(TenantConfig { id, api_keys: keys });
+        let limits = LimitSpec {
+            rpm,
+            tpm,
+            max_concurrent,
+            monthly_budget_micro_usd: usd(monthly_budget_usd.as_ref(), &format!("tenants[{i}].monthly_budget_usd"), &mut c),
+        };
+        tenants.push(TenantConfig { id, api_keys: keys, limits });
     }
 
     let admin_api_key = raw
@@ -600,6 +614,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         None => Some(PathBuf::from("pricing.yaml")).filter(|p| p.exists()),
     };
 
+    let limits = limit_settings(raw.limits.unwrap_or_default(), raw.redis_url, env, &mut c);
+
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if max_body_bytes == 0 {
         c.push("max_body_bytes", "must be greater than 0");
@@ -633,5 +649,100 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
                 cooldown: b.cooldown_ms.map_or(d.cooldown, Duration::from_millis),
             }
         },
+        limits,
+        jwt,
     })
+}
+
+fn usd(v: Option<&RawUsd>, path: &str, c: &mut Collector) -> Option<i64> {
+    let text = v?.as_text();
+    match crate::limits::parse_usd_micro(&text) {
+        Ok(micro) => Some(micro),
+        Err(e) => {
+            c.push(path, format!("`{text}`: {e}"));
+            None
+        }
+    }
+}
+
+/// `limits:` plus `redis_url` / `REDIS_URL`.
+fn limit_settings(raw: RawLimits, redis_url: Option<String>, env: &dyn EnvSource, c: &mut Collector) -> super::LimitSettings {
+    let defaults = LimitSpec {
+        rpm: raw.rpm,
+        tpm: raw.tpm,
+        max_concurrent: raw.max_concurrent,
+        monthly_budget_micro_usd: usd(raw.monthly_budget_usd.as_ref(), "limits.monthly_budget_usd", c),
+    };
+    for (field, v) in [("rpm", defaults.rpm), ("tpm", defaults.tpm), ("max_concurrent", defaults.max_concurrent)] {
+        if v == Some(0) {
+            c.push(format!("limits.{field}"), "must be greater than 0 (leave it out for no limit)");
+        }
+    }
+    let redis_url = redis_url
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| env.get("REDIS_URL").filter(|u| !u.trim().is_empty()))
+        .map(|u| u.trim().to_owned());
+    if let Some(url) = &redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            c.push("redis_url", "must start with redis://, rediss:// or unix://");
+        }
+    }
+    let d = LimiterSettings::default();
+    let completion_defaults = raw
+        .completion_tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if e.tokens == 0 {
+                c.push(format!("limits.completion_tokens[{i}].tokens"), "must be greater than 0");
+            }
+            (ModelPattern::parse(&e.pattern), e.tokens)
+        })
+        .collect();
+    super::LimitSettings {
+        defaults,
+        limiter: LimiterSettings {
+            completion_defaults,
+            default_completion_tokens: raw.default_completion_tokens.unwrap_or(d.default_completion_tokens),
+            redis_url: redis_url.map(Secret::new),
+            redis_prefix: raw.redis_prefix.filter(|p| !p.is_empty()).unwrap_or(d.redis_prefix),
+            redis_timeout: raw.redis_timeout_ms.map_or(d.redis_timeout, |ms| Duration::from_millis(ms.max(1))),
+            concurrency_stale: raw.concurrency_stale_secs.map_or(d.concurrency_stale, |s| Duration::from_secs(s.max(1))),
+        },
+        key_cache_ttl: Duration::from_millis(raw.key_cache_ttl_ms.unwrap_or(5000).max(1)),
+    }
+}
+
+/// `jwt:`; reads the public key file.
+fn jwt_settings(raw: RawJwt, c: &mut Collector) -> crate::auth::JwtSettings {
+    let algorithm = raw.public_key_algorithm.as_deref().unwrap_or("RS256");
+    let mut public_keys = Vec::new();
+    if let Some(path) = raw.public_key_file.filter(|p| !p.is_empty()) {
+        match (algorithm.parse::<jsonwebtoken::Algorithm>(), std::fs::read_to_string(&path)) {
+            (Ok(alg), Ok(pem)) if !matches!(alg, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => {
+                public_keys.push(crate::auth::PublicKeySpec { algorithm: alg, pem });
+            }
+            (Ok(_), Ok(_)) | (Err(_), _) => c.push("jwt.public_key_algorithm", format!("`{algorithm}` is not a public-key algorithm (RS256, ES256, ...)")),
+            (_, Err(e)) => c.push("jwt.public_key_file", format!("cannot read {path}: {e}")),
+        }
+    }
+    let hs256_secret = raw.hs256_secret.filter(|s| !s.is_empty()).map(Secret::new);
+    if hs256_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+        c.push("jwt.hs256_secret", "must be at least 32 characters");
+    }
+    let jwks_file = raw.jwks_file.filter(|p| !p.is_empty()).map(PathBuf::from);
+    if hs256_secret.is_none() && public_keys.is_empty() && jwks_file.is_none() {
+        c.push("jwt", "set hs256_secret, public_key_file or jwks_file");
+    }
+    crate::auth::JwtSettings {
+        hs256_secret,
+        public_keys,
+        jwks_file,
+        jwks_reload: Duration::from_millis(raw.jwks_reload_ms.unwrap_or(2000).max(50)),
+        issuer: raw.issuer.filter(|s| !s.is_empty()),
+        audience: raw.audience.filter(|s| !s.is_empty()),
+        tenant_claim: raw.tenant_claim.filter(|s| !s.is_empty()).unwrap_or_else(|| "sub".to_owned()),
+        leeway: Duration::from_secs(raw.leeway_secs.unwrap_or(30)),
+        auto_create_tenants: raw.auto_create_tenants.unwrap_or(false),
+    }
 }

@@ -44,6 +44,8 @@ const MAX_ERROR_BODY: usize = 256 * 1024;
 pub struct Caller {
     pub tenant: Arc<str>,
     pub key_id: Option<Arc<str>>,
+    /// The tenant's and the key's limits (`limits.rs`).
+    pub limits: crate::limits::CallerLimits,
 }
 
 /// Handles one chat completion request. Errors are returned for `rescue` to render; the meter records
@@ -54,6 +56,7 @@ pub async fn handle(
     request_id: &str,
     caller: Caller,
 ) -> Response<Body> {
+    let limits = caller.limits;
     let info = RequestInfo {
         request_id: request_id.to_owned(),
         tenant: caller.tenant,
@@ -61,8 +64,14 @@ pub async fn handle(
         ..RequestInfo::default()
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
-    match serve(state, req, &mut meter).await {
-        Ok(resp) => resp,
+    let mut rate_headers = None;
+    match serve(state, req, &mut meter, &limits, &mut rate_headers).await {
+        Ok(mut resp) => {
+            if let Some(h) = rate_headers {
+                h.apply(resp.headers_mut());
+            }
+            resp
+        }
         Err(error) => {
             let outcome = match error.side() {
                 crate::error::Side::Downstream => Outcome::ClientError,
@@ -83,6 +92,8 @@ async fn serve(
     state: &Arc<AppState>,
     req: Request<Incoming>,
     meter: &mut RequestMeter,
+    limits: &crate::limits::CallerLimits,
+    rate_headers: &mut Option<crate::limits::RateHeaders>,
 ) -> Result<Response<Body>, Error> {
     if state.shutdown.is_cancelled() {
         return Err(Error::ShuttingDown);
@@ -100,6 +111,8 @@ async fn serve(
     meter.info.requested_model.clone_from(&head.model);
     meter.info.stream = head.stream;
     let route = routing::resolve(&state.config, &head.model)?;
+    // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
+    *rate_headers = crate::limits::admit_chat(state, meter, limits, &body, &route).await?;
     let started = tokio::time::Instant::now();
     let mut chat: Option<ChatRequest> = None;
     let mut excluded = Vec::new();

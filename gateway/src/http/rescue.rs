@@ -42,6 +42,11 @@ pub fn render(error: &Error) -> Response<Body> {
             h.insert(X_UPSTREAM_REQUEST_ID, v.clone());
         }
     }
+    // Tenant limits: `retry-after` and the `x-ratelimit-*` headers, as OpenAI sends them.
+    if let Error::RateLimited(rejection) = error {
+        rejection.headers.apply(h);
+        h.insert(RETRY_AFTER, HeaderValue::from(rejection.retry_after_secs()));
+    }
     if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS) && !h.contains_key(RETRY_AFTER) {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }

@@ -32,21 +32,25 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
     let api_path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
     match (req.method(), api_path) {
         (&Method::POST, "/chat/completions") => {
-            let caller = state.auth.authenticate(req.headers())?;
+            let caller = state.auth.authenticate(req.headers()).await?;
             Ok(chat::handle(state, req, request_id, caller).await)
         }
         (&Method::GET, "/models") => {
-            state.auth.authenticate(req.headers())?;
+            state.auth.authenticate(req.headers()).await?;
             models::list(state).await
         }
         (&Method::GET, p) if p.starts_with("/models/") => {
-            state.auth.authenticate(req.headers())?;
+            state.auth.authenticate(req.headers()).await?;
             let tail = p["/models/".len()..].to_owned();
             models::retrieve(state, &tail).await
         }
         (&Method::GET, "/usage") => {
-            let caller = state.auth.authenticate(req.headers())?;
+            let caller = state.auth.authenticate(req.headers()).await?;
             usage::handle(state, req.uri().query(), usage::Scope::Tenant(&caller.tenant)).await
+        }
+        (_, _) if path.starts_with("/admin/tenants") || path.starts_with("/admin/keys/") => {
+            state.auth.authenticate_admin(req.headers())?;
+            crate::admin::handle(state, req).await
         }
         (&Method::GET, "/admin/usage") if path == "/admin/usage" => {
             state.auth.authenticate_admin(req.headers())?;

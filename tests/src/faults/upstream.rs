@@ -70,6 +70,8 @@ pub struct Script {
     pub end: End,
     /// Close (FIN) right after reading the request, without any answer.
     pub close_without_answer: bool,
+    /// Reset (RST) right after reading the request, without any answer.
+    pub reset_without_answer: bool,
 }
 
 impl Script {
@@ -83,6 +85,7 @@ impl Script {
             gap: Duration::ZERO,
             end: End::Complete,
             close_without_answer: false,
+            reset_without_answer: false,
         }
     }
 
@@ -122,6 +125,11 @@ impl Script {
     /// Closes the connection after reading the request, without answering.
     pub fn close_without_answer() -> Self {
         Script { close_without_answer: true, ..Script::answer(Answer::text("")) }
+    }
+
+    /// Resets the connection after reading the request, without answering.
+    pub fn reset_without_answer() -> Self {
+        Script { reset_without_answer: true, ..Script::answer(Answer::text("")) }
     }
 
     /// Adds a header.
@@ -396,6 +404,12 @@ async fn serve_connection(state: &Arc<State>, mut tcp: TcpStream) {
                 },
             }
         };
+        if script.reset_without_answer {
+            state.c.aborted.fetch_add(1, Ordering::SeqCst);
+            drop(busy);
+            let _ = tcp.set_zero_linger();
+            return;
+        }
         if script.close_without_answer {
             state.c.aborted.fetch_add(1, Ordering::SeqCst);
             drop(busy);
