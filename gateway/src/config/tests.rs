@@ -127,3 +127,78 @@ fn globs_match() {
     assert!(!glob_match(b"gpt-4?", b"gpt-4"));
     assert!(!glob_match(b"claude-*", b"gpt-4o"));
 }
+
+#[test]
+fn tenant_limits_defaults_redis_and_jwt_are_parsed() {
+    let yaml = r#"
+redis_url: ${REDIS_URL:-}
+limits:
+  tpm: 100000
+  monthly_budget_usd: 25
+  key_cache_ttl_ms: 1500
+  completion_tokens:
+    - { match: "claude-*", tokens: 4096 }
+tenants:
+  - id: acme
+    api_keys: ["sk-acme-key-1"]
+    rpm: 60
+    max_concurrent: 4
+    monthly_budget_usd: "12.50"
+  - id: jwt-only
+jwt:
+  hs256_secret: an-hs256-secret-of-at-least-32-characters
+  audience: ai-aggregator
+  tenant_claim: org
+"#;
+    let cfg = Config::from_yaml_str(yaml, &env(&[("REDIS_URL", "redis://127.0.0.1:6379")])).unwrap();
+    let acme = &cfg.tenants[0];
+    assert_eq!(acme.limits.rpm, Some(60));
+    assert_eq!(acme.limits.max_concurrent, Some(4));
+    assert_eq!(acme.limits.monthly_budget_micro_usd, Some(12_500_000));
+    assert!(cfg.tenants[1].api_keys.is_empty(), "with jwt: a tenant needs no key");
+    assert_eq!(cfg.limits.defaults.tpm, Some(100_000));
+    assert_eq!(cfg.limits.defaults.monthly_budget_micro_usd, Some(25_000_000));
+    assert_eq!(cfg.limits.key_cache_ttl, std::time::Duration::from_millis(1500));
+    assert_eq!(cfg.limits.limiter.redis_url.as_ref().map(Secret::expose), Some("redis://127.0.0.1:6379"));
+    assert_eq!(cfg.limits.limiter.completion_defaults.len(), 1);
+    let jwt = cfg.jwt.as_ref().unwrap();
+    assert_eq!(jwt.tenant_claim, "org");
+    assert_eq!(jwt.audience.as_deref(), Some("ai-aggregator"));
+    assert!(!jwt.auto_create_tenants);
+    // REDIS_URL alone is enough.
+    let cfg = Config::from_env(&env(&[("REDIS_URL", "redis://10.0.0.1:6379/2")])).unwrap();
+    assert!(cfg.limits.limiter.redis_url.is_some());
+}
+
+#[test]
+fn bad_limits_and_jwt_settings_are_reported_with_paths() {
+    let yaml = r#"
+redis_url: http://not-redis
+limits:
+  rpm: 0
+  monthly_budget_usd: "-3"
+tenants:
+  - id: acme
+    api_keys: ["sk-acme-key-1"]
+    monthly_budget_usd: "1.0000001"
+  - id: keyless
+jwt:
+  hs256_secret: short
+  public_key_file: /nonexistent/key.pem
+"#;
+    let errors = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "redis_url",
+        "limits.rpm",
+        "limits.monthly_budget_usd",
+        "tenants[0].monthly_budget_usd",
+        "jwt.hs256_secret",
+        "jwt.public_key_file",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    // Without jwt:, a tenant still needs a key.
+    let errors = Config::from_yaml_str("tenants:\n  - id: keyless\n", &env(&[])).unwrap_err().0;
+    assert!(errors.iter().any(|e| e.path == "tenants[0].api_keys"));
+}
