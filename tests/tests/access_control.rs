@@ -2,6 +2,7 @@
 //! gateways sharing this machine's Redis and Postgres, and Redis going away mid-test.
 //!
 //! Postgres and Redis tests skip (with a message) when the service is not running on this machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener as StdListener;
 use std::process::Command;
