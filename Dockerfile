@@ -1,4 +1,4 @@
-# AI Aggregator container image: a static musl binary on distroless, non-root, about 15-25 MB.
+# AI Aggregator container image: a static musl binary on distroless, non-root, about 17 MB.
 #
 #   docker build -t ai-aggregator .
 #   docker run --rm -p 8080:8080 --stop-timeout 35 -v aia-data:/data \
