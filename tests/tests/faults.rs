@@ -102,7 +102,8 @@ async fn assert_still_serving(gw: &FaultGateway) {
     let c = gw.client();
     let r = c.chat(&chat("healthy/gpt-4o-mini", false)).await.unwrap_or_else(|e| panic!("after the fault: {e}"));
     assert_eq!(r.status, 200, "a normal request after the fault: {}", r.text());
-    let events = c.chat_stream(&chat("healthy/gpt-4o-mini", true)).await.unwrap().collect().await.unwrap();
+    let mut s = c.chat_stream(&chat("healthy/gpt-4o-mini", true)).await.unwrap_or_else(|e| panic!("stream after the fault: {e}"));
+    let events = s.collect().await.unwrap_or_else(|e| panic!("stream after the fault: {e}"));
     let sum = StreamSummary::from_events(&events);
     assert_eq!(sum.text, "Hello there!", "a normal stream after the fault");
     assert!(sum.done_last);
