@@ -101,6 +101,8 @@ pub enum Error {
     Upstream(#[from] UpstreamError),
     #[error("The gateway is shutting down.")]
     ShuttingDown,
+    #[error("The client closed the connection while sending the request.")]
+    ClientDisconnected,
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
 }
@@ -149,6 +151,7 @@ impl Error {
                 }
             }
             Error::Upstream(_) => Side::Upstream,
+            Error::ClientDisconnected => Side::Downstream,
             Error::ShuttingDown | Error::Internal(_) => Side::Internal,
         }
     }
@@ -188,6 +191,8 @@ impl Error {
             Error::Upstream(UpstreamError::Status { mapped, .. }) => {
                 StatusCode::from_u16(mapped.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
+            // nginx's "client closed request": nobody reads it, but logs and metrics see why.
+            Error::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -231,6 +236,7 @@ impl Error {
                 Some("upstream_error")
             }
             Error::Upstream(UpstreamError::Status { .. }) => None,
+            Error::ClientDisconnected => Some("client_disconnected"),
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
         }
@@ -253,7 +259,10 @@ impl Error {
             Error::Upstream(UpstreamError::Status { mapped, .. }) => {
                 matches!(mapped.status, 429 | 502 | 503 | 504)
             }
-            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => false,
+            // A connection that failed before any byte reached the client can be retried; an upstream that
+            // breaks its protocol would do so again.
+            Error::Upstream(UpstreamError::Transport) => true,
+            Error::Upstream(UpstreamError::Protocol(_)) => false,
             Error::RateLimited(r) => r.kind != crate::limits::LimitKind::Budget,
             Error::StoreUnavailable(_) => true,
             Error::BadRequest { .. }
@@ -265,6 +274,7 @@ impl Error {
             | Error::Route(_)
             | Error::Translate(_)
             | Error::ShuttingDown
+            | Error::ClientDisconnected
             | Error::Internal(_) => false,
         }
     }
@@ -289,6 +299,7 @@ impl Error {
             Error::Upstream(UpstreamError::Transport) => "upstream_transport",
             Error::Upstream(UpstreamError::Status { .. }) => "upstream_status",
             Error::Upstream(UpstreamError::Protocol(_)) => "upstream_protocol",
+            Error::ClientDisconnected => "client_disconnected",
             Error::ShuttingDown => "shutting_down",
             Error::Internal(_) => "internal",
         }

@@ -53,6 +53,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    serve_with_admin(config, listener, None, shutdown).await
+}
+
+/// Like [`serve`], plus an optional operations listener that serves only `/metrics`, `/healthz` and
+/// `/readyz` (`--admin-listen`), so metrics can stay off the public port.
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let config = Arc::new(config);
     let local = listener.local_addr()?;
     // Open mode (no tenant, no JWT) is for loopback only. On another address the admin key must be set:
@@ -159,7 +170,14 @@ pub async fn serve(
         tasks,
         config: config.clone(),
     });
+    let ops = admin_listener.map(|l| {
+        tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "operations listener ready");
+        tokio::spawn(http::server::run_ops(l, state.clone(), shutdown.clone(), config.shutdown_grace))
+    });
     http::server::run(listener, state.clone(), shutdown, config.shutdown_grace).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     state.tasks.close();
     state.tasks.wait().await;
     drop(state);

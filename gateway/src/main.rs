@@ -13,6 +13,9 @@ struct Args {
     /// Configuration file (YAML). Without it, providers come from the environment.
     #[arg(long, short = 'c', env = "AI_AGGREGATOR_CONFIG")]
     config: Option<PathBuf>,
+    /// Also serve `/metrics`, `/healthz` and `/readyz` on this address (e.g. 0.0.0.0:9090), apart from the API.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    admin_listen: Option<std::net::SocketAddr>,
     /// Check the configuration and exit (0 when valid, 2 when not).
     #[arg(long)]
     check_config: bool,
@@ -83,9 +86,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin = match args.admin_listen {
+            None => None,
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(listen = %addr, error = %e, "cannot bind the operations listener");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(shutdown_signal(shutdown.clone()));
-        match gateway::serve(config, listener, shutdown).await {
+        match gateway::serve_with_admin(config, listener, admin, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "gateway stopped");

@@ -74,6 +74,7 @@ pub async fn handle(
         }
         Err(error) => {
             let outcome = match error.side() {
+                _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
                 crate::error::Side::Downstream => Outcome::ClientError,
                 crate::error::Side::Upstream | crate::error::Side::Internal => {
                     Outcome::UpstreamError
@@ -320,6 +321,14 @@ async fn try_target(
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
             match target.provider.kind {
                 ProviderKind::OpenAi => {
+                    // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
+                    // proxy, truncated or garbage bytes).
+                    if serde_json::from_slice::<CompletionShape>(&bytes).is_err() {
+                        return Err(UpstreamError::Protocol(
+                            "the upstream answered 200 with a body that is not a chat completion".into(),
+                        )
+                        .into());
+                    }
                     let usage = passthrough::extract_usage(&bytes);
                     (bytes, usage)
                 }
@@ -381,6 +390,13 @@ async fn try_target(
     }
 }
 
+/// The minimum a pass-through `chat.completion` must have; checked without building values.
+#[derive(serde::Deserialize)]
+struct CompletionShape {
+    #[serde(rename = "choices")]
+    _choices: serde::de::IgnoredAny,
+}
+
 /// Anthropic has no JSON mode: `response_format` json becomes a forced tool whose input is unwrapped.
 fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
     match chat.response_format {
@@ -415,7 +431,8 @@ async fn read_body(
             if e.is::<http_body_util::LengthLimitError>() {
                 Err(Error::PayloadTooLarge { limit })
             } else {
-                Err(Error::bad_request("Could not read the request body.", None))
+                // The client hung up (or broke its chunked encoding) while sending the body.
+                Err(Error::ClientDisconnected)
             }
         }
     }
@@ -549,6 +566,13 @@ async fn stream_response(
     if let Some(StreamEvent::Error(body)) = events.first() {
         // Failed before any content: answer with a real status instead of a 200 stream.
         return Err(in_band_error_to_status(body));
+    }
+    if translator.is_terminal() {
+        // Pass-through forwards an in-band error as raw bytes: same rule when nothing else was streamed.
+        let summary = translator.summary();
+        if let (translators::StreamOutcome::UpstreamError(body), 0) = (&summary.outcome, summary.streamed_bytes) {
+            return Err(in_band_error_to_status(body));
+        }
     }
     let mut buf = BytesMut::with_capacity(1024);
     translators::openai::sse_out::encode_all(&events, &mut buf);

@@ -64,6 +64,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
     }
 }
 
+/// Entry point of the operations listener: probes and metrics only, no credentials involved.
+pub async fn dispatch_ops(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&state),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readiness(&state),
+        _ => rescue::render(&Error::NotFound("The operations listener serves /metrics, /healthz and /readyz.".into())),
+    };
+    Ok(resp)
+}
+
 fn metrics(state: &AppState) -> Response<Body> {
     let Some(sink) = &state.sink else {
         return text(StatusCode::NOT_FOUND, "metrics disabled\n");

@@ -20,6 +20,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves until `shutdown` is cancelled, then stops accepting and waits up to `grace` for open
 /// connections (in-flight requests and streams) to finish.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration) {
+    accept_loop(listener, state, shutdown, grace, false).await;
+}
+
+/// The operations listener: `/metrics`, `/healthz` and `/readyz` only.
+pub async fn run_ops(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration) {
+    accept_loop(listener, state, shutdown, grace, true).await;
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration, ops_only: bool) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
@@ -40,7 +49,16 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: Cancella
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
                 let state = state.clone();
-                let service = service_fn(move |req| routes::dispatch(state.clone(), req));
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move {
+                        if ops_only {
+                            routes::dispatch_ops(state, req).await
+                        } else {
+                            routes::dispatch(state, req).await
+                        }
+                    }
+                });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
