@@ -260,7 +260,8 @@ impl TenantStore {
         let TenantStore::Postgres { pool, migrated } = self else {
             return Err(StoreError::Config("not a Postgres store".into()));
         };
-        let client = pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Migrate first, on its own connection: holding one while waiting for the migration would let
+        // concurrent first callers exhaust the pool.
         migrated
             .get_or_try_init(|| async {
                 let mut c = pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -288,7 +289,7 @@ impl TenantStore {
                 Ok::<_, StoreError>(())
             })
             .await?;
-        Ok(client)
+        pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     /// Runs `f` on the SQLite connection on a blocking thread.

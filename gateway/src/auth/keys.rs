@@ -145,8 +145,13 @@ impl KeyCache {
                 self.inner.has_tenants_state.store(NONE, Ordering::Release);
                 false
             }
-            // Fail closed: with the store unreadable we cannot tell whether tenants exist.
+            // The store is unreadable. Keep a known "no tenants" answer (open mode on loopback keeps
+            // serving through a database outage); with no answer yet, fail closed.
             Err(error) => {
+                if state == NONE {
+                    tracing::debug!(%error, "Tenant store unavailable; keeping the last known answer (no tenants)");
+                    return false;
+                }
                 tracing::warn!(%error, "Tenant store unavailable; refusing keyless requests until it answers");
                 self.inner.has_tenants_state.store(UNKNOWN, Ordering::Release);
                 true

@@ -89,3 +89,31 @@ async fn postgres_store_lifecycle() {
     assert_eq!(applied, 1);
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
+
+/// Regression: more concurrent first callers than pool connections must not starve the migration.
+#[tokio::test]
+async fn postgres_concurrent_first_use_does_not_exhaust_the_pool() {
+    let Ok((client, conn)) = tokio_postgres::connect(PG_URL, tokio_postgres::NoTls).await else {
+        eprintln!("skipped: no Postgres at {PG_URL}");
+        return;
+    };
+    tokio::spawn(conn);
+    let schema = format!("tenants_store_pool_{}_{}", std::process::id(), fastrand::u32(..));
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let url = format!("{PG_URL}?options=-c%20search_path%3D{schema}");
+    let store = std::sync::Arc::new(TenantStore::open(Some(&url), &temp_dir()).await.unwrap());
+    let tasks: Vec<_> = (0..3 * POOL_SIZE)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.count_tenants().await })
+        })
+        .collect();
+    let all = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 0);
+        }
+    })
+    .await;
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    assert!(all.is_ok(), "concurrent first use timed out");
+}
