@@ -295,10 +295,7 @@ async fn run(args: Args) -> Result<(), String> {
                     if Instant::now() >= deadline {
                         break;
                     }
-                    if budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_err()
-                    {
+                    if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
                         break;
                     }
                     let o = one(&plan, Instant::now()).await;

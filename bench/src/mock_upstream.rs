@@ -156,11 +156,7 @@ fn render(params: Params) -> Bodies {
     };
     let mut oa: Vec<(Bytes, bool)> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let delta = if i == 0 {
-            json!({"role": "assistant", "content": p})
-        } else {
-            json!({"content": p})
-        };
+        let delta = if i == 0 { json!({"role": "assistant", "content": p}) } else { json!({"content": p}) };
         oa.push((sse_data(&chunk(delta, serde_json::Value::Null)), i > 0));
     }
     let finish = sse_data(&chunk(json!({}), json!("stop")));
@@ -294,24 +290,12 @@ fn concat(parts: &[&Bytes]) -> Bytes {
 /// Response body: one buffer, or frames spaced by the chunk gap.
 enum MockBody {
     Full(Option<Bytes>),
-    Stream {
-        frames: Frames,
-        next: usize,
-        gap: Duration,
-        sleep: Option<Pin<Box<Sleep>>>,
-        armed: bool,
-    },
+    Stream { frames: Frames, next: usize, gap: Duration, sleep: Option<Pin<Box<Sleep>>>, armed: bool },
 }
 
 impl MockBody {
     fn stream(frames: Frames, gap: Duration) -> Self {
-        MockBody::Stream {
-            frames,
-            next: 0,
-            gap,
-            sleep: None,
-            armed: false,
-        }
+        MockBody::Stream { frames, next: 0, gap, sleep: None, armed: false }
     }
 }
 
@@ -322,13 +306,7 @@ impl Body for MockBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Stream {
-                frames,
-                next,
-                gap,
-                sleep,
-                armed,
-            } => {
+            MockBody::Stream { frames, next, gap, sleep, armed } => {
                 let Some((bytes, wait)) = frames.get(*next) else {
                     return Poll::Ready(None);
                 };
@@ -500,11 +478,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Mo
             if json_flag(&body, "stream") != Some(false) {
                 respond(StatusCode::OK, "application/x-ndjson", MockBody::stream(b.ollama_ndjson.clone(), gap))
             } else {
-                respond(
-                    StatusCode::OK,
-                    "application/json; charset=utf-8",
-                    MockBody::Full(Some(b.ollama_json.clone())),
-                )
+                respond(StatusCode::OK, "application/json; charset=utf-8", MockBody::Full(Some(b.ollama_json.clone())))
             }
         }
         (&Method::GET, "/v1/models") => {
@@ -530,22 +504,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Mo
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let params = Params {
-        latency_ms: args.latency_ms,
-        chunks: args.chunks,
-        gap_ms: args.gap_ms,
-        size: args.size,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
+    let params = Params { latency_ms: args.latency_ms, chunks: args.chunks, gap_ms: args.gap_ms, size: args.size };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
     rt.block_on(async move {
-        let socket = if args.listen.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
+        let socket =
+            if args.listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
         socket.set_reuseaddr(true)?;
         socket.bind(args.listen)?;
         let listener = socket.listen(65_535)?;

@@ -158,15 +158,19 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Res
             Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
         }
         (&Method::DELETE, ["admin", "keys", key_id]) => {
-            let row = cache.store().revoke_key(key_id).await.map_err(store_error)?.ok_or_else(|| not_found("key", key_id))?;
+            let row =
+                cache.store().revoke_key(key_id).await.map_err(store_error)?.ok_or_else(|| not_found("key", key_id))?;
             cache.changed_key(None).await;
             tracing::info!(tenant = %row.tenant_id, key_id = %row.id, "API key revoked");
             Ok(json_response(StatusCode::OK, &key_json(&row)))
         }
-        (_, ["admin", "tenants"] | ["admin", "tenants", _] | ["admin", "tenants", _, "keys"] | ["admin", "keys", _]) => {
-            Err(Error::MethodNotAllowed)
+        (
+            _,
+            ["admin", "tenants"] | ["admin", "tenants", _] | ["admin", "tenants", _, "keys"] | ["admin", "keys", _],
+        ) => Err(Error::MethodNotAllowed),
+        _ => {
+            Err(Error::NotFound(format!("Unknown admin path `{}`.", path.chars().take(200).collect::<String>()).into()))
         }
-        _ => Err(Error::NotFound(format!("Unknown admin path `{}`.", path.chars().take(200).collect::<String>()).into())),
     }
 }
 

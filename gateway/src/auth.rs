@@ -159,7 +159,11 @@ impl Authenticator {
         if let Some(jwt) = self.jwt.as_ref().filter(|_| jwt::looks_like_jwt(key)) {
             let tenant = jwt.verify(key).await?;
             let limits = self.tenant_limits(&tenant, jwt.auto_create()).await?;
-            return Ok(Caller { tenant, key_id: None, limits: CallerLimits { tenant: limits, key: LimitSpec::default() } });
+            return Ok(Caller {
+                tenant,
+                key_id: None,
+                limits: CallerLimits { tenant: limits, key: LimitSpec::default() },
+            });
         }
         let digest = sha256(key.as_bytes());
         if let Some(entry) = self.by_digest.get(&digest) {

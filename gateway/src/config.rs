@@ -112,11 +112,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(120),
-            idle: Duration::from_secs(300),
-        }
+        Self { connect: Duration::from_secs(5), first_byte: Duration::from_secs(120), idle: Duration::from_secs(300) }
     }
 }
 
@@ -243,7 +239,9 @@ pub struct TenantConfig {
 
 /// Tenant ids: letters, digits, `-`, `_` and `.`, 1 to 128 characters.
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A configured key: the plain key, or the SHA-256 of it.
@@ -297,10 +295,7 @@ impl Config {
     }
 
     /// Reads `path` (when given) and builds the configuration.
-    pub fn load(
-        path: Option<&std::path::Path>,
-        env: &dyn EnvSource,
-    ) -> Result<Config, ConfigErrors> {
+    pub fn load(path: Option<&std::path::Path>, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
         match path {
             None => Self::from_env(env),
             Some(path) => match std::fs::read_to_string(path) {

@@ -26,11 +26,7 @@ pub enum UpstreamError {
     #[error("the upstream connection failed")]
     Transport,
     #[error("{}", .mapped.body.message)]
-    Status {
-        mapped: MappedError,
-        retry_after: Option<HeaderValue>,
-        upstream_request_id: Option<HeaderValue>,
-    },
+    Status { mapped: MappedError, retry_after: Option<HeaderValue>, upstream_request_id: Option<HeaderValue> },
     #[error("upstream protocol error: {0}")]
     Protocol(Cow<'static, str>),
     #[error("every upstream for this model is unavailable (circuit open); retry shortly")]
@@ -71,11 +67,7 @@ pub enum AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    BadRequest {
-        message: Cow<'static, str>,
-        param: Option<Cow<'static, str>>,
-        code: Option<&'static str>,
-    },
+    BadRequest { message: Cow<'static, str>, param: Option<Cow<'static, str>>, code: Option<&'static str> },
     #[error("Request body is larger than the {limit}-byte limit.")]
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
@@ -110,11 +102,7 @@ pub enum Error {
 impl Error {
     /// A 400 with a parameter path.
     pub fn bad_request(message: impl Into<Cow<'static, str>>, param: Option<&'static str>) -> Self {
-        Error::BadRequest {
-            message: message.into(),
-            param: param.map(Cow::Borrowed),
-            code: None,
-        }
+        Error::BadRequest { message: message.into(), param: param.map(Cow::Borrowed), code: None }
     }
 
     /// Who is at fault.
@@ -183,9 +171,9 @@ impl Error {
                     StatusCode::BAD_GATEWAY
                 }
             }
-            Error::Upstream(
-                UpstreamError::Connect | UpstreamError::Transport | UpstreamError::Protocol(_),
-            ) => StatusCode::BAD_GATEWAY,
+            Error::Upstream(UpstreamError::Connect | UpstreamError::Transport | UpstreamError::Protocol(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
             Error::Upstream(UpstreamError::FirstByteTimeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Upstream(UpstreamError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Upstream(UpstreamError::Status { mapped, .. }) => {
@@ -232,9 +220,7 @@ impl Error {
             Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
             Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),
             Error::Upstream(UpstreamError::Unavailable) => Some("upstream_unavailable"),
-            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => {
-                Some("upstream_error")
-            }
+            Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => Some("upstream_error"),
             Error::Upstream(UpstreamError::Status { .. }) => None,
             Error::ClientDisconnected => Some("client_disconnected"),
             Error::ShuttingDown => Some("shutting_down"),
@@ -255,7 +241,9 @@ impl Error {
     /// True when a retry against the same or another upstream could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Upstream(UpstreamError::Connect | UpstreamError::FirstByteTimeout | UpstreamError::Unavailable) => true,
+            Error::Upstream(UpstreamError::Connect | UpstreamError::FirstByteTimeout | UpstreamError::Unavailable) => {
+                true
+            }
             Error::Upstream(UpstreamError::Status { mapped, .. }) => {
                 matches!(mapped.status, 429 | 502 | 503 | 504)
             }

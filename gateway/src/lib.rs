@@ -48,11 +48,7 @@ pub enum StartError {
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled; returns after in-flight requests have
 /// drained (up to the configured grace period) and background work has finished.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> Result<(), StartError> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
     serve_with_admin(config, listener, None, shutdown).await
 }
 
@@ -82,19 +78,11 @@ pub async fn serve_with_admin(
     }
     let mut upstreams = HashMap::new();
     for provider in &config.providers {
-        let upstream = upstream::provider::Upstream::new(provider.clone()).map_err(|message| {
-            StartError::Provider {
-                provider: provider.id.clone(),
-                message,
-            }
-        })?;
+        let upstream = upstream::provider::Upstream::new(provider.clone())
+            .map_err(|message| StartError::Provider { provider: provider.id.clone(), message })?;
         upstreams.insert(provider.id.clone(), Arc::new(upstream));
     }
-    let live: Vec<_> = config
-        .providers
-        .iter()
-        .map(|p| format!("{} ({})", p.id, p.kind.as_str()))
-        .collect();
+    let live: Vec<_> = config.providers.iter().map(|p| format!("{} ({})", p.id, p.kind.as_str())).collect();
     tracing::info!(providers = %live.join(", "), disabled = %config.disabled_providers.join(", "), listen = %local, "gateway ready");
 
     let tasks = TaskTracker::new();
@@ -111,21 +99,13 @@ pub async fn serve_with_admin(
         }
     };
     let ledger_cfg = ledger::LedgerConfig {
-        database_url: config
-            .ledger
-            .database_url
-            .as_ref()
-            .map(|u| u.expose().to_owned()),
+        database_url: config.ledger.database_url.as_ref().map(|u| u.expose().to_owned()),
         data_dir: config.ledger.data_dir.clone(),
         queue_capacity: config.ledger.queue_capacity,
         batch_rows: config.ledger.batch_rows,
         batch_interval: config.ledger.batch_interval,
     };
-    let store = if ledger_cfg.database_url.is_some() {
-        "postgres"
-    } else {
-        "embedded sqlite"
-    };
+    let store = if ledger_cfg.database_url.is_some() { "postgres" } else { "embedded sqlite" };
     let database_url = ledger_cfg.database_url.clone();
     let (ledger, writer) = ledger::start(ledger_cfg).await?;
     tracing::info!(store, data_dir = %config.ledger.data_dir.display(), "ledger ready");
@@ -157,10 +137,7 @@ pub async fn serve_with_admin(
     limiter.check_redis().await;
 
     let state = Arc::new(state::AppState {
-        models: http::models::ModelsCache::new(
-            config.models_cache_ttl,
-            config.models_fetch_timeout,
-        ),
+        models: http::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
         upstreams,
         breakers: upstream::health::Breakers::new(config.circuit_breaker),
         auth,

@@ -104,7 +104,16 @@ impl RequestMeter {
         if let Some(sink) = &sink {
             sink.metrics().inflight.inc();
         }
-        Self { info, started: Instant::now(), ts_unix_ms, first_token: None, attempts: 0, sink, done: false, admission: None }
+        Self {
+            info,
+            started: Instant::now(),
+            ts_unix_ms,
+            first_token: None,
+            attempts: 0,
+            sink,
+            done: false,
+            admission: None,
+        }
     }
 
     /// The metrics, when this meter records anywhere.

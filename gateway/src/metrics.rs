@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::ledger::LedgerStats;
@@ -62,14 +61,21 @@ impl Metrics {
     #[expect(clippy::too_many_lines, reason = "one flat list of metric definitions reads best")]
     pub fn new(tenant_label: bool) -> Arc<Self> {
         let registry = Registry::new();
-        let request_labels: &[&str] =
-            if tenant_label { &["provider", "model", "status", "stream", "tenant"] } else { &["provider", "model", "status", "stream"] };
+        let request_labels: &[&str] = if tenant_label {
+            &["provider", "model", "status", "stream", "tenant"]
+        } else {
+            &["provider", "model", "status", "stream"]
+        };
         let requests = must(IntCounterVec::new(
-            Opts::new("aggregator_requests_total", "Chat requests by provider, model, status class (2xx/4xx/5xx/cancelled) and stream flag."),
+            Opts::new(
+                "aggregator_requests_total",
+                "Chat requests by provider, model, status class (2xx/4xx/5xx/cancelled) and stream flag.",
+            ),
             request_labels,
         ));
         let duration = must(HistogramVec::new(
-            HistogramOpts::new("aggregator_request_duration_seconds", "Arrival to last byte sent.").buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("aggregator_request_duration_seconds", "Arrival to last byte sent.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["provider", "stream"],
         ));
         let ttft = must(HistogramVec::new(
@@ -82,11 +88,17 @@ impl Metrics {
             &["provider", "kind"],
         ));
         let tokens = must(IntCounterVec::new(
-            Opts::new("aggregator_tokens_total", "Tokens by provider, model and type (prompt, completion, cached, cache_write)."),
+            Opts::new(
+                "aggregator_tokens_total",
+                "Tokens by provider, model and type (prompt, completion, cached, cache_write).",
+            ),
             &["provider", "model", "type"],
         ));
         let cost_usd = must(prometheus::CounterVec::new(
-            Opts::new("aggregator_cost_usd_total", "Cost in USD at pricing.yaml prices (the ledger holds the exact integer amounts)."),
+            Opts::new(
+                "aggregator_cost_usd_total",
+                "Cost in USD at pricing.yaml prices (the ledger holds the exact integer amounts).",
+            ),
             &["provider", "model"],
         ));
         let inflight = must(IntGauge::new("aggregator_inflight_requests", "Chat requests being served."));
@@ -103,9 +115,13 @@ impl Metrics {
             Opts::new("aggregator_models_cache_total", "Model-listing cache events (hit, refresh, refresh_error)."),
             &["event"],
         ));
-        let ledger_queue_depth = must(IntGauge::new("aggregator_ledger_queue_depth", "Usage records waiting for the ledger writer."));
+        let ledger_queue_depth =
+            must(IntGauge::new("aggregator_ledger_queue_depth", "Usage records waiting for the ledger writer."));
         let ledger_gauges = must(IntGaugeVec::new(
-            Opts::new("aggregator_ledger_records", "Ledger record counters since start: written, batches, journaled, replayed, journal_skipped."),
+            Opts::new(
+                "aggregator_ledger_records",
+                "Ledger record counters since start: written, batches, journaled, replayed, journal_skipped.",
+            ),
             &["kind"],
         ));
         let ledger_up = must(Gauge::new("aggregator_ledger_store_up", "1 when the last ledger store write succeeded."));
@@ -211,7 +227,9 @@ mod tests {
         let m = Metrics::new(false);
         m.requests.with_label_values(&["openai", "gpt-4o", "2xx", "false"]).inc();
         let text = String::from_utf8(m.render(Some(&LedgerStats { written: 3, ..LedgerStats::default() }))).unwrap();
-        assert!(text.contains("aggregator_requests_total{model=\"gpt-4o\",provider=\"openai\",status=\"2xx\",stream=\"false\"} 1"));
+        assert!(text.contains(
+            "aggregator_requests_total{model=\"gpt-4o\",provider=\"openai\",status=\"2xx\",stream=\"false\"} 1"
+        ));
         assert!(text.contains("aggregator_ledger_records{kind=\"written\"} 3"));
         assert!(text.contains("aggregator_build_info"));
     }

@@ -51,7 +51,8 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Route, RouteError> {
             if rest.is_empty() {
                 return Err(RouteError::UnknownModel(requested.to_owned()));
             }
-            let target = RouteTarget { provider: provider.clone(), upstream_model: rest.to_owned(), weight: 1, priority: 0 };
+            let target =
+                RouteTarget { provider: provider.clone(), upstream_model: rest.to_owned(), weight: 1, priority: 0 };
             return Ok(Route { targets: vec![target], retry: RetryPolicy::NONE });
         }
     }
@@ -117,7 +118,10 @@ routes:
     fn aliases_globs_and_defaults() {
         let cfg = config();
         let fast = resolve(&cfg, "fast").unwrap();
-        assert_eq!((fast.primary().provider.id.as_str(), fast.primary().upstream_model.as_str()), ("anthropic", "claude-haiku-4-5"));
+        assert_eq!(
+            (fast.primary().provider.id.as_str(), fast.primary().upstream_model.as_str()),
+            ("anthropic", "claude-haiku-4-5")
+        );
         assert_eq!(resolve(&cfg, "llama3.2").unwrap().primary().provider.id, "ollama");
         assert_eq!(resolve(&cfg, "gpt-4o-mini").unwrap().primary().provider.id, "openai");
         assert_eq!(resolve(&cfg, "o3-mini").unwrap().primary().provider.id, "openai");

@@ -30,7 +30,10 @@ pub struct Sink {
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink").field("pricing", &self.pricing.is_some()).field("ledger", &self.ledger.is_some()).finish()
+        f.debug_struct("Sink")
+            .field("pricing", &self.pricing.is_some())
+            .field("ledger", &self.ledger.is_some())
+            .finish()
     }
 }
 
@@ -52,7 +55,9 @@ impl Sink {
 
     fn price(&self, info: &RequestInfo) -> Price {
         match (&self.pricing, &info.provider, info.provider_kind) {
-            (Some(p), Some(provider), Some(kind)) => p.current().price_for(provider, kind.as_str(), &info.upstream_model),
+            (Some(p), Some(provider), Some(kind)) => {
+                p.current().price_for(provider, kind.as_str(), &info.upstream_model)
+            }
             _ => Price::default(),
         }
     }
@@ -132,7 +137,9 @@ impl Sink {
             m.upstream_errors.with_label_values(&[provider, i.error_kind.unwrap_or("unknown")]).inc();
         }
         let t = &done.tokens;
-        for (kind, n) in [("prompt", t.prompt), ("completion", t.completion), ("cached", t.cached), ("cache_write", t.cache_write)] {
+        for (kind, n) in
+            [("prompt", t.prompt), ("completion", t.completion), ("cached", t.cached), ("cache_write", t.cache_write)]
+        {
             if n > 0 {
                 m.tokens.with_label_values(&[provider, model, kind]).inc_by(n);
             }

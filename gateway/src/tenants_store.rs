@@ -107,7 +107,8 @@ impl std::fmt::Debug for TenantStore {
     }
 }
 
-const TENANT_COLS: &str = "id, rpm, tpm, max_concurrent, monthly_budget_micro_usd, disabled, created_at_unix_ms, updated_at_unix_ms";
+const TENANT_COLS: &str =
+    "id, rpm, tpm, max_concurrent, monthly_budget_micro_usd, disabled, created_at_unix_ms, updated_at_unix_ms";
 const KEY_COLS: &str = "id, tenant_id, prefix, name, rpm, tpm, max_concurrent, monthly_budget_micro_usd, \
                         created_at_unix_ms, revoked_at_unix_ms";
 
@@ -241,7 +242,9 @@ impl TenantStore {
                 let conn = tokio::task::spawn_blocking(move || {
                     let mut conn = Connection::open_with_flags(
                         &p,
-                        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE
+                            | OpenFlags::SQLITE_OPEN_CREATE
+                            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     conn.busy_timeout(Duration::from_secs(10))?;
                     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -283,7 +286,11 @@ impl TenantStore {
                         &[&MIGRATION.0, &MIGRATION.1, &crate::ledger::now_unix_ms()],
                     )
                     .await?;
-                    tracing::info!(version = MIGRATION.0, name = MIGRATION.1, "Tenant store Postgres migration applied");
+                    tracing::info!(
+                        version = MIGRATION.0,
+                        name = MIGRATION.1,
+                        "Tenant store Postgres migration applied"
+                    );
                 }
                 tx.commit().await?;
                 Ok::<_, StoreError>(())
@@ -330,7 +337,8 @@ impl TenantStore {
     /// [`StoreError::Conflict`] when the id exists; [`StoreError::Unavailable`].
     pub async fn create_tenant(&self, id: &str, limits: LimitSpec) -> Result<TenantRow, StoreError> {
         let now = crate::ledger::now_unix_ms();
-        let row = TenantRow { id: id.to_owned(), limits, disabled: false, created_at_unix_ms: now, updated_at_unix_ms: now };
+        let row =
+            TenantRow { id: id.to_owned(), limits, disabled: false, created_at_unix_ms: now, updated_at_unix_ms: now };
         let sql = "INSERT INTO tenants (id, rpm, tpm, max_concurrent, monthly_budget_micro_usd, disabled, \
                    created_at_unix_ms, updated_at_unix_ms) VALUES ";
         let res = match self {
@@ -338,7 +346,14 @@ impl TenantStore {
                 let c = self.pg().await?;
                 c.execute(
                     &format!("{sql}($1, $2, $3, $4, $5, FALSE, $6, $6)"),
-                    &[&id, &to_db(limits.rpm), &to_db(limits.tpm), &to_db(limits.max_concurrent), &limits.monthly_budget_micro_usd, &now],
+                    &[
+                        &id,
+                        &to_db(limits.rpm),
+                        &to_db(limits.tpm),
+                        &to_db(limits.max_concurrent),
+                        &limits.monthly_budget_micro_usd,
+                        &now,
+                    ],
                 )
                 .await
                 .map(|_| ())
@@ -349,7 +364,14 @@ impl TenantStore {
                 self.lite(move |c| {
                     c.execute(
                         &format!("{sql}(?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)"),
-                        params![id, to_db(limits.rpm), to_db(limits.tpm), to_db(limits.max_concurrent), limits.monthly_budget_micro_usd, now],
+                        params![
+                            id,
+                            to_db(limits.rpm),
+                            to_db(limits.tpm),
+                            to_db(limits.max_concurrent),
+                            limits.monthly_budget_micro_usd,
+                            now
+                        ],
                     )
                     .map(|_| ())
                 })
@@ -411,7 +433,12 @@ impl TenantStore {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    pub async fn update_tenant(&self, id: &str, limits: LimitSpec, disabled: bool) -> Result<Option<TenantRow>, StoreError> {
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        limits: LimitSpec,
+        disabled: bool,
+    ) -> Result<Option<TenantRow>, StoreError> {
         let now = crate::ledger::now_unix_ms();
         let n = match self {
             TenantStore::Postgres { .. } => {
@@ -419,7 +446,15 @@ impl TenantStore {
                 c.execute(
                     "UPDATE tenants SET rpm = $2, tpm = $3, max_concurrent = $4, monthly_budget_micro_usd = $5, \
                      disabled = $6, updated_at_unix_ms = $7 WHERE id = $1",
-                    &[&id, &to_db(limits.rpm), &to_db(limits.tpm), &to_db(limits.max_concurrent), &limits.monthly_budget_micro_usd, &disabled, &now],
+                    &[
+                        &id,
+                        &to_db(limits.rpm),
+                        &to_db(limits.tpm),
+                        &to_db(limits.max_concurrent),
+                        &limits.monthly_budget_micro_usd,
+                        &disabled,
+                        &now,
+                    ],
                 )
                 .await?
             }
@@ -429,7 +464,15 @@ impl TenantStore {
                     c.execute(
                         "UPDATE tenants SET rpm = ?2, tpm = ?3, max_concurrent = ?4, monthly_budget_micro_usd = ?5, \
                          disabled = ?6, updated_at_unix_ms = ?7 WHERE id = ?1",
-                        params![id, to_db(limits.rpm), to_db(limits.tpm), to_db(limits.max_concurrent), limits.monthly_budget_micro_usd, disabled, now],
+                        params![
+                            id,
+                            to_db(limits.rpm),
+                            to_db(limits.tpm),
+                            to_db(limits.max_concurrent),
+                            limits.monthly_budget_micro_usd,
+                            disabled,
+                            now
+                        ],
                     )
                 })
                 .await? as u64
@@ -451,7 +494,9 @@ impl TenantStore {
                 let c = self.pg().await?;
                 Ok(c.query_one("SELECT COUNT(*) FROM tenants", &[]).await?.get(0))
             }
-            TenantStore::Sqlite { .. } => self.lite(|c| c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get(0))).await,
+            TenantStore::Sqlite { .. } => {
+                self.lite(|c| c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get(0))).await
+            }
         }
     }
 
@@ -478,7 +523,18 @@ impl TenantStore {
                 let c = self.pg().await?;
                 c.execute(
                     &format!("{sql}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
-                    &[&key.id, &key.tenant_id, &key.digest_hex, &key.prefix, &key.name, &to_db(l.rpm), &to_db(l.tpm), &to_db(l.max_concurrent), &l.monthly_budget_micro_usd, &now],
+                    &[
+                        &key.id,
+                        &key.tenant_id,
+                        &key.digest_hex,
+                        &key.prefix,
+                        &key.name,
+                        &to_db(l.rpm),
+                        &to_db(l.tpm),
+                        &to_db(l.max_concurrent),
+                        &l.monthly_budget_micro_usd,
+                        &now,
+                    ],
                 )
                 .await?;
             }
@@ -486,7 +542,18 @@ impl TenantStore {
                 self.lite(move |c| {
                     c.execute(
                         &format!("{sql}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                        params![key.id, key.tenant_id, key.digest_hex, key.prefix, key.name, to_db(l.rpm), to_db(l.tpm), to_db(l.max_concurrent), l.monthly_budget_micro_usd, now],
+                        params![
+                            key.id,
+                            key.tenant_id,
+                            key.digest_hex,
+                            key.prefix,
+                            key.name,
+                            to_db(l.rpm),
+                            to_db(l.tpm),
+                            to_db(l.max_concurrent),
+                            l.monthly_budget_micro_usd,
+                            now
+                        ],
                     )
                 })
                 .await?;
@@ -503,13 +570,17 @@ impl TenantStore {
         match self {
             TenantStore::Postgres { .. } => {
                 let c = self.pg().await?;
-                let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at_unix_ms DESC, id");
+                let sql = format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at_unix_ms DESC, id"
+                );
                 Ok(c.query(&sql, &[&tenant_id]).await?.iter().map(pg_key).collect())
             }
             TenantStore::Sqlite { .. } => {
                 let tenant_id = tenant_id.to_owned();
                 self.lite(move |c| {
-                    let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at_unix_ms DESC, id");
+                    let sql = format!(
+                        "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at_unix_ms DESC, id"
+                    );
                     let mut stmt = c.prepare(&sql)?;
                     let rows = stmt.query_map([tenant_id], lite_key)?;
                     rows.collect()

@@ -55,7 +55,8 @@ fn serve_one(mut stream: TcpStream) {
     stream.set_nodelay(true).ok();
     while let Some(body) = read_request(&mut stream) {
         if body.contains("\"stream\":true") {
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
             let mut events: Vec<String> = (0..10)
                 .map(|i| {
                     format!(
@@ -74,7 +75,10 @@ fn serve_one(mut stream: TcpStream) {
             let _ = stream.write_all(b"0\r\n\r\n");
         } else {
             let json = r#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-            let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}", json.len());
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                json.len()
+            );
             if stream.write_all(resp.as_bytes()).is_err() {
                 return;
             }
@@ -104,7 +108,11 @@ fn free_port() -> u16 {
 
 fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("ai-agg-bin-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "ai-agg-bin-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -114,7 +122,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -277,7 +286,8 @@ fn sigterm_lets_open_streams_finish_and_flushes_every_record() {
         .query_row("SELECT COUNT(*), SUM(status = 'ok') FROM ledger_records", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!((n, ok), (3, 3));
-    let completion: i64 = conn.query_row("SELECT SUM(completion_tokens) FROM ledger_records", [], |r| r.get(0)).unwrap();
+    let completion: i64 =
+        conn.query_row("SELECT SUM(completion_tokens) FROM ledger_records", [], |r| r.get(0)).unwrap();
     assert_eq!(completion, 30, "usage comes from the upstream's usage chunk");
 }
 
@@ -345,7 +355,10 @@ fn logs_never_contain_keys_or_prompts() {
     let body = CHAT.replace("\"hi\"", &format!("\"{secret_prompt}\""));
     let auth = format!("Bearer {TENANT_KEY}");
     assert_eq!(http(port, "POST", "/v1/chat/completions", &[("authorization", &auth)], &body).0, 200);
-    assert_eq!(http(port, "POST", "/v1/chat/completions", &[("authorization", "Bearer sk-wrong-key-1234")], &body).0, 401);
+    assert_eq!(
+        http(port, "POST", "/v1/chat/completions", &[("authorization", "Bearer sk-wrong-key-1234")], &body).0,
+        401
+    );
     sigterm(&child);
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();

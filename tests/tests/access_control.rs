@@ -39,15 +39,21 @@ fn chat_body() -> Value {
 
 async fn chat(c: &TestClient, key: &str) -> TestResponse {
     let auth = format!("Bearer {key}");
-    c.raw(Method::POST, "/v1/chat/completions", &[("authorization", &auth), ("content-type", "application/json")], chat_body().to_string())
-        .await
-        .unwrap()
+    c.raw(
+        Method::POST,
+        "/v1/chat/completions",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        chat_body().to_string(),
+    )
+    .await
+    .unwrap()
 }
 
 /// An OpenAI mock whose every answer reports 200 prompt + 100 completion tokens.
 async fn openai_mock() -> MockUpstream {
     let mock = MockUpstream::start(Flavor::OpenAi).await;
-    mock.always(Flavor::OpenAi.chat_path(), Reply::answer(Answer::text("hello").with_usage(Usage::new(200, 100)))).await;
+    mock.always(Flavor::OpenAi.chat_path(), Reply::answer(Answer::text("hello").with_usage(Usage::new(200, 100))))
+        .await;
     mock
 }
 
@@ -88,11 +94,18 @@ async fn admin_lifecycle_over_http() {
 
     // The admin key guards the API.
     assert_eq!(c.get("/admin/tenants").await.unwrap().status.as_u16(), 401);
-    let wrong = c.raw(Method::GET, "/admin/tenants", &[("authorization", "Bearer sk-not-the-admin")], "").await.unwrap();
+    let wrong =
+        c.raw(Method::GET, "/admin/tenants", &[("authorization", "Bearer sk-not-the-admin")], "").await.unwrap();
     assert_eq!(wrong.status.as_u16(), 401);
 
     // Create, refuse duplicates and bad ids.
-    let r = admin(&c, Method::POST, "/admin/tenants", Some(json!({"id": "acme", "rpm": 100, "monthly_budget_usd": "12.5"}))).await;
+    let r = admin(
+        &c,
+        Method::POST,
+        "/admin/tenants",
+        Some(json!({"id": "acme", "rpm": 100, "monthly_budget_usd": "12.5"})),
+    )
+    .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text());
     assert_eq!(r.json()["id"], "acme");
     assert_eq!(r.json()["monthly_budget_usd"], "12.5");
@@ -146,7 +159,10 @@ async fn admin_lifecycle_over_http() {
     assert_eq!(admin(&c, Method::DELETE, "/admin/keys/key_missing", None).await.status.as_u16(), 404);
 
     // Disable the tenant: its other keys stop working too.
-    let second = admin(&c, Method::POST, "/admin/tenants/acme/keys", Some(json!({}))).await.json()["key"].as_str().unwrap().to_owned();
+    let second = admin(&c, Method::POST, "/admin/tenants/acme/keys", Some(json!({}))).await.json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(chat(&c, &second).await.status.as_u16(), 200);
     let r = admin(&c, Method::DELETE, "/admin/tenants/acme", None).await;
     assert_eq!(r.status.as_u16(), 200);
@@ -163,12 +179,16 @@ async fn admin_lifecycle_over_http() {
 #[tokio::test]
 async fn config_tenants_work_beside_admin_tenants_and_cannot_be_shadowed() {
     let mock = openai_mock().await;
-    let gw = GatewayUnderTest::start(&config(&mock, "tenants:\n  - id: cfg\n    api_keys: [\"sk-config-tenant-1\"]\n")).await;
+    let gw = GatewayUnderTest::start(&config(&mock, "tenants:\n  - id: cfg\n    api_keys: [\"sk-config-tenant-1\"]\n"))
+        .await;
     let c = gw.client();
     assert_eq!(chat(&c, "sk-config-tenant-1").await.status.as_u16(), 200);
     assert_eq!(admin(&c, Method::POST, "/admin/tenants", Some(json!({"id": "cfg"}))).await.status.as_u16(), 409);
     admin(&c, Method::POST, "/admin/tenants", Some(json!({"id": "dyn"}))).await;
-    let key = admin(&c, Method::POST, "/admin/tenants/dyn/keys", Some(json!({}))).await.json()["key"].as_str().unwrap().to_owned();
+    let key = admin(&c, Method::POST, "/admin/tenants/dyn/keys", Some(json!({}))).await.json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(chat(&c, &key).await.status.as_u16(), 200);
     assert_eq!(chat(&c, "sk-config-tenant-1").await.status.as_u16(), 200);
     let list = admin(&c, Method::GET, "/admin/tenants", None).await.json();
@@ -189,7 +209,8 @@ async fn rpm_tpm_budget_and_concurrency_produce_429s_at_the_right_counts() {
     let pricing_dir = temp_dir("pricing");
     let pricing = pricing_dir.join("pricing.yaml");
     // $1000 per million tokens: one request (300 tokens) costs $0.30.
-    std::fs::write(&pricing, "providers:\n  openai:\n    \"gpt-4o-mini*\": { input: \"1000\", output: \"1000\" }\n").unwrap();
+    std::fs::write(&pricing, "providers:\n  openai:\n    \"gpt-4o-mini*\": { input: \"1000\", output: \"1000\" }\n")
+        .unwrap();
     let extra = format!(
         "pricing_file: {}\ntenants:\n  - id: rpm-t\n    api_keys: [\"sk-rpm-tenant-1\"]\n    rpm: 3\n  - id: tpm-t\n    api_keys: [\"sk-tpm-tenant-1\"]\n    tpm: 1000\n  - id: budget-t\n    api_keys: [\"sk-budget-tenant-1\"]\n    monthly_budget_usd: \"1.00\"\n  - id: conc-t\n    api_keys: [\"sk-conc-tenant-1\"]\n    max_concurrent: 1\n",
         pricing.display()
@@ -233,7 +254,10 @@ async fn rpm_tpm_budget_and_concurrency_produce_429s_at_the_right_counts() {
     assert_eq!(rs[4].header("x-should-retry"), Some("false"));
 
     // One concurrent request: a second one while the first waits on a slow upstream is refused.
-    mock.enqueue_chat(Reply::answer(Answer::text("slow").with_usage(Usage::new(1, 1))).delay(Duration::from_millis(800))).await;
+    mock.enqueue_chat(
+        Reply::answer(Answer::text("slow").with_usage(Usage::new(1, 1))).delay(Duration::from_millis(800)),
+    )
+    .await;
     let slow = {
         let c = c.clone();
         tokio::spawn(async move { chat(&c, "sk-conc-tenant-1").await })
@@ -280,12 +304,13 @@ async fn two_replicas_share_limits_tenants_and_one_ledger() {
     };
     let mock = openai_mock().await;
     let url = format!("{PG_BASE}?options=-c%20search_path%3D{schema}");
-    let env = || {
-        MapEnv::from_pairs([("DATABASE_URL", url.as_str()), ("REDIS_URL", "redis://127.0.0.1:6379")])
-    };
+    let env = || MapEnv::from_pairs([("DATABASE_URL", url.as_str()), ("REDIS_URL", "redis://127.0.0.1:6379")]);
     // A generous Redis deadline: this test proves the shared bound, not the fallback (a loaded CI machine
     // must not time out into per-replica counters).
-    let yaml = config(&mock, &format!("limits:\n  key_cache_ttl_ms: 1000\n  redis_timeout_ms: 5000\n  redis_prefix: {schema}\n"));
+    let yaml = config(
+        &mock,
+        &format!("limits:\n  key_cache_ttl_ms: 1000\n  redis_timeout_ms: 5000\n  redis_prefix: {schema}\n"),
+    );
     let a = GatewayUnderTest::start_with_env(&yaml, env()).await;
     let b = GatewayUnderTest::start_with_env(&yaml, env()).await;
     let (ca, cb) = (a.client(), b.client());
@@ -295,7 +320,11 @@ async fn two_replicas_share_limits_tenants_and_one_ledger() {
     let key = admin(&ca, Method::POST, "/admin/tenants/shared/keys", Some(json!({}))).await.json();
     let (key_id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
     // Made on A, listed and usable on B.
-    assert!(admin(&cb, Method::GET, "/admin/tenants", None).await.json()["data"].as_array().unwrap().iter().any(|t| t["id"] == "shared"));
+    assert!(admin(&cb, Method::GET, "/admin/tenants", None).await.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == "shared"));
 
     // 30 concurrent requests, alternating replicas, against RPM 10.
     avoid_minute_edge().await;
@@ -319,7 +348,9 @@ async fn two_replicas_share_limits_tenants_and_one_ledger() {
     a.shutdown().await;
     let a2 = GatewayUnderTest::start_with_env(&yaml, env()).await;
     let ca2 = a2.client();
-    assert!(admin(&ca2, Method::GET, "/admin/tenants/shared/keys", None).await.json()["data"][0]["id"] == key_id.as_str());
+    assert!(
+        admin(&ca2, Method::GET, "/admin/tenants/shared/keys", None).await.json()["data"][0]["id"] == key_id.as_str()
+    );
     admin(&ca2, Method::PATCH, "/admin/tenants/shared", Some(json!({"rpm": null}))).await;
     // Let B's cached tenant (still RPM 10, window full) expire.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -335,7 +366,11 @@ async fn two_replicas_share_limits_tenants_and_one_ledger() {
             200 => served_meanwhile += 1,
             other => panic!("unexpected {other}: {}", r.text()),
         }
-        assert!(started.elapsed() < Duration::from_millis(2500), "revocation not seen by replica B after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "revocation not seen by replica B after {:?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(started.elapsed() <= Duration::from_millis(1500), "{:?}", started.elapsed());
@@ -360,7 +395,10 @@ async fn two_replicas_share_limits_tenants_and_one_ledger() {
     assert_eq!(limited, 20, "every refused request has its row");
     assert_eq!(ok, 10 + served_meanwhile, "the admitted requests, and those B served until the revocation reached it");
     assert_eq!(rows.len(), 30 + served_meanwhile);
-    assert!(rows.iter().filter(|r| r.get::<_, String>(0) == "ok").all(|r| r.get::<_, i64>(2) == 200 && r.get::<_, i64>(3) == 100));
+    assert!(rows
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "ok")
+        .all(|r| r.get::<_, i64>(2) == 200 && r.get::<_, i64>(3) == 100));
     pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
 
@@ -375,7 +413,18 @@ impl OwnRedis {
         let port = StdListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let dir = temp_dir("redis");
         let ok = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
             .arg("--dir")
             .arg(&dir)
             .arg("--pidfile")

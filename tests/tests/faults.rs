@@ -73,9 +73,7 @@ async fn post(c: &TestClient, id: &str, body: &Value) -> TestResponse {
 }
 
 async fn open_stream(c: &TestClient, id: &str, body: &Value) -> SseStream {
-    c.stream("/v1/chat/completions", &[("x-request-id", id)], body)
-        .await
-        .unwrap_or_else(|e| panic!("{id}: {e}"))
+    c.stream("/v1/chat/completions", &[("x-request-id", id)], body).await.unwrap_or_else(|e| panic!("{id}: {e}"))
 }
 
 fn expect_error(r: &TestResponse, status: u16, what: &str) -> Value {
@@ -102,7 +100,10 @@ async fn assert_still_serving(gw: &FaultGateway) {
     let c = gw.client();
     let r = c.chat(&chat("healthy/gpt-4o-mini", false)).await.unwrap_or_else(|e| panic!("after the fault: {e}"));
     assert_eq!(r.status, 200, "a normal request after the fault: {}", r.text());
-    let mut s = c.chat_stream(&chat("healthy/gpt-4o-mini", true)).await.unwrap_or_else(|e| panic!("stream after the fault: {e}"));
+    let mut s = c
+        .chat_stream(&chat("healthy/gpt-4o-mini", true))
+        .await
+        .unwrap_or_else(|e| panic!("stream after the fault: {e}"));
     let events = s.collect().await.unwrap_or_else(|e| panic!("stream after the fault: {e}"));
     let sum = StreamSummary::from_events(&events);
     assert_eq!(sum.text, "Hello there!", "a normal stream after the fault");
@@ -127,7 +128,11 @@ async fn assert_no_leaks(gw: &FaultGateway, ups: &[&FaultUpstream]) {
 
 fn assert_record(rows: &[LedgerRow], id: &str, status: &str, http: i64, attempts: i64) -> LedgerRow {
     let r = record(rows, id).clone();
-    assert_eq!((r.status.as_str(), r.http_status, r.attempts), (status, http, attempts), "ledger record of {id}: {r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.http_status, r.attempts),
+        (status, http, attempts),
+        "ledger record of {id}: {r:?}"
+    );
     r
 }
 
@@ -196,7 +201,10 @@ async fn upstream_reset_mid_stream_is_error_event_and_partial() {
             let sum = StreamSummary::from_events(&s.collect().await.unwrap());
             assert_error_tail(&sum, &format!("{f:?} reset"));
             assert!(!sum.text.is_empty(), "{f:?}: content before the reset reaches the client");
-            assert!(wait_for(SETTLE, || async { up.open() == 0 }).await, "{f:?}: the reset connection is gone from the pool");
+            assert!(
+                wait_for(SETTLE, || async { up.open() == 0 }).await,
+                "{f:?}: the reset connection is gone from the pool"
+            );
         }
         assert_still_serving(&gw).await;
         assert_no_leaks(&gw, &ups.iter().collect::<Vec<_>>()).await;
@@ -236,8 +244,14 @@ async fn upstream_stall_before_first_byte_is_504_within_first_byte_ms() {
             let r = post(&c, id, &chat(m, stream)).await;
             let took = started.elapsed();
             expect_error(&r, 504, id);
-            assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(1_800), "{id}: 504 after {took:?}");
-            assert!(u.wait_peer_closed(before + 1, SETTLE).await, "{id}: the gateway closed the stalled upstream connection");
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_millis(1_800),
+                "{id}: 504 after {took:?}"
+            );
+            assert!(
+                u.wait_peer_closed(before + 1, SETTLE).await,
+                "{id}: the gateway closed the stalled upstream connection"
+            );
         }
         // Headers on time, then silence before the first event: still the first-byte budget, still 504.
         up.enqueue(Script::answer(Answer::text("late")).end(End::StallAfter(0))).await;
@@ -320,11 +334,16 @@ async fn garbage_truncated_html_and_in_stream_errors() {
             .build();
         let gw = FaultGateway::start(&yaml).await;
         let c = gw.client();
-        let garbage = || vec![Bytes::from_static(b"\x00\xff\xfegarbage\x1b[0m\r\n\x80\x81"), Bytes::from_static(b"\xc3(\n\n")];
+        let garbage =
+            || vec![Bytes::from_static(b"\x00\xff\xfegarbage\x1b[0m\r\n\x80\x81"), Bytes::from_static(b"\xc3(\n\n")];
         let truncated = |flavor: Flavor| -> Bytes {
             let full = match flavor {
-                Flavor::OpenAi => integration_tests::mock::openai::completion_json("gpt-4o", &Answer::text("hello world")),
-                Flavor::Anthropic => integration_tests::mock::anthropic::message_json("claude", &Answer::text("hello world")),
+                Flavor::OpenAi => {
+                    integration_tests::mock::openai::completion_json("gpt-4o", &Answer::text("hello world"))
+                }
+                Flavor::Anthropic => {
+                    integration_tests::mock::anthropic::message_json("claude", &Answer::text("hello world"))
+                }
                 Flavor::Ollama => integration_tests::mock::ollama::chat_json("llama3.2", &Answer::text("hello world")),
             }
             .to_string();
@@ -341,11 +360,28 @@ async fn garbage_truncated_html_and_in_stream_errors() {
                 ("truncated-json", Script::raw(200, "application/json", vec![truncated(f)]), false),
                 (
                     "cut-body",
-                    Script::raw(200, "application/json", vec![truncated(f), Bytes::from_static(b"...")]).end(End::CloseAfter(1)),
+                    Script::raw(200, "application/json", vec![truncated(f), Bytes::from_static(b"...")])
+                        .end(End::CloseAfter(1)),
                     false,
                 ),
-                ("html-502", Script::raw(502, "text/html", vec![Bytes::from_static(b"<html><body><h1>502 Bad Gateway</h1></body></html>")]), false),
-                ("html-200", Script::raw(200, "text/html", vec![Bytes::from_static(b"<html><body>Just a moment...</body></html>")]), false),
+                (
+                    "html-502",
+                    Script::raw(
+                        502,
+                        "text/html",
+                        vec![Bytes::from_static(b"<html><body><h1>502 Bad Gateway</h1></body></html>")],
+                    ),
+                    false,
+                ),
+                (
+                    "html-200",
+                    Script::raw(
+                        200,
+                        "text/html",
+                        vec![Bytes::from_static(b"<html><body>Just a moment...</body></html>")],
+                    ),
+                    false,
+                ),
             ];
             for (case, script, stream) in cases {
                 let id = format!("{case}-{f:?}");
@@ -362,10 +398,15 @@ async fn garbage_truncated_html_and_in_stream_errors() {
             }
         }
         // In-band error as the first event: a real status instead of a 200 stream.
-        ant.enqueue(Script::raw(200, "text/event-stream", vec![integration_tests::mock::anthropic::inband_error()])).await;
+        ant.enqueue(Script::raw(200, "text/event-stream", vec![integration_tests::mock::anthropic::inband_error()]))
+            .await;
         let r = post(&c, "inband-first-Anthropic", &chat("ant/claude-sonnet-4-5", true)).await;
         if r.status != 503 || r.header("retry-after").is_none() {
-            wrong_status.push(format!("inband-first-Anthropic: expected 503 + retry-after, got {} {:?}", r.status, r.text()));
+            wrong_status.push(format!(
+                "inband-first-Anthropic: expected 503 + retry-after, got {} {:?}",
+                r.status,
+                r.text()
+            ));
         }
         expected.push(("inband-first-Anthropic".into(), "upstream_error", 503));
         oai.enqueue(Script::raw(200, "text/event-stream", vec![integration_tests::mock::openai::inband_error()])).await;
@@ -378,9 +419,15 @@ async fn garbage_truncated_html_and_in_stream_errors() {
         for (up, m) in ups {
             let f = up.flavor();
             let mut pieces = match f {
-                Flavor::OpenAi => integration_tests::mock::openai::sse_chunks("gpt-4o", &Answer::text("one two three"), false),
-                Flavor::Anthropic => integration_tests::mock::anthropic::sse_events("claude", &Answer::text("one two three")),
-                Flavor::Ollama => integration_tests::mock::ollama::ndjson_lines("llama3.2", &Answer::text("one two three")),
+                Flavor::OpenAi => {
+                    integration_tests::mock::openai::sse_chunks("gpt-4o", &Answer::text("one two three"), false)
+                }
+                Flavor::Anthropic => {
+                    integration_tests::mock::anthropic::sse_events("claude", &Answer::text("one two three"))
+                }
+                Flavor::Ollama => {
+                    integration_tests::mock::ollama::ndjson_lines("llama3.2", &Answer::text("one two three"))
+                }
             };
             pieces.truncate(after_text(f));
             pieces.push(match f {
@@ -746,7 +793,10 @@ async fn slow_reader_causes_no_unbounded_buffering() {
              in flight {in_flight} B, RSS {rss_before} → {peak_rss} KiB"
         );
         assert!(written < offered / 2, "the upstream could write {written} B of {offered} B: unbounded buffering");
-        assert!(in_flight < 48 * 1024 * 1024, "{in_flight} B between upstream and client (socket buffers are a few MiB)");
+        assert!(
+            in_flight < 48 * 1024 * 1024,
+            "{in_flight} B between upstream and client (socket buffers are a few MiB)"
+        );
         if rss_before > 0 {
             assert!(peak_rss.saturating_sub(rss_before) < 96 * 1024, "RSS grew {rss_before} → {peak_rss} KiB");
         }
@@ -776,7 +826,8 @@ async fn thousand_concurrent_streams_all_complete() {
         ]);
         let mut b = base_config(&healthy);
         for (i, up) in ups.iter().enumerate() {
-            up.always(Some(Script::answer(Answer::text("alpha beta gamma delta")).gap(Duration::from_millis(20)))).await;
+            up.always(Some(Script::answer(Answer::text("alpha beta gamma delta")).gap(Duration::from_millis(20))))
+                .await;
             b = b.provider_at(&format!("up{i}"), up.flavor(), &up.base_url(), Timeouts::default());
         }
         let gw = FaultGateway::start(&b.build()).await;
@@ -833,7 +884,12 @@ async fn thousand_concurrent_streams_all_complete() {
         sampler.abort();
         let took = started.elapsed();
         eprintln!("1000 streams in {took:?}, peak open streams {}", peak.load(Ordering::Relaxed));
-        assert!(failures.is_empty(), "{} of {N} streams failed: {:#?}", failures.len(), &failures[..failures.len().min(5)]);
+        assert!(
+            failures.is_empty(),
+            "{} of {N} streams failed: {:#?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
         assert_eq!(ups.iter().map(|u| u.calls()).sum::<usize>(), N);
         assert_still_serving(&gw).await;
         assert_no_leaks(&gw, &ups.iter().collect::<Vec<_>>()).await;
@@ -879,7 +935,10 @@ async fn client_disconnect_at_every_stage_is_cancelled() {
         assert!(wait_for(SETTLE, || async { up.busy() == 1 }).await, "(b) the request reached the upstream");
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(tcp);
-        assert!(up.wait_peer_closed(1, SETTLE).await, "(b) the gateway dropped the upstream request when the client left");
+        assert!(
+            up.wait_peer_closed(1, SETTLE).await,
+            "(b) the gateway dropped the upstream request when the client left"
+        );
 
         // (c) Upstream headers received, no event yet (the gateway is peeking; no downstream headers).
         up.enqueue(Script::answer(Answer::text("late")).end(End::StallAfter(0))).await;
@@ -888,10 +947,16 @@ async fn client_disconnect_at_every_stage_is_cancelled() {
         assert!(wait_for(SETTLE, || async { up.busy() == 1 }).await, "(c) the request reached the upstream");
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(tcp);
-        assert!(up.wait_peer_closed(2, SETTLE).await, "(c) the gateway dropped the upstream request when the client left");
+        assert!(
+            up.wait_peer_closed(2, SETTLE).await,
+            "(c) the gateway dropped the upstream request when the client left"
+        );
 
         // (d) Mid-stream.
-        up.enqueue(Script::answer(Answer::text("one two three four")).end(End::StallAfter(after_text(Flavor::Anthropic)))).await;
+        up.enqueue(
+            Script::answer(Answer::text("one two three four")).end(End::StallAfter(after_text(Flavor::Anthropic))),
+        )
+        .await;
         let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
         tcp.write_all(&raw_request("cut-stream", &body, body.len())).await.unwrap();
         let mut got = Vec::new();
@@ -903,9 +968,16 @@ async fn client_disconnect_at_every_stage_is_cancelled() {
                 _ => {}
             }
         }
-        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "(d) stream started: {}", String::from_utf8_lossy(&got));
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+            "(d) stream started: {}",
+            String::from_utf8_lossy(&got)
+        );
         drop(tcp);
-        assert!(up.wait_peer_closed(3, SETTLE).await, "(d) the gateway dropped the upstream stream when the client left");
+        assert!(
+            up.wait_peer_closed(3, SETTLE).await,
+            "(d) the gateway dropped the upstream stream when the client left"
+        );
 
         assert_eq!(up.calls(), 3, "(a) never reached the upstream");
         assert_still_serving(&gw).await;

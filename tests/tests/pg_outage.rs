@@ -51,10 +51,11 @@ async fn postgres_stopped_mid_load_loses_and_duplicates_nothing() {
 
     let openai = MockUpstream::start(Flavor::OpenAi).await;
     openai.always("/v1/chat/completions", Reply::answer(Answer::text("ok").with_usage(Usage::new(10, 2)))).await;
-    let yaml = ConfigBuilder::new()
-        .provider("openai", &openai)
-        .build()
-        .replacen("ledger:\n  data_dir: ${DATA_DIR}\n", &format!("ledger:\n  data_dir: ${{DATA_DIR}}\n  database_url: \"{url}\"\n"), 1);
+    let yaml = ConfigBuilder::new().provider("openai", &openai).build().replacen(
+        "ledger:\n  data_dir: ${DATA_DIR}\n",
+        &format!("ledger:\n  data_dir: ${{DATA_DIR}}\n  database_url: \"{url}\"\n"),
+        1,
+    );
     let gw = GatewayUnderTest::start(&yaml).await;
     let client = gw.client();
 

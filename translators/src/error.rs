@@ -14,10 +14,7 @@ pub enum TranslateError {
     },
     /// The request asks for something the target provider cannot do (→ 400 `unsupported_parameter`).
     #[error("{message}")]
-    Unsupported {
-        message: Cow<'static, str>,
-        param: Option<Cow<'static, str>>,
-    },
+    Unsupported { message: Cow<'static, str>, param: Option<Cow<'static, str>> },
     /// Upstream bytes that are not valid JSON where JSON was expected.
     #[error("invalid JSON from upstream at {at}: {source}")]
     Json {

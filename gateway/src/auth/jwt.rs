@@ -81,7 +81,12 @@ impl std::fmt::Debug for JwtVerifier {
 struct UntilExp;
 
 impl moka::Expiry<[u8; 32], (Arc<str>, u64)> for UntilExp {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &(Arc<str>, u64), _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &(Arc<str>, u64),
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs(value.1.saturating_sub(unix_now())))
     }
 }
@@ -168,9 +173,12 @@ impl JwtVerifier {
         }
         for pk in &settings.public_keys {
             let key = match pk.algorithm {
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-                    DecodingKey::from_rsa_pem(pk.pem.as_bytes())
-                }
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512 => DecodingKey::from_rsa_pem(pk.pem.as_bytes()),
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pk.pem.as_bytes()),
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(pk.pem.as_bytes()),
                 // HMAC takes `hs256_secret`; `Algorithm` is non-exhaustive.
@@ -265,7 +273,11 @@ impl JwtVerifier {
                     continue;
                 }
             }
-            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &entry.key, &self.validation(entry.algorithm)) {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+                token,
+                &entry.key,
+                &self.validation(entry.algorithm),
+            ) {
                 Ok(data) => return self.accept(digest, &data.claims).await,
                 Err(e) => {
                     last = classify(&e);

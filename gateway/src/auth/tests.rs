@@ -195,18 +195,30 @@ async fn jwt_expired_wrong_audience_issuer_or_signature_are_refused() {
     let a = jwt_auth(jwt_settings());
     let mut expired = claims("acme");
     expired["exp"] = json!(now() - 60);
-    assert_eq!(a.authenticate(&bearer(&hs256(&expired, SECRET))).await.unwrap_err(), AuthError::InvalidToken("token expired"));
+    assert_eq!(
+        a.authenticate(&bearer(&hs256(&expired, SECRET))).await.unwrap_err(),
+        AuthError::InvalidToken("token expired")
+    );
     let mut aud = claims("acme");
     aud["aud"] = json!("someone-else");
-    assert_eq!(a.authenticate(&bearer(&hs256(&aud, SECRET))).await.unwrap_err(), AuthError::InvalidToken("wrong audience"));
+    assert_eq!(
+        a.authenticate(&bearer(&hs256(&aud, SECRET))).await.unwrap_err(),
+        AuthError::InvalidToken("wrong audience")
+    );
     let mut iss = claims("acme");
     iss["iss"] = json!("https://evil.example");
-    assert_eq!(a.authenticate(&bearer(&hs256(&iss, SECRET))).await.unwrap_err(), AuthError::InvalidToken("wrong issuer"));
+    assert_eq!(
+        a.authenticate(&bearer(&hs256(&iss, SECRET))).await.unwrap_err(),
+        AuthError::InvalidToken("wrong issuer")
+    );
     let forged = hs256(&claims("acme"), "another-secret-that-is-also-32-chars-long");
     assert_eq!(a.authenticate(&bearer(&forged)).await.unwrap_err(), AuthError::InvalidToken("invalid signature"));
     let mut early = claims("acme");
     early["nbf"] = json!(now() + 600);
-    assert_eq!(a.authenticate(&bearer(&hs256(&early, SECRET))).await.unwrap_err(), AuthError::InvalidToken("token not valid yet (nbf)"));
+    assert_eq!(
+        a.authenticate(&bearer(&hs256(&early, SECRET))).await.unwrap_err(),
+        AuthError::InvalidToken("token not valid yet (nbf)")
+    );
     let mut no_exp = claims("acme");
     no_exp.as_object_mut().unwrap().remove("exp");
     assert!(a.authenticate(&bearer(&hs256(&no_exp, SECRET))).await.is_err());

@@ -26,12 +26,7 @@ pub struct MapEnv(pub HashMap<String, String>);
 impl MapEnv {
     /// Builds a source from `(key, value)` pairs.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        )
+        Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
     }
 }
 
@@ -97,9 +92,6 @@ mod tests {
         assert_eq!(expand("${B:-def}", &env).unwrap(), "def");
         assert_eq!(expand("${EMPTY:-def}", &env).unwrap(), "def");
         assert_eq!(expand("$$HOME $5", &env).unwrap(), "$HOME $5");
-        assert_eq!(
-            expand("${B} ${C}", &env).unwrap_err(),
-            vec!["B".to_owned(), "C".to_owned()]
-        );
+        assert_eq!(expand("${B} ${C}", &env).unwrap_err(), vec!["B".to_owned(), "C".to_owned()]);
     }
 }

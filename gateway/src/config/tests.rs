@@ -6,23 +6,13 @@ fn env(pairs: &[(&str, &str)]) -> MapEnv {
 
 #[test]
 fn env_only_enables_providers_with_keys_and_always_ollama() {
-    let cfg = Config::from_env(&env(&[
-        ("ANTHROPIC_API_KEY", "sk-ant-test"),
-        ("API_PORT", "9999"),
-    ]))
-    .unwrap();
+    let cfg = Config::from_env(&env(&[("ANTHROPIC_API_KEY", "sk-ant-test"), ("API_PORT", "9999")])).unwrap();
     let ids: Vec<_> = cfg.providers.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["anthropic", "ollama"]);
     assert_eq!(cfg.listen.port(), 9999);
     assert!(cfg.listen.ip().is_loopback());
-    assert_eq!(
-        cfg.provider("anthropic").unwrap().base_url,
-        "https://api.anthropic.com"
-    );
-    assert_eq!(
-        cfg.provider("ollama").unwrap().base_url,
-        "http://localhost:11434"
-    );
+    assert_eq!(cfg.provider("anthropic").unwrap().base_url, "https://api.anthropic.com");
+    assert_eq!(cfg.provider("ollama").unwrap().base_url, "http://localhost:11434");
     // Default routes only point at enabled providers.
     assert!(cfg.routes.iter().any(|r| r.pattern.as_str() == "claude-*"));
     assert!(!cfg.routes.iter().any(|r| r.targets.iter().any(|t| t.provider == "openai")));
@@ -30,24 +20,12 @@ fn env_only_enables_providers_with_keys_and_always_ollama() {
 
 #[test]
 fn example_config_is_valid() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../gateway.example.yaml"
-    ))
-    .unwrap();
-    let cfg = Config::from_yaml_str(
-        &text,
-        &env(&[("OPENAI_API_KEY", "sk-x"), ("ANTHROPIC_API_KEY", "sk-y")]),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.example.yaml")).unwrap();
+    let cfg = Config::from_yaml_str(&text, &env(&[("OPENAI_API_KEY", "sk-x"), ("ANTHROPIC_API_KEY", "sk-y")])).unwrap();
     assert!(cfg.provider("openai").is_some());
     assert!(cfg.provider("groq").is_none());
     assert_eq!(cfg.disabled_providers, ["groq"]);
-    let fast = cfg
-        .routes
-        .iter()
-        .find(|r| r.pattern.as_str() == "fast")
-        .unwrap();
+    let fast = cfg.routes.iter().find(|r| r.pattern.as_str() == "fast").unwrap();
     assert_eq!(fast.alias_model(), Some("claude-haiku-4-5"));
 }
 
@@ -85,10 +63,7 @@ tenants:
         "tenants[0].api_keys[0]",
         "tenants[0].api_keys[1]",
     ] {
-        assert!(
-            paths.iter().any(|p| p.starts_with(expected)),
-            "missing {expected} in {paths:?}"
-        );
+        assert!(paths.iter().any(|p| p.starts_with(expected)), "missing {expected} in {paths:?}");
     }
 }
 
@@ -105,10 +80,7 @@ fn anthropic_without_key_is_disabled_but_self_hosted_openai_is_not() {
     let yaml = "providers:\n  anthropic:\n    kind: anthropic\n  vllm:\n    kind: openai\n    base_url: http://127.0.0.1:8000/v1/\n";
     let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
     assert_eq!(cfg.disabled_providers, ["anthropic"]);
-    assert_eq!(
-        cfg.provider("vllm").unwrap().base_url,
-        "http://127.0.0.1:8000/v1"
-    );
+    assert_eq!(cfg.provider("vllm").unwrap().base_url, "http://127.0.0.1:8000/v1");
 }
 
 #[test]

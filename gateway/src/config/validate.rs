@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::raw::{RawConfig, RawJwt, RawLedger, RawLimits, RawProvider, RawRoute, RawTenant, RawTimeouts, RawUsd};
-use crate::limits::{LimitSpec, LimiterSettings};
 use super::{
-    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind,
-    RetryPolicy, RouteRule, Secret, TargetSpec, TenantConfig, Timeouts,
+    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind, RetryPolicy,
+    RouteRule, Secret, TargetSpec, TenantConfig, Timeouts,
 };
+use crate::limits::{LimitSpec, LimiterSettings};
 
 /// One configuration problem, with the path of the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +30,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "invalid configuration ({} error{}):",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "invalid configuration ({} error{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
         for e in &self.0 {
             writeln!(f, "  - {}: {}", e.path, e.message)?;
         }
@@ -87,10 +82,7 @@ struct Collector {
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { path: path.into(), message: message.into() });
     }
 
     /// Deserializes one section, recording a path-qualified error instead of failing the whole load.
@@ -99,11 +91,7 @@ impl Collector {
             Ok(v) => Some(v),
             Err(e) => {
                 let inner = e.path().to_string();
-                let full = if inner == "." || inner.is_empty() {
-                    path.to_owned()
-                } else {
-                    format!("{path}.{inner}")
-                };
+                let full = if inner == "." || inner.is_empty() { path.to_owned() } else { format!("{path}.{inner}") };
                 self.push(full, e.into_inner().to_string());
                 None
             }
@@ -114,16 +102,14 @@ impl Collector {
 /// Expands `${VAR}` in every string of the tree, recording unset variables with their path.
 fn expand_tree(value: &mut Value, path: &str, env: &dyn EnvSource, c: &mut Collector) {
     match value {
-        Value::String(s) => {
-            match env::expand(s, env) {
-                Ok(expanded) => *s = expanded,
-                Err(missing) => {
-                    for name in missing {
-                        c.push(path, format!("environment variable `{name}` is not set (use ${{{name}:-default}})"));
-                    }
+        Value::String(s) => match env::expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(missing) => {
+                for name in missing {
+                    c.push(path, format!("environment variable `{name}` is not set (use ${{{name}:-default}})"));
                 }
             }
-        }
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 expand_tree(item, &format!("{path}[{i}]"), env, c);
@@ -131,11 +117,7 @@ fn expand_tree(value: &mut Value, path: &str, env: &dyn EnvSource, c: &mut Colle
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 expand_tree(v, &child, env, c);
             }
         }
@@ -160,13 +142,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     };
     for key in top.keys() {
         if !KNOWN_TOP_LEVEL.contains(&key.as_str()) {
-            c.push(
-                key.clone(),
-                format!(
-                    "unknown field; expected one of: {}",
-                    KNOWN_TOP_LEVEL.join(", ")
-                ),
-            );
+            c.push(key.clone(), format!("unknown field; expected one of: {}", KNOWN_TOP_LEVEL.join(", ")));
         }
     }
     let mut raw = RawConfig::default();
@@ -242,9 +218,7 @@ fn providers_from_env(env: &dyn EnvSource) -> BTreeMap<String, RawProvider> {
             "openai".to_owned(),
             RawProvider {
                 kind: "openai".into(),
-                base_url: Some(
-                    non_empty("OPENAI_BASE_URL").unwrap_or_else(|| DEFAULT_OPENAI_BASE.into()),
-                ),
+                base_url: Some(non_empty("OPENAI_BASE_URL").unwrap_or_else(|| DEFAULT_OPENAI_BASE.into())),
                 api_key: Some(key),
                 ..RawProvider::default()
             },
@@ -255,10 +229,7 @@ fn providers_from_env(env: &dyn EnvSource) -> BTreeMap<String, RawProvider> {
             "anthropic".to_owned(),
             RawProvider {
                 kind: "anthropic".into(),
-                base_url: Some(
-                    non_empty("ANTHROPIC_BASE_URL")
-                        .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE.into()),
-                ),
+                base_url: Some(non_empty("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE.into())),
                 api_key: Some(key),
                 ..RawProvider::default()
             },
@@ -276,10 +247,7 @@ fn providers_from_env(env: &dyn EnvSource) -> BTreeMap<String, RawProvider> {
 }
 
 fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn validate_base_url(url: &str) -> Result<String, String> {
@@ -301,20 +269,14 @@ fn validate_base_url(url: &str) -> Result<String, String> {
 fn provider(id: &str, raw: RawProvider, c: &mut Collector) -> Option<(ProviderConfig, bool)> {
     let path = format!("providers.{id}");
     if !is_valid_id(id) {
-        c.push(
-            &path,
-            "provider ids may contain only letters, digits, '-', '_' and '.'",
-        );
+        c.push(&path, "provider ids may contain only letters, digits, '-', '_' and '.'");
     }
     let kind = match raw.kind.as_str() {
         "openai" => ProviderKind::OpenAi,
         "anthropic" => ProviderKind::Anthropic,
         "ollama" => ProviderKind::Ollama,
         other => {
-            c.push(
-                format!("{path}.kind"),
-                format!("unknown kind `{other}`; expected openai, anthropic or ollama"),
-            );
+            c.push(format!("{path}.kind"), format!("unknown kind `{other}`; expected openai, anthropic or ollama"));
             return None;
         }
     };
@@ -323,40 +285,26 @@ fn provider(id: &str, raw: RawProvider, c: &mut Collector) -> Option<(ProviderCo
         ProviderKind::Anthropic => DEFAULT_ANTHROPIC_BASE,
         ProviderKind::Ollama => DEFAULT_OLLAMA_BASE,
     };
-    let base_url = match validate_base_url(
-        raw.base_url
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(default_base),
-    ) {
+    let base_url = match validate_base_url(raw.base_url.as_deref().filter(|s| !s.is_empty()).unwrap_or(default_base)) {
         Ok(u) => u,
         Err(e) => {
             c.push(format!("{path}.base_url"), e);
             return None;
         }
     };
-    let api_key = raw
-        .api_key
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| Secret::new(k.trim().to_owned()));
+    let api_key = raw.api_key.filter(|k| !k.trim().is_empty()).map(|k| Secret::new(k.trim().to_owned()));
     let mut headers = Vec::new();
     for (name, value) in raw.headers {
         if value.is_empty() {
             // `${VAR:-}` left empty: the header is simply not sent.
             continue;
         }
-        match (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) {
+        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             (Ok(n), Ok(mut v)) => {
                 v.set_sensitive(true);
                 headers.push((n, v));
             }
-            _ => c.push(
-                format!("{path}.headers.{name}"),
-                "not a valid HTTP header name or value",
-            ),
+            _ => c.push(format!("{path}.headers.{name}"), "not a valid HTTP header name or value"),
         }
     }
     let t = raw.timeouts.unwrap_or(RawTimeouts::default());
@@ -374,22 +322,14 @@ fn provider(id: &str, raw: RawProvider, c: &mut Collector) -> Option<(ProviderCo
         first_byte: ms("first_byte_ms", t.first_byte_ms, d.first_byte),
         idle: ms("idle_ms", t.idle_ms, d.idle),
     };
-    if kind != ProviderKind::Anthropic
-        && (raw.anthropic_version.is_some() || raw.default_max_tokens.is_some())
-    {
-        c.push(
-            &path,
-            "anthropic_version and default_max_tokens apply to kind anthropic only",
-        );
+    if kind != ProviderKind::Anthropic && (raw.anthropic_version.is_some() || raw.default_max_tokens.is_some()) {
+        c.push(&path, "anthropic_version and default_max_tokens apply to kind anthropic only");
     }
     if kind != ProviderKind::Ollama && (raw.num_ctx.is_some() || raw.keep_alive.is_some()) {
         c.push(&path, "num_ctx and keep_alive apply to kind ollama only");
     }
     if raw.default_max_tokens == Some(0) {
-        c.push(
-            format!("{path}.default_max_tokens"),
-            "must be greater than 0",
-        );
+        c.push(format!("{path}.default_max_tokens"), "must be greater than 0");
     }
     // Auto-enable: Ollama needs no key; a self-hosted OpenAI-compatible server may not either; Anthropic and
     // api.openai.com always do.
@@ -403,9 +343,7 @@ fn provider(id: &str, raw: RawProvider, c: &mut Collector) -> Option<(ProviderCo
             api_key,
             headers,
             timeouts,
-            anthropic_version: raw
-                .anthropic_version
-                .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
+            anthropic_version: raw.anthropic_version.unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
             default_max_tokens: raw.default_max_tokens,
             num_ctx: raw.num_ctx,
             keep_alive: raw.keep_alive,
@@ -442,10 +380,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
     let mut listen: SocketAddr = match raw.listen.as_deref() {
         None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
         Some(s) => s.parse().unwrap_or_else(|_| {
-            c.push(
-                "listen",
-                format!("`{s}` is not an address like 127.0.0.1:8080 or [::]:8080"),
-            );
+            c.push("listen", format!("`{s}` is not an address like 127.0.0.1:8080 or [::]:8080"));
             SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
         }),
     };
@@ -477,7 +412,9 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         }
         let mut specs = Vec::new();
         match (provider, targets.is_empty()) {
-            (Some(provider), true) => specs.push((format!("routes[{i}]"), TargetSpec { provider, model, weight: 1, priority: 0 })),
+            (Some(provider), true) => {
+                specs.push((format!("routes[{i}]"), TargetSpec { provider, model, weight: 1, priority: 0 }))
+            }
             (None, false) if model.is_none() => {
                 for (t, target) in targets.into_iter().enumerate() {
                     let weight = target.weight.unwrap_or(1);
@@ -539,24 +476,17 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
     let mut tenants = Vec::new();
     let mut seen_tenants = std::collections::HashSet::new();
     let jwt = raw.jwt.map(|j| jwt_settings(j, &mut c));
-    for (i, RawTenant { id, api_keys, rpm, tpm, max_concurrent, monthly_budget_usd }) in raw.tenants.into_iter().enumerate() {
+    for (i, RawTenant { id, api_keys, rpm, tpm, max_concurrent, monthly_budget_usd }) in
+        raw.tenants.into_iter().enumerate()
+    {
         if !super::is_valid_tenant_id(&id) {
-            c.push(
-                format!("tenants[{i}].id"),
-                "tenant ids may contain only letters, digits, '-', '_' and '.'",
-            );
+            c.push(format!("tenants[{i}].id"), "tenant ids may contain only letters, digits, '-', '_' and '.'");
         }
         if !seen_tenants.insert(id.clone()) {
-            c.push(
-                format!("tenants[{i}].id"),
-                format!("duplicate tenant `{id}`"),
-            );
+            c.push(format!("tenants[{i}].id"), format!("duplicate tenant `{id}`"));
         }
         if api_keys.is_empty() && jwt.is_none() {
-            c.push(
-                format!("tenants[{i}].api_keys"),
-                "a tenant needs at least one key",
-            );
+            c.push(format!("tenants[{i}].api_keys"), "a tenant needs at least one key");
         }
         let keys = api_keys
             .iter()
@@ -567,49 +497,33 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
             rpm,
             tpm,
             max_concurrent,
-            monthly_budget_micro_usd: usd(monthly_budget_usd.as_ref(), &format!("tenants[{i}].monthly_budget_usd"), &mut c),
+            monthly_budget_micro_usd: usd(
+                monthly_budget_usd.as_ref(),
+                &format!("tenants[{i}].monthly_budget_usd"),
+                &mut c,
+            ),
         };
         tenants.push(TenantConfig { id, api_keys: keys, limits });
     }
 
-    let admin_api_key = raw
-        .admin_api_key
-        .filter(|k| !k.is_empty())
-        .or_else(|| non_empty("ADMIN_API_KEY"))
-        .map(Secret::new);
-    if admin_api_key
-        .as_ref()
-        .is_some_and(|k| k.expose().len() < 16)
-    {
-        c.push(
-            "admin_api_key",
-            "the admin key must be at least 16 characters",
-        );
+    let admin_api_key =
+        raw.admin_api_key.filter(|k| !k.is_empty()).or_else(|| non_empty("ADMIN_API_KEY")).map(Secret::new);
+    if admin_api_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
+        c.push("admin_api_key", "the admin key must be at least 16 characters");
     }
 
     let rl = raw.ledger.unwrap_or_default();
     let ledger = LedgerSettings {
-        database_url: rl
-            .database_url
-            .filter(|u| !u.is_empty())
-            .or_else(|| non_empty("DATABASE_URL"))
-            .map(Secret::new),
+        database_url: rl.database_url.filter(|u| !u.is_empty()).or_else(|| non_empty("DATABASE_URL")).map(Secret::new),
         data_dir: PathBuf::from(
-            rl.data_dir
-                .filter(|d| !d.is_empty())
-                .or_else(|| non_empty("DATA_DIR"))
-                .unwrap_or_else(|| "./data".into()),
+            rl.data_dir.filter(|d| !d.is_empty()).or_else(|| non_empty("DATA_DIR")).unwrap_or_else(|| "./data".into()),
         ),
         queue_capacity: rl.queue_capacity.unwrap_or(8192).max(1),
         batch_rows: rl.batch_rows.unwrap_or(1000).max(1),
         batch_interval: Duration::from_millis(rl.batch_interval_ms.unwrap_or(100).max(1)),
     };
 
-    let pricing_file = match raw
-        .pricing_file
-        .filter(|p| !p.is_empty())
-        .or_else(|| non_empty("PRICING_FILE"))
-    {
+    let pricing_file = match raw.pricing_file.filter(|p| !p.is_empty()).or_else(|| non_empty("PRICING_FILE")) {
         Some(p) => Some(PathBuf::from(p)),
         None => Some(PathBuf::from("pricing.yaml")).filter(|p| p.exists()),
     };
@@ -628,9 +542,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         listen,
         max_body_bytes,
         models_cache_ttl: Duration::from_secs(raw.models_cache_ttl_secs.unwrap_or(60)),
-        models_fetch_timeout: Duration::from_millis(
-            raw.models_fetch_timeout_ms.unwrap_or(5000).max(1),
-        ),
+        models_fetch_timeout: Duration::from_millis(raw.models_fetch_timeout_ms.unwrap_or(5000).max(1)),
         shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
         include_reasoning: raw.include_reasoning.unwrap_or(false),
         metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
@@ -666,7 +578,12 @@ fn usd(v: Option<&RawUsd>, path: &str, c: &mut Collector) -> Option<i64> {
 }
 
 /// `limits:` plus `redis_url` / `REDIS_URL`.
-fn limit_settings(raw: RawLimits, redis_url: Option<String>, env: &dyn EnvSource, c: &mut Collector) -> super::LimitSettings {
+fn limit_settings(
+    raw: RawLimits,
+    redis_url: Option<String>,
+    env: &dyn EnvSource,
+    c: &mut Collector,
+) -> super::LimitSettings {
     let defaults = LimitSpec {
         rpm: raw.rpm,
         tpm: raw.tpm,
@@ -707,7 +624,9 @@ fn limit_settings(raw: RawLimits, redis_url: Option<String>, env: &dyn EnvSource
             redis_url: redis_url.map(Secret::new),
             redis_prefix: raw.redis_prefix.filter(|p| !p.is_empty()).unwrap_or(d.redis_prefix),
             redis_timeout: raw.redis_timeout_ms.map_or(d.redis_timeout, |ms| Duration::from_millis(ms.max(1))),
-            concurrency_stale: raw.concurrency_stale_secs.map_or(d.concurrency_stale, |s| Duration::from_secs(s.max(1))),
+            concurrency_stale: raw
+                .concurrency_stale_secs
+                .map_or(d.concurrency_stale, |s| Duration::from_secs(s.max(1))),
         },
         key_cache_ttl: Duration::from_millis(raw.key_cache_ttl_ms.unwrap_or(5000).max(1)),
     }
@@ -719,10 +638,18 @@ fn jwt_settings(raw: RawJwt, c: &mut Collector) -> crate::auth::JwtSettings {
     let mut public_keys = Vec::new();
     if let Some(path) = raw.public_key_file.filter(|p| !p.is_empty()) {
         match (algorithm.parse::<jsonwebtoken::Algorithm>(), std::fs::read_to_string(&path)) {
-            (Ok(alg), Ok(pem)) if !matches!(alg, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => {
+            (Ok(alg), Ok(pem))
+                if !matches!(
+                    alg,
+                    jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512
+                ) =>
+            {
                 public_keys.push(crate::auth::PublicKeySpec { algorithm: alg, pem });
             }
-            (Ok(_), Ok(_)) | (Err(_), _) => c.push("jwt.public_key_algorithm", format!("`{algorithm}` is not a public-key algorithm (RS256, ES256, ...)")),
+            (Ok(_), Ok(_)) | (Err(_), _) => c.push(
+                "jwt.public_key_algorithm",
+                format!("`{algorithm}` is not a public-key algorithm (RS256, ES256, ...)"),
+            ),
             (_, Err(e)) => c.push("jwt.public_key_file", format!("cannot read {path}: {e}")),
         }
     }

@@ -25,8 +25,7 @@ pub const X_AGGREGATOR_PROVIDER: HeaderName = HeaderName::from_static("x-aggrega
 /// The model name sent upstream.
 pub const X_AGGREGATOR_MODEL: HeaderName = HeaderName::from_static("x-aggregator-model");
 /// Client parameters the target provider cannot honour and that were dropped.
-pub const X_GATEWAY_DROPPED_PARAMS: HeaderName =
-    HeaderName::from_static("x-gateway-dropped-params");
+pub const X_GATEWAY_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-gateway-dropped-params");
 /// Cost of a non-streamed request in USD.
 pub const X_AGGREGATOR_COST_USD: HeaderName = HeaderName::from_static("x-aggregator-cost-usd");
 
@@ -50,12 +49,7 @@ pub struct Caller {
 
 /// Handles one chat completion request. Errors are returned for `rescue` to render; the meter records
 /// every outcome exactly once.
-pub async fn handle(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    request_id: &str,
-    caller: Caller,
-) -> Response<Body> {
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str, caller: Caller) -> Response<Body> {
     let limits = caller.limits;
     let info = RequestInfo {
         request_id: request_id.to_owned(),
@@ -76,9 +70,7 @@ pub async fn handle(
             let outcome = match error.side() {
                 _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
                 crate::error::Side::Downstream => Outcome::ClientError,
-                crate::error::Side::Upstream | crate::error::Side::Internal => {
-                    Outcome::UpstreamError
-                }
+                crate::error::Side::Upstream | crate::error::Side::Internal => Outcome::UpstreamError,
             };
             meter.info.error_kind = Some(error.label());
             // A request the upstream rejected may still have been billed for its prompt only when it ran; we
@@ -100,12 +92,7 @@ async fn serve(
         return Err(Error::ShuttingDown);
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        parts.headers.get(CONTENT_LENGTH),
-        state.config.max_body_bytes,
-    )
-    .await?;
+    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
     let head = passthrough::parse_head(&body)?;
@@ -160,7 +147,11 @@ async fn serve(
 }
 
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
-fn backoff(policy: &crate::config::RetryPolicy, attempt: u32, retry_after: Option<std::time::Duration>) -> std::time::Duration {
+fn backoff(
+    policy: &crate::config::RetryPolicy,
+    attempt: u32,
+    retry_after: Option<std::time::Duration>,
+) -> std::time::Duration {
     let exp = policy.backoff.saturating_mul(1u32 << (attempt - 1).min(16));
     let capped = exp.min(policy.max_backoff);
     let jittered = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
@@ -219,11 +210,9 @@ async fn try_target(
     // Anthropic (and its SDK) refuse non-streaming requests expected to run past ~10 minutes.
     let mut upstream_stream = head.stream;
     let (upstream_body, dropped, json_mode) = match target.provider.kind {
-        ProviderKind::OpenAi => (
-            passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?,
-            Vec::new(),
-            None,
-        ),
+        ProviderKind::OpenAi => {
+            (passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
+        }
         ProviderKind::Anthropic => {
             let chat = parsed(chat_slot, body)?;
             let max_tokens = chat
@@ -240,11 +229,7 @@ async fn try_target(
             for beta in client_headers.get_all(ANTHROPIC_BETA) {
                 extra_headers.push((ANTHROPIC_BETA, beta.clone()));
             }
-            (
-                Bytes::from(encoded.body),
-                encoded.dropped_params,
-                json_mode_tool(chat),
-            )
+            (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(chat))
         }
         ProviderKind::Ollama => {
             let chat = parsed(chat_slot, body)?;
@@ -260,9 +245,7 @@ async fn try_target(
     };
 
     meter.attempt();
-    let resp = upstream
-        .send(upstream.chat_request(upstream_body, &extra_headers))
-        .await?;
+    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
     if !resp.status().is_success() {
         return Err(upstream_status_error(&upstream, resp).await);
     }
@@ -278,9 +261,7 @@ async fn try_target(
 
     if head.stream {
         let translator = match target.provider.kind {
-            ProviderKind::OpenAi => {
-                AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage))
-            }
+            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage)),
             ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
                 Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
                 None => anthropic::StreamDecoder::new(ctx),
@@ -291,32 +272,14 @@ async fn try_target(
     } else {
         let (out, usage) = if upstream_stream {
             let decoder = match json_mode {
-                Some(tool) => anthropic::StreamDecoder::with_json_mode(
-                    ResponseContext {
-                        include_usage: true,
-                        ..ctx
-                    },
-                    tool,
-                ),
-                None => anthropic::StreamDecoder::new(ResponseContext {
-                    include_usage: true,
-                    ..ctx
-                }),
+                Some(tool) => {
+                    anthropic::StreamDecoder::with_json_mode(ResponseContext { include_usage: true, ..ctx }, tool)
+                }
+                None => anthropic::StreamDecoder::new(ResponseContext { include_usage: true, ..ctx }),
             };
-            let decoded = aggregate_stream(
-                &upstream,
-                resp.into_body(),
-                AnyTranslator::Anthropic(decoder),
-            )
-            .await?;
+            let decoded = aggregate_stream(&upstream, resp.into_body(), AnyTranslator::Anthropic(decoder)).await?;
             let usage = decoded.usage;
-            (
-                Bytes::from(
-                    serde_json::to_vec(&decoded)
-                        .map_err(|e| Error::Internal(e.to_string().into()))?,
-                ),
-                usage,
-            )
+            (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
         } else {
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
             match target.provider.kind {
@@ -339,10 +302,7 @@ async fn try_target(
                     };
                     let usage = decoded.usage;
                     (
-                        Bytes::from(
-                            serde_json::to_vec(&decoded)
-                                .map_err(|e| Error::Internal(e.to_string().into()))?,
-                        ),
+                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
                         usage,
                     )
                 }
@@ -350,10 +310,7 @@ async fn try_target(
                     let decoded = ollama::decode_response(&bytes, &ctx)?;
                     let usage = decoded.usage;
                     (
-                        Bytes::from(
-                            serde_json::to_vec(&decoded)
-                                .map_err(|e| Error::Internal(e.to_string().into()))?,
-                        ),
+                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
                         usage,
                     )
                 }
@@ -369,19 +326,13 @@ async fn try_target(
                 ..Tokens::default()
             },
         };
-        let cost = state
-            .sink
-            .as_ref()
-            .and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
+        let cost = state.sink.as_ref().and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
         meter.finish(Outcome::Ok, tokens, 200);
         let mut resp = Response::new(body::full(out));
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, APPLICATION_JSON);
         if let Some(cost) = cost {
-            headers.push((
-                X_AGGREGATOR_COST_USD,
-                header_value(&crate::pricing::format_usd(cost)),
-            ));
+            headers.push((X_AGGREGATOR_COST_USD, header_value(&crate::pricing::format_usd(cost))));
         }
         for (n, v) in headers {
             h.insert(n, v);
@@ -401,31 +352,20 @@ struct CompletionShape {
 fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
     match chat.response_format {
         Some(
-            translators::openai::ResponseFormat::JsonObject
-            | translators::openai::ResponseFormat::JsonSchema { .. },
+            translators::openai::ResponseFormat::JsonObject | translators::openai::ResponseFormat::JsonSchema { .. },
         ) => Some(anthropic::JSON_TOOL_NAME),
         Some(translators::openai::ResponseFormat::Text) | None => None,
     }
 }
 
 /// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
-async fn read_body(
-    body: Incoming,
-    content_length: Option<&HeaderValue>,
-    limit: u64,
-) -> Result<Bytes, Error> {
-    if let Some(len) = content_length
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+async fn read_body(body: Incoming, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error> {
+    if let Some(len) = content_length.and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()) {
         if len > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -444,11 +384,7 @@ fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
     serde_path_to_error::deserialize::<_, ChatRequest>(de).map_err(|e| {
         let path = e.path().to_string();
         let message = format!("Invalid request body at `{path}`: {}", e.inner());
-        Error::BadRequest {
-            message: message.into(),
-            param: Some(path.into()),
-            code: Some("invalid_value"),
-        }
+        Error::BadRequest { message: message.into(), param: Some(path.into()), code: Some("invalid_value") }
     })
 }
 
@@ -477,9 +413,7 @@ async fn aggregate_stream(
     }
     let _summary = translator.finish(&mut events);
     aggregator.push(&events);
-    aggregator
-        .finish()
-        .map_err(|body| in_band_error_to_status(&body))
+    aggregator.finish().map_err(|body| in_band_error_to_status(&body))
 }
 
 /// Reads a non-streamed upstream body within the provider's timeouts.
@@ -496,11 +430,7 @@ async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes
 async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-    let upstream_request_id = resp
-        .headers()
-        .get("request-id")
-        .or_else(|| resp.headers().get("x-request-id"))
-        .cloned();
+    let upstream_request_id = resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
     let body = match tokio::time::timeout(
         upstream.config.timeouts.idle,
         Limited::new(resp.into_body(), MAX_ERROR_BODY).collect(),
@@ -521,11 +451,7 @@ async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) ->
         (503, None) => Some(HeaderValue::from_static("1")),
         _ => None,
     };
-    Error::Upstream(UpstreamError::Status {
-        mapped,
-        retry_after,
-        upstream_request_id,
-    })
+    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -558,10 +484,7 @@ async fn stream_response(
     if ended && events.is_empty() {
         // The upstream closed before sending anything we could use.
         let _ = translator.finish(&mut Vec::new());
-        return Err(UpstreamError::Protocol(
-            "upstream closed the stream before the first event".into(),
-        )
-        .into());
+        return Err(UpstreamError::Protocol("upstream closed the stream before the first event".into()).into());
     }
     if let Some(StreamEvent::Error(body)) = events.first() {
         // Failed before any content: answer with a real status instead of a 200 stream.
@@ -590,10 +513,7 @@ async fn stream_response(
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
     for (n, v) in headers {
         h.insert(n, v);
     }
@@ -612,10 +532,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     };
     let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
     Error::Upstream(UpstreamError::Status {
-        mapped: translators::error::MappedError {
-            status,
-            body: body.clone(),
-        },
+        mapped: translators::error::MappedError { status, body: body.clone() },
         retry_after,
         upstream_request_id: None,
     })
@@ -636,8 +553,5 @@ pub fn new_completion_id() -> String {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -84,13 +84,7 @@ impl ModelsCache {
             })
             .await;
         if let Some(m) = metrics {
-            m.models_cache
-                .with_label_values(&[if fetched.is_ok() {
-                    "refresh"
-                } else {
-                    "refresh_error"
-                }])
-                .inc();
+            m.models_cache.with_label_values(&[if fetched.is_ok() { "refresh" } else { "refresh_error" }]).inc();
         }
         match fetched {
             Ok(list) => {
@@ -99,10 +93,7 @@ impl ModelsCache {
             }
             Err(reason) => {
                 tracing::warn!(provider = %id, reason = %reason, "model listing failed; serving the last good list");
-                self.last_good
-                    .get(&id)
-                    .map(|l| l.clone())
-                    .unwrap_or_default()
+                self.last_good.get(&id).map(|l| l.clone()).unwrap_or_default()
             }
         }
     }
@@ -112,10 +103,7 @@ impl ModelsCache {
         let mut upstreams: Vec<_> = state.upstreams.values().cloned().collect();
         upstreams.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         let metrics = state.sink.as_ref().map(|s| s.metrics().as_ref());
-        let lists = futures_util::future::join_all(
-            upstreams.iter().map(|u| self.provider_models(u, metrics)),
-        )
-        .await;
+        let lists = futures_util::future::join_all(upstreams.iter().map(|u| self.provider_models(u, metrics))).await;
         let mut out: Vec<ModelEntry> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
         out.extend(aliases(&state.config));
         out.dedup_by(|a, b| a.id == b.id);
@@ -129,12 +117,9 @@ fn aliases(config: &Config) -> Vec<ModelEntry> {
         .routes
         .iter()
         .filter_map(|r| match &r.pattern {
-            ModelPattern::Exact(name) => Some(ModelEntry {
-                id: name.clone(),
-                object: "model",
-                created: 0,
-                owned_by: "gateway".into(),
-            }),
+            ModelPattern::Exact(name) => {
+                Some(ModelEntry { id: name.clone(), object: "model", created: 0, owned_by: "gateway".into() })
+            }
             ModelPattern::Glob(_) => None,
         })
         .collect()
@@ -149,9 +134,7 @@ async fn get(upstream: &Upstream, path: &str) -> Result<Bytes, UpstreamError> {
         .map_err(|_| UpstreamError::Transport)?
         .to_bytes();
     if !status.is_success() {
-        return Err(UpstreamError::Protocol(
-            format!("listing answered HTTP {}", status.as_u16()).into(),
-        ));
+        return Err(UpstreamError::Protocol(format!("listing answered HTTP {}", status.as_u16()).into()));
     }
     Ok(body)
 }
@@ -174,15 +157,7 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
         ProviderKind::OpenAi => {
             let body = get(upstream, "/models").await?;
             for m in translators::openai::passthrough::parse_models(&body).map_err(protocol)? {
-                out.push(entry(
-                    &m.id,
-                    m.created,
-                    if m.owned_by.is_empty() {
-                        id
-                    } else {
-                        &m.owned_by
-                    },
-                ));
+                out.push(entry(&m.id, m.created, if m.owned_by.is_empty() { id } else { &m.owned_by }));
             }
         }
         ProviderKind::Anthropic => {
@@ -192,15 +167,10 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
                 if let Some(a) = &after {
                     path.push_str("&after_id=");
                     path.push_str(
-                        &percent_encoding::utf8_percent_encode(
-                            a,
-                            percent_encoding::NON_ALPHANUMERIC,
-                        )
-                        .to_string(),
+                        &percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC).to_string(),
                     );
                 }
-                let page = translators::anthropic::parse_models_page(&get(upstream, &path).await?)
-                    .map_err(protocol)?;
+                let page = translators::anthropic::parse_models_page(&get(upstream, &path).await?).map_err(protocol)?;
                 for m in &page.models {
                     out.push(entry(&m.id, m.created, id));
                 }
@@ -223,41 +193,31 @@ async fn fetch(upstream: &Upstream) -> Result<Vec<ModelEntry>, UpstreamError> {
 
 fn json(bytes: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(body::full(Bytes::from(bytes)));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 /// `GET /v1/models`.
 pub async fn list(state: &AppState) -> Result<Response<Body>, Error> {
     let all = state.models.all(state).await;
-    let bytes = serde_json::to_vec(&ModelList {
-        object: "list",
-        data: &all,
-    })
-    .map_err(|e| Error::Internal(e.to_string().into()))?;
+    let bytes = serde_json::to_vec(&ModelList { object: "list", data: &all })
+        .map_err(|e| Error::Internal(e.to_string().into()))?;
     Ok(json(bytes))
 }
 
 /// `GET /v1/models/{id}`; `raw_id` is the undecoded path tail (ids contain `/` and `:`).
 pub async fn retrieve(state: &AppState, raw_id: &str) -> Result<Response<Body>, Error> {
-    let id = percent_encoding::percent_decode_str(raw_id)
-        .decode_utf8_lossy()
-        .into_owned();
+    let id = percent_encoding::percent_decode_str(raw_id).decode_utf8_lossy().into_owned();
     let all = state.models.all(state).await;
     let wanted = match all.iter().find(|m| m.id == id) {
         Some(m) => Some(m),
-        None => crate::routing::resolve(&state.config, &id)
-            .ok()
-            .and_then(|r| {
-                let full = format!("{}/{}", r.primary().provider.id, r.primary().upstream_model);
-                all.iter().find(|m| m.id == full)
-            }),
+        None => crate::routing::resolve(&state.config, &id).ok().and_then(|r| {
+            let full = format!("{}/{}", r.primary().provider.id, r.primary().upstream_model);
+            all.iter().find(|m| m.id == full)
+        }),
     };
     match wanted {
-        Some(m) => Ok(json(
-            serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string().into()))?,
-        )),
+        Some(m) => Ok(json(serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string().into()))?)),
         None => Err(Error::Route(crate::routing::RouteError::UnknownModel(id))),
     }
 }

@@ -47,7 +47,9 @@ pub fn render(error: &Error) -> Response<Body> {
         rejection.headers.apply(h);
         h.insert(RETRY_AFTER, HeaderValue::from(rejection.retry_after_secs()));
     }
-    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS) && !h.contains_key(RETRY_AFTER) {
+    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+        && !h.contains_key(RETRY_AFTER)
+    {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {

@@ -17,7 +17,10 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Entry point for every downstream request.
-pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+pub async fn dispatch(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
     let mut resp = route(&state, req, &request_id).await.unwrap_or_else(|e| rescue::render(&e));
     if let Ok(v) = HeaderValue::try_from(request_id) {

@@ -28,7 +28,13 @@ pub async fn run_ops(listener: TcpListener, state: Arc<AppState>, shutdown: Canc
     accept_loop(listener, state, shutdown, grace, true).await;
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration, ops_only: bool) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    ops_only: bool,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);

@@ -70,9 +70,7 @@ pub fn tokens_of(summary: &StreamSummary, prompt_estimate: u64) -> Tokens {
         if tokens.prompt == 0 {
             tokens.prompt = prompt_estimate;
         }
-        tokens.completion = tokens
-            .completion
-            .max(estimate_tokens(summary.streamed_bytes));
+        tokens.completion = tokens.completion.max(estimate_tokens(summary.streamed_bytes));
     }
     tokens
 }
@@ -118,11 +116,7 @@ impl TranslatingBody {
             pending: (!first.is_empty()).then_some(first),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
-            phase: if upstream_ended {
-                Phase::Finishing
-            } else {
-                Phase::Streaming
-            },
+            phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
             meter,
         }
     }
@@ -174,10 +168,7 @@ impl HttpBody for TranslatingBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
         loop {
             if let Some(bytes) = this.pending.take() {
@@ -204,9 +195,7 @@ impl HttpBody for TranslatingBody {
                                 this.encode_events();
                             }
                         }
-                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                            this.phase = Phase::Finishing
-                        }
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
                         Poll::Pending => {
                             if this.idle.as_mut().poll(cx).is_ready() {
                                 let error = ErrorBody::new(

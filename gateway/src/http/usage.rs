@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn query_parsing_and_errors() {
-        let (q, csv) = parse_query("from=2026-01-01&to=1767225600000&tenant=acme&group_by=tenant,model&format=csv").unwrap();
+        let (q, csv) =
+            parse_query("from=2026-01-01&to=1767225600000&tenant=acme&group_by=tenant,model&format=csv").unwrap();
         assert!(csv);
         assert_eq!(q.from_unix_ms, Some(1_767_225_600_000));
         assert_eq!(q.to_unix_ms, Some(1_767_225_600_000));

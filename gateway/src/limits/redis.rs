@@ -251,13 +251,8 @@ impl RedisLimiter {
     /// Sets a budget counter's starting spend unless Redis already has one.
     pub(crate) async fn seed(&self, key: &str, spent_nano_usd: i64) -> Result<(), ()> {
         let mut conn = self.inner.conn.clone();
-        let cmd = redis::cmd("SET")
-            .arg(key)
-            .arg(spent_nano_usd.max(0))
-            .arg("NX")
-            .arg("EX")
-            .arg(BUDGET_TTL_SECS)
-            .to_owned();
+        let cmd =
+            redis::cmd("SET").arg(key).arg(spent_nano_usd.max(0)).arg("NX").arg("EX").arg(BUDGET_TTL_SECS).to_owned();
         match tokio::time::timeout(self.inner.timeout, cmd.query_async::<Option<String>>(&mut conn)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {

@@ -194,7 +194,10 @@ async fn per_key_limits_apply_beside_the_tenant_ones() {
 #[tokio::test]
 async fn dropping_an_admission_frees_its_concurrency_slot() {
     let l = limiter(None, &unique("unit"));
-    let limits = CallerLimits { tenant: LimitSpec { max_concurrent: Some(1), ..LimitSpec::default() }, key: LimitSpec::default() };
+    let limits = CallerLimits {
+        tenant: LimitSpec { max_concurrent: Some(1), ..LimitSpec::default() },
+        key: LimitSpec::default(),
+    };
     let a = l.admit("acme", None, &limits, Demand::default()).await.unwrap();
     let r = l.admit("acme", None, &limits, Demand::default()).await.unwrap_err();
     assert_eq!(r.kind, LimitKind::Concurrency);
@@ -277,4 +280,3 @@ async fn unreachable_redis_falls_back_to_local_counters() {
     assert!(l.admit("acme", None, &limits, Demand::default()).await.is_ok());
     assert!(l.admit("acme", None, &limits, Demand::default()).await.is_err());
 }
-

@@ -20,7 +20,8 @@ fn new_key(id: &str, tenant: &str, digest: &str) -> NewKey {
 /// The whole life cycle, identical on both stores.
 async fn lifecycle(store: &TenantStore) {
     assert_eq!(store.count_tenants().await.unwrap(), 0);
-    let limits = LimitSpec { rpm: Some(60), tpm: None, max_concurrent: Some(4), monthly_budget_micro_usd: Some(12_500_000) };
+    let limits =
+        LimitSpec { rpm: Some(60), tpm: None, max_concurrent: Some(4), monthly_budget_micro_usd: Some(12_500_000) };
     let t = store.create_tenant("acme", limits).await.unwrap();
     assert_eq!(t.limits, limits);
     assert!(matches!(store.create_tenant("acme", limits).await, Err(StoreError::Conflict(id)) if id == "acme"));
@@ -54,9 +55,10 @@ async fn lifecycle(store: &TenantStore) {
 async fn sqlite_store_lifecycle_and_it_shares_the_ledger_file() {
     let dir = temp_dir();
     // The ledger migrates first (version 1), then the store adds version 2 to the same file.
-    let (ledger, _writer) = crate::ledger::start(crate::ledger::LedgerConfig { data_dir: dir.clone(), ..Default::default() })
-        .await
-        .unwrap();
+    let (ledger, _writer) =
+        crate::ledger::start(crate::ledger::LedgerConfig { data_dir: dir.clone(), ..Default::default() })
+            .await
+            .unwrap();
     let store = TenantStore::open(None, &dir).await.unwrap();
     lifecycle(&store).await;
     assert_eq!(ledger.sqlite_path(), Some(dir.join(SQLITE_FILE).as_path()));

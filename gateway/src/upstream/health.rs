@@ -100,7 +100,9 @@ impl Breakers {
                 let b = self.get(id);
                 let current = b.probe_started_ms.load(Ordering::Acquire);
                 self.probe_expired(current)
-                    && b.probe_started_ms.compare_exchange(current, self.now_ms(), Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    && b.probe_started_ms
+                        .compare_exchange(current, self.now_ms(), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
             }
         }
     }
@@ -143,9 +145,8 @@ impl Breakers {
     pub fn pick(&self, targets: &[RouteTarget], excluded: &[usize]) -> Option<usize> {
         let mut skip: Vec<usize> = excluded.to_vec();
         loop {
-            let candidates: Vec<usize> = (0..targets.len())
-                .filter(|i| !skip.contains(i) && self.available(&targets[*i].provider.id))
-                .collect();
+            let candidates: Vec<usize> =
+                (0..targets.len()).filter(|i| !skip.contains(i) && self.available(&targets[*i].provider.id)).collect();
             let best = candidates.iter().map(|&i| targets[i].priority).min()?;
             let group: Vec<usize> = candidates.into_iter().filter(|&i| targets[i].priority == best).collect();
             let total: u64 = group.iter().map(|&i| u64::from(targets[i].weight)).sum();

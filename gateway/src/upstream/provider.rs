@@ -41,8 +41,7 @@ pub struct Upstream {
 impl Upstream {
     /// Prepares a provider: builds its client and precomputes what every request needs.
     pub fn new(config: Arc<ProviderConfig>) -> Result<Self, String> {
-        let client = client::build(config.timeouts.connect)
-            .map_err(|e| format!("TLS set-up failed: {e}"))?;
+        let client = client::build(config.timeouts.connect).map_err(|e| format!("TLS set-up failed: {e}"))?;
         let chat_path = match config.kind {
             ProviderKind::OpenAi => OPENAI_CHAT_PATH,
             ProviderKind::Anthropic => ANTHROPIC_MESSAGES_PATH,
@@ -55,9 +54,7 @@ impl Upstream {
         if let Some(key) = &config.api_key {
             let (name, value) = match config.kind {
                 ProviderKind::Anthropic => (X_API_KEY, key.expose().to_owned()),
-                ProviderKind::OpenAi | ProviderKind::Ollama => {
-                    (AUTHORIZATION, format!("Bearer {}", key.expose()))
-                }
+                ProviderKind::OpenAi | ProviderKind::Ollama => (AUTHORIZATION, format!("Bearer {}", key.expose())),
             };
             let mut value = HeaderValue::try_from(value)
                 .map_err(|_| format!("api_key of `{}` is not a valid header value", config.id))?;
@@ -65,30 +62,16 @@ impl Upstream {
             headers.push((name, value));
         }
         if config.kind == ProviderKind::Anthropic {
-            let version =
-                HeaderValue::try_from(config.anthropic_version.as_str()).map_err(|_| {
-                    format!(
-                        "anthropic_version of `{}` is not a valid header value",
-                        config.id
-                    )
-                })?;
+            let version = HeaderValue::try_from(config.anthropic_version.as_str())
+                .map_err(|_| format!("anthropic_version of `{}` is not a valid header value", config.id))?;
             headers.push((ANTHROPIC_VERSION, version));
         }
         headers.extend(config.headers.iter().cloned());
-        Ok(Self {
-            config,
-            client,
-            chat_uri,
-            headers,
-        })
+        Ok(Self { config, client, chat_uri, headers })
     }
 
     /// A POST of `body` to the provider's chat endpoint, with auth and any extra per-request headers.
-    pub fn chat_request(
-        &self,
-        body: Bytes,
-        extra: &[(HeaderName, HeaderValue)],
-    ) -> Request<Full<Bytes>> {
+    pub fn chat_request(&self, body: Bytes, extra: &[(HeaderName, HeaderValue)]) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.chat_uri.clone();
@@ -114,12 +97,8 @@ impl Upstream {
     }
 
     /// Sends a request, waiting at most the first-byte timeout for the response headers.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.config.timeouts.first_byte, self.client.request(req)).await
-        {
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.config.timeouts.first_byte, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout),
             Ok(Err(e)) => Err(UpstreamError::from_client(&e)),
             Ok(Ok(resp)) => Ok(resp),

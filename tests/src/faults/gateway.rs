@@ -69,18 +69,11 @@ impl FaultGateway {
     /// # Panics
     /// When `/metrics` cannot be fetched.
     pub async fn metric(&self, name: &str) -> f64 {
-        let r = self
-            .client()
-            .get("/metrics")
-            .await
-            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let r = self.client().get("/metrics").await.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
         let text = r.text();
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -159,11 +152,7 @@ const LEDGER_SQL: &str = "SELECT request_id, status, attempts, http_status, prov
 /// When neither `sqlite3` nor `python3` can read the file.
 pub fn read_sqlite_ledger(data_dir: &Path) -> Vec<LedgerRow> {
     let file = data_dir.join("ledger.sqlite3");
-    let out = std::process::Command::new("sqlite3")
-        .arg("-json")
-        .arg(&file)
-        .arg(LEDGER_SQL)
-        .output();
+    let out = std::process::Command::new("sqlite3").arg("-json").arg(&file).arg(LEDGER_SQL).output();
     let text = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => {

@@ -464,10 +464,8 @@ fn render(flavor: Flavor, answer: &Answer, req: Option<&Value>) -> (&'static str
     };
     match (flavor, stream) {
         (Flavor::OpenAi, true) => {
-            let usage = req
-                .and_then(|j| j.pointer("/stream_options/include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let usage =
+                req.and_then(|j| j.pointer("/stream_options/include_usage")).and_then(Value::as_bool).unwrap_or(false);
             ("text/event-stream", openai::sse_chunks(&model, answer, usage))
         }
         (Flavor::OpenAi, false) => {

@@ -150,7 +150,10 @@ impl SseFramer {
 
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
         if self.has_data {
-            out.push(SseEvent { event: std::mem::take(&mut self.event), data: Bytes::from(std::mem::take(&mut self.data)) });
+            out.push(SseEvent {
+                event: std::mem::take(&mut self.event),
+                data: Bytes::from(std::mem::take(&mut self.data)),
+            });
         }
         self.has_data = false;
         self.event.clear();

@@ -60,10 +60,7 @@ const IMAGE_MIMES: &[&str] = &["image/jpeg", "image/jpg", "image/png", "image/we
 /// Errors: `InvalidRequest` for malformed input (empty `messages`, unparsable tool arguments, bad data
 /// URLs, `stream_options` without `stream`), `Unsupported` for what Ollama cannot do (`n > 1`, forced tool
 /// choice, image URLs, GIF, audio and file parts). Both carry the JSON path in `param`.
-pub fn encode_request(
-    req: &ChatRequest,
-    opts: &EncodeOptions,
-) -> Result<EncodedRequest, TranslateError> {
+pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<EncodedRequest, TranslateError> {
     let mut dropped = Vec::new();
     validate_top_level(req)?;
 
@@ -85,12 +82,9 @@ pub fn encode_request(
         None | Some(ResponseFormat::Text) => None,
         Some(ResponseFormat::JsonObject) => Some(Value::from("json")),
         // `name`, `description` and `strict` have no Ollama equivalent; without a schema, plain JSON mode.
-        Some(ResponseFormat::JsonSchema { json_schema }) => Some(
-            json_schema
-                .schema
-                .clone()
-                .unwrap_or_else(|| Value::from("json")),
-        ),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            Some(json_schema.schema.clone().unwrap_or_else(|| Value::from("json")))
+        }
     };
 
     let think = match req.reasoning_effort.as_deref() {
@@ -119,49 +113,30 @@ pub fn encode_request(
         messages,
         tools,
         format,
-        options: if options.is_empty() {
-            None
-        } else {
-            Some(options)
-        },
+        options: if options.is_empty() { None } else { Some(options) },
         stream: opts.stream,
         keep_alive: opts.keep_alive.map(wire::KeepAlive::from_config),
         think,
         logprobs: req.logprobs,
         top_logprobs: req.top_logprobs,
     };
-    let body = serde_json::to_vec(&body)
-        .map_err(|e| TranslateError::Protocol(format!("encode: {e}").into()))?;
+    let body = serde_json::to_vec(&body).map_err(|e| TranslateError::Protocol(format!("encode: {e}").into()))?;
     dropped.dedup();
-    Ok(EncodedRequest {
-        body,
-        dropped_params: dropped,
-    })
+    Ok(EncodedRequest { body, dropped_params: dropped })
 }
 
 fn validate_top_level(req: &ChatRequest) -> Result<(), TranslateError> {
     if req.messages.is_empty() {
         // An empty list makes Ollama load (or unload) the model instead of answering.
-        return Err(TranslateError::invalid(
-            "messages must contain at least one message",
-            "messages",
-        ));
+        return Err(TranslateError::invalid("messages must contain at least one message", "messages"));
     }
     match req.n {
         None | Some(1) => {}
         Some(0) => return Err(TranslateError::invalid("n must be at least 1", "n")),
-        Some(_) => {
-            return Err(TranslateError::unsupported(
-                "Ollama returns one choice per request; n must be 1",
-                "n",
-            ))
-        }
+        Some(_) => return Err(TranslateError::unsupported("Ollama returns one choice per request; n must be 1", "n")),
     }
     if req.stream_options.is_some() && !req.is_stream() {
-        return Err(TranslateError::invalid(
-            "stream_options is only allowed when stream is true",
-            "stream_options",
-        ));
+        return Err(TranslateError::invalid("stream_options is only allowed when stream is true", "stream_options"));
     }
     check_range(req.temperature, 0.0, 2.0, "temperature")?;
     check_range(req.top_p, 0.0, 1.0, "top_p")?;
@@ -169,38 +144,23 @@ fn validate_top_level(req: &ChatRequest) -> Result<(), TranslateError> {
     check_range(req.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
     if let Some(n) = req.top_logprobs {
         if n > 20 {
-            return Err(TranslateError::invalid(
-                "top_logprobs must be between 0 and 20",
-                "top_logprobs",
-            ));
+            return Err(TranslateError::invalid("top_logprobs must be between 0 and 20", "top_logprobs"));
         }
     }
     Ok(())
 }
 
-fn check_range(
-    value: Option<f64>,
-    min: f64,
-    max: f64,
-    param: &'static str,
-) -> Result<(), TranslateError> {
+fn check_range(value: Option<f64>, min: f64, max: f64, param: &'static str) -> Result<(), TranslateError> {
     match value {
-        Some(v) if !(min..=max).contains(&v) => Err(TranslateError::invalid(
-            format!("{param} must be between {min} and {max}"),
-            param,
-        )),
+        Some(v) if !(min..=max).contains(&v) => {
+            Err(TranslateError::invalid(format!("{param} must be between {min} and {max}"), param))
+        }
         _ => Ok(()),
     }
 }
 
 fn encode_stop(req: &ChatRequest) -> Option<Vec<String>> {
-    let stop: Vec<String> = req
-        .stop
-        .as_ref()?
-        .to_vec()
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect();
+    let stop: Vec<String> = req.stop.as_ref()?.to_vec().into_iter().filter(|s| !s.is_empty()).collect();
     if stop.is_empty() {
         None
     } else {
@@ -318,13 +278,7 @@ fn encode_messages<'a>(
                 named |= name.is_some();
                 encode_user(content, i)?
             }
-            Message::Assistant {
-                content,
-                tool_calls,
-                name,
-                function_call,
-                ..
-            } => {
+            Message::Assistant { content, tool_calls, name, function_call, .. } => {
                 named |= name.is_some();
                 if function_call.is_some() {
                     return Err(TranslateError::unsupported(
@@ -340,11 +294,7 @@ fn encode_messages<'a>(
                 for (j, call) in tool_calls.iter().flatten().enumerate() {
                     tool_names.insert(call.id.as_str(), call.function.name.as_str());
                     message.tool_calls.push(wire::ToolCall {
-                        id: if call.id.is_empty() {
-                            None
-                        } else {
-                            Some(call.id.as_str())
-                        },
+                        id: if call.id.is_empty() { None } else { Some(call.id.as_str()) },
                         function: wire::ToolCallFunction {
                             index: u32::try_from(j).unwrap_or(u32::MAX),
                             name: &call.function.name,
@@ -357,10 +307,7 @@ fn encode_messages<'a>(
                 }
                 message
             }
-            Message::Tool {
-                content,
-                tool_call_id,
-            } => {
+            Message::Tool { content, tool_call_id } => {
                 let mut message = wire::Message::text("tool", text_only(content, i)?);
                 message.tool_call_id = Some(tool_call_id.as_str());
                 message.tool_name = tool_names.get(tool_call_id.as_str()).copied();
@@ -390,14 +337,10 @@ fn parse_arguments(arguments: &str, param: &str) -> Result<Box<RawValue>, Transl
     }
     match serde_json::from_str::<Box<RawValue>>(trimmed) {
         Ok(raw) if raw.get().starts_with('{') => Ok(raw),
-        Ok(_) => Err(TranslateError::invalid(
-            "tool call arguments must be a JSON object",
-            param.to_owned(),
-        )),
-        Err(e) => Err(TranslateError::invalid(
-            format!("tool call arguments are not valid JSON: {e}"),
-            param.to_owned(),
-        )),
+        Ok(_) => Err(TranslateError::invalid("tool call arguments must be a JSON object", param.to_owned())),
+        Err(e) => {
+            Err(TranslateError::invalid(format!("tool call arguments are not valid JSON: {e}"), param.to_owned()))
+        }
     }
 }
 
@@ -433,9 +376,7 @@ fn encode_user<'a>(content: &Content, i: usize) -> Result<wire::Message<'a>, Tra
                 }
                 text.push_str(t);
             }
-            ContentPart::ImageUrl { image_url } => {
-                images.push(decode_image(image_url.url(), i, j)?)
-            }
+            ContentPart::ImageUrl { image_url } => images.push(decode_image(image_url.url(), i, j)?),
             ContentPart::InputAudio { .. } => {
                 return Err(TranslateError::unsupported(
                     "audio input is not supported by Ollama",
@@ -465,24 +406,15 @@ fn encode_user<'a>(content: &Content, i: usize) -> Result<wire::Message<'a>, Tra
 fn decode_image(url: &str, i: usize, j: usize) -> Result<String, TranslateError> {
     let param = || format!("messages[{i}].content[{j}].image_url.url");
     let Some(rest) = strip_prefix_ignore_case(url.trim_start(), "data:") else {
-        return Err(TranslateError::unsupported(
-            "image URLs are not supported by Ollama; send a data URL",
-            param(),
-        ));
+        return Err(TranslateError::unsupported("image URLs are not supported by Ollama; send a data URL", param()));
     };
     let Some((meta, data)) = rest.split_once(',') else {
-        return Err(TranslateError::invalid(
-            "malformed data URL: missing ','",
-            param(),
-        ));
+        return Err(TranslateError::invalid("malformed data URL: missing ','", param()));
     };
     let mut meta_parts = meta.split(';');
     let mime = meta_parts.next().unwrap_or("").trim().to_ascii_lowercase();
     if !meta_parts.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
-        return Err(TranslateError::invalid(
-            "image data URLs must be base64-encoded (;base64,)",
-            param(),
-        ));
+        return Err(TranslateError::invalid("image data URLs must be base64-encoded (;base64,)", param()));
     }
     if mime == "image/gif" {
         return Err(TranslateError::unsupported(
@@ -506,10 +438,7 @@ fn decode_image(url: &str, i: usize, j: usize) -> Result<String, TranslateError>
         })
         .collect();
     if b64.contains('%') {
-        return Err(TranslateError::invalid(
-            "image data must be base64, not percent-encoded",
-            param(),
-        ));
+        return Err(TranslateError::invalid("image data must be base64, not percent-encoded", param()));
     }
     let unpadded = b64.trim_end_matches('=').len();
     b64.truncate(unpadded);
@@ -517,22 +446,10 @@ fn decode_image(url: &str, i: usize, j: usize) -> Result<String, TranslateError>
         0 => {}
         2 => b64.push_str("=="),
         3 => b64.push('='),
-        _ => {
-            return Err(TranslateError::invalid(
-                "image data is not valid base64",
-                param(),
-            ))
-        }
+        _ => return Err(TranslateError::invalid("image data is not valid base64", param())),
     }
-    if b64.is_empty()
-        || base64::engine::general_purpose::STANDARD
-            .decode(&b64)
-            .is_err()
-    {
-        return Err(TranslateError::invalid(
-            "image data is not valid base64",
-            param(),
-        ));
+    if b64.is_empty() || base64::engine::general_purpose::STANDARD.decode(&b64).is_err() {
+        return Err(TranslateError::invalid("image data is not valid base64", param()));
     }
     Ok(b64)
 }

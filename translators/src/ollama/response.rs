@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use super::wire;
 use crate::error::TranslateError;
 use crate::openai::{
-    ChatResponse, Choice, FinishReason, FunctionCall, PromptTokensDetails, ResponseMessage,
-    ToolCall, Usage, OBJECT_COMPLETION,
+    ChatResponse, Choice, FinishReason, FunctionCall, PromptTokensDetails, ResponseMessage, ToolCall, Usage,
+    OBJECT_COMPLETION,
 };
 use crate::stream::ResponseContext;
 
@@ -16,15 +16,10 @@ use crate::stream::ResponseContext;
 /// `id`, `created` and `model` come from `ctx`. Errors: `Json` for a body that is not a chat response,
 /// `Protocol` for a 200 body that carries `{"error": …}`.
 pub fn decode_response(body: &[u8], ctx: &ResponseContext) -> Result<ChatResponse, TranslateError> {
-    let resp: wire::ChatResponse =
-        serde_json::from_slice(body).map_err(|source| TranslateError::Json {
-            at: "ollama /api/chat response",
-            source,
-        })?;
+    let resp: wire::ChatResponse = serde_json::from_slice(body)
+        .map_err(|source| TranslateError::Json { at: "ollama /api/chat response", source })?;
     if let Some(error) = &resp.error {
-        return Err(TranslateError::Protocol(
-            format!("ollama: {}", error_message(error)).into(),
-        ));
+        return Err(TranslateError::Protocol(format!("ollama: {}", error_message(error)).into()));
     }
     let usage = usage(&resp);
     let finish_done_reason = resp.done_reason.clone();
@@ -32,18 +27,10 @@ pub fn decode_response(body: &[u8], ctx: &ResponseContext) -> Result<ChatRespons
     let message = resp.message.unwrap_or_default();
     let mut tool_calls = Vec::new();
     for (n, call) in message.tool_calls.iter().flatten().enumerate() {
-        tool_calls.push(convert_tool_call(
-            call,
-            ctx.id_seed,
-            u32::try_from(n).unwrap_or(u32::MAX),
-        ));
+        tool_calls.push(convert_tool_call(call, ctx.id_seed, u32::try_from(n).unwrap_or(u32::MAX)));
     }
     let text = message.content.unwrap_or_default();
-    let content = if text.is_empty() && !tool_calls.is_empty() {
-        None
-    } else {
-        Some(text)
-    };
+    let content = if text.is_empty() && !tool_calls.is_empty() { None } else { Some(text) };
     let reasoning_content = match message.thinking {
         Some(thinking) if ctx.include_reasoning && !thinking.is_empty() => Some(thinking),
         _ => None,
@@ -60,11 +47,7 @@ pub fn decode_response(body: &[u8], ctx: &ResponseContext) -> Result<ChatRespons
                 role: "assistant".to_owned(),
                 content,
                 refusal: None,
-                tool_calls: if tool_calls.is_empty() {
-                    None
-                } else {
-                    Some(tool_calls)
-                },
+                tool_calls: if tool_calls.is_empty() { None } else { Some(tool_calls) },
                 reasoning_content,
             },
             logprobs,
@@ -95,10 +78,7 @@ pub(crate) fn usage(resp: &wire::ChatResponse) -> Usage {
         total_tokens: prompt.saturating_add(completion),
         prompt_tokens_details: resp
             .prompt_eval_cached_count
-            .map(|cached| PromptTokensDetails {
-                cached_tokens: Some(cached),
-                ..Default::default()
-            }),
+            .map(|cached| PromptTokensDetails { cached_tokens: Some(cached), ..Default::default() }),
         completion_tokens_details: None,
     }
 }
@@ -113,10 +93,7 @@ pub(crate) fn convert_tool_call(call: &wire::ResponseToolCall, id_seed: u64, n: 
     ToolCall {
         id,
         kind: "function".to_owned(),
-        function: FunctionCall {
-            name: call.function.name.clone(),
-            arguments: arguments_string(call),
-        },
+        function: FunctionCall { name: call.function.name.clone(), arguments: arguments_string(call) },
     }
 }
 
@@ -163,10 +140,7 @@ pub(crate) fn compact_json(json: &str) -> String {
 /// Ollama `logprobs` (`[{token, logprob, bytes?, top_logprobs?}]`) → OpenAI `{"content": […]}`, filling
 /// the keys OpenAI requires (`bytes` null, `top_logprobs` empty).
 pub(crate) fn convert_logprobs(entries: &[Value]) -> Value {
-    let content = entries
-        .iter()
-        .map(|entry| convert_token_logprob(entry, true))
-        .collect::<Vec<_>>();
+    let content = entries.iter().map(|entry| convert_token_logprob(entry, true)).collect::<Vec<_>>();
     let mut out = Map::new();
     out.insert("content".to_owned(), Value::Array(content));
     out.insert("refusal".to_owned(), Value::Null);
@@ -175,24 +149,12 @@ pub(crate) fn convert_logprobs(entries: &[Value]) -> Value {
 
 fn convert_token_logprob(entry: &Value, with_top: bool) -> Value {
     let mut out = Map::new();
-    out.insert(
-        "token".to_owned(),
-        entry.get("token").cloned().unwrap_or(Value::from("")),
-    );
-    out.insert(
-        "logprob".to_owned(),
-        entry.get("logprob").cloned().unwrap_or(Value::from(0.0)),
-    );
-    out.insert(
-        "bytes".to_owned(),
-        entry.get("bytes").cloned().unwrap_or(Value::Null),
-    );
+    out.insert("token".to_owned(), entry.get("token").cloned().unwrap_or(Value::from("")));
+    out.insert("logprob".to_owned(), entry.get("logprob").cloned().unwrap_or(Value::from(0.0)));
+    out.insert("bytes".to_owned(), entry.get("bytes").cloned().unwrap_or(Value::Null));
     if with_top {
         let top = match entry.get("top_logprobs") {
-            Some(Value::Array(top)) => top
-                .iter()
-                .map(|t| convert_token_logprob(t, false))
-                .collect(),
+            Some(Value::Array(top)) => top.iter().map(|t| convert_token_logprob(t, false)).collect(),
             _ => Vec::new(),
         };
         out.insert("top_logprobs".to_owned(), Value::Array(top));
@@ -224,24 +186,14 @@ pub struct ModelInfo {
 /// Parses a `GET /api/tags` body. Entries without a name are skipped.
 pub fn parse_tags(body: &[u8]) -> Result<Vec<ModelInfo>, TranslateError> {
     let tags: wire::TagsResponse =
-        serde_json::from_slice(body).map_err(|source| TranslateError::Json {
-            at: "ollama /api/tags",
-            source,
-        })?;
+        serde_json::from_slice(body).map_err(|source| TranslateError::Json { at: "ollama /api/tags", source })?;
     Ok(tags
         .models
         .unwrap_or_default()
         .into_iter()
         .filter_map(|m| {
-            let id = m
-                .name
-                .filter(|n| !n.is_empty())
-                .or(m.model.filter(|n| !n.is_empty()))?;
-            let created = m
-                .modified_at
-                .as_deref()
-                .and_then(parse_rfc3339)
-                .unwrap_or(0);
+            let id = m.name.filter(|n| !n.is_empty()).or(m.model.filter(|n| !n.is_empty()))?;
+            let created = m.modified_at.as_deref().and_then(parse_rfc3339).unwrap_or(0);
             Some(ModelInfo { id, created })
         })
         .collect())
@@ -256,11 +208,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        Some(
-            digits
-                .iter()
-                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')),
-        )
+        Some(digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
     };
     let year = num(0..4)?;
     let month = num(5..7)?;
@@ -268,11 +216,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let hour = num(11..13)?;
     let minute = num(14..16)?;
     let second = num(17..19)?;
-    if b.get(4) != Some(&b'-')
-        || b.get(7) != Some(&b'-')
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-    {
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
         return None;
     }
     if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
@@ -307,20 +251,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         _ => return None,
     };
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
         return None;
     }

@@ -9,12 +9,8 @@ use bytes::Bytes;
 use super::response::{convert_logprobs, convert_tool_call, error_message, finish_reason, usage};
 use super::wire;
 use crate::framing::ndjson::NdjsonFramer;
-use crate::openai::{
-    chunk, ChatChunk, ErrorBody, FinishReason, FunctionCallDelta, ToolCallDelta, Usage,
-};
-use crate::stream::{
-    truncated_error, ResponseContext, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator,
-};
+use crate::openai::{chunk, ChatChunk, ErrorBody, FinishReason, FunctionCallDelta, ToolCallDelta, Usage};
+use crate::stream::{truncated_error, ResponseContext, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 /// Translates an Ollama `/api/chat` NDJSON stream into OpenAI stream events.
 #[derive(Debug)]
@@ -56,12 +52,7 @@ impl StreamDecoder {
     }
 
     fn chunk(&self) -> ChatChunk {
-        chunk(
-            &self.ctx.id,
-            self.ctx.created,
-            &self.ctx.model,
-            self.ctx.include_usage,
-        )
+        chunk(&self.ctx.id, self.ctx.created, &self.ctx.model, self.ctx.include_usage)
     }
 
     fn process_lines(&mut self, out: &mut Vec<StreamEvent>) {
@@ -93,11 +84,7 @@ impl StreamDecoder {
         if let Some(error) = &resp.error {
             if !error.is_null() {
                 self.fail(
-                    ErrorBody::new(
-                        format!("ollama: {}", error_message(error)),
-                        "server_error",
-                        Some("upstream_error"),
-                    ),
+                    ErrorBody::new(format!("ollama: {}", error_message(error)), "server_error", Some("upstream_error")),
                     out,
                 );
                 return;
@@ -179,14 +166,7 @@ impl StreamTranslator for StreamDecoder {
         if let Err(e) = self.framer.feed(input, &mut self.lines) {
             self.process_lines(out);
             if !self.is_terminal() {
-                self.fail(
-                    ErrorBody::new(
-                        format!("ollama: {e}"),
-                        "server_error",
-                        Some("upstream_error"),
-                    ),
-                    out,
-                );
+                self.fail(ErrorBody::new(format!("ollama: {e}"), "server_error", Some("upstream_error")), out);
             }
             return;
         }

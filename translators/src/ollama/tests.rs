@@ -31,11 +31,8 @@ fn fixture_root() -> PathBuf {
 }
 
 fn load_cases() -> Vec<Case> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixture_root())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(fixture_root()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs.into_iter()
         .map(|dir| {
@@ -53,26 +50,14 @@ fn load_cases() -> Vec<Case> {
                 id_seed: 42,
             };
             let stream = std::fs::read(dir.join("upstream.ndjson")).ok();
-            Case {
-                name: dir.file_name().unwrap().to_string_lossy().into_owned(),
-                dir,
-                request,
-                context,
-                ctx,
-                stream,
-            }
+            Case { name: dir.file_name().unwrap().to_string_lossy().into_owned(), dir, request, context, ctx, stream }
         })
         .collect()
 }
 
 fn stream_cases() -> &'static [Case] {
     static CASES: OnceLock<Vec<Case>> = OnceLock::new();
-    CASES.get_or_init(|| {
-        load_cases()
-            .into_iter()
-            .filter(|c| c.stream.is_some())
-            .collect()
-    })
+    CASES.get_or_init(|| load_cases().into_iter().filter(|c| c.stream.is_some()).collect())
 }
 
 fn updating() -> bool {
@@ -86,8 +71,7 @@ fn golden_json(path: &Path, actual: &Value) {
         return;
     }
     let expected: Value = serde_json::from_slice(
-        &std::fs::read(path)
-            .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display())),
+        &std::fs::read(path).unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display())),
     )
     .unwrap();
     assert_eq!(actual, &expected, "{}", path.display());
@@ -95,26 +79,15 @@ fn golden_json(path: &Path, actual: &Value) {
 
 fn golden_jsonl(path: &Path, actual: &[Value]) {
     if updating() {
-        let text: String = actual
-            .iter()
-            .map(|v| serde_json::to_string(v).unwrap() + "\n")
-            .collect();
+        let text: String = actual.iter().map(|v| serde_json::to_string(v).unwrap() + "\n").collect();
         std::fs::write(path, text).unwrap();
         return;
     }
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
-    let expected: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{}: event count",
-        path.display()
-    );
+    let expected: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(actual.len(), expected.len(), "{}: event count", path.display());
     for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
         assert_eq!(a, e, "{} line {}", path.display(), i + 1);
     }
@@ -146,11 +119,7 @@ pub(crate) fn summary_json(s: &StreamSummary) -> Value {
 }
 
 /// Feeds `input` cut at `cuts` (sorted, clamped) and finishes.
-fn run_split(
-    ctx: &ResponseContext,
-    input: &[u8],
-    cuts: &[usize],
-) -> (Vec<StreamEvent>, StreamSummary) {
+fn run_split(ctx: &ResponseContext, input: &[u8], cuts: &[usize]) -> (Vec<StreamEvent>, StreamSummary) {
     let mut decoder = StreamDecoder::new(ctx.clone());
     let mut out = Vec::new();
     let mut start = 0;
@@ -169,9 +138,7 @@ fn golden_fixtures() {
     let cases = load_cases();
     assert!(cases.len() >= 14, "fixtures missing: {}", cases.len());
     for case in &cases {
-        let upstream_stream = case.context["upstream_stream"]
-            .as_bool()
-            .unwrap_or(case.request.is_stream());
+        let upstream_stream = case.context["upstream_stream"].as_bool().unwrap_or(case.request.is_stream());
         let keep_alive = case.context["keep_alive"].as_str();
         let opts = EncodeOptions {
             upstream_model: "llama3.2",
@@ -179,8 +146,7 @@ fn golden_fixtures() {
             num_ctx: case.context["num_ctx"].as_u64(),
             keep_alive,
         };
-        let encoded =
-            encode_request(&case.request, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let encoded = encode_request(&case.request, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let body: Value = serde_json::from_slice(&encoded.body).unwrap();
         golden_json(&case.dir.join("expected_request.json"), &body);
 
@@ -188,18 +154,11 @@ fn golden_fixtures() {
             let (events, summary) = run_split(&case.ctx, input, &[]);
             let events: Vec<Value> = events.iter().map(event_json).collect();
             golden_jsonl(&case.dir.join("expected.jsonl"), &events);
-            golden_json(
-                &case.dir.join("expected_summary.json"),
-                &summary_json(&summary),
-            );
+            golden_json(&case.dir.join("expected_summary.json"), &summary_json(&summary));
         } else {
             let upstream = std::fs::read(case.dir.join("upstream.json")).unwrap();
-            let resp = decode_response(&upstream, &case.ctx)
-                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            golden_json(
-                &case.dir.join("expected.json"),
-                &serde_json::to_value(resp).unwrap(),
-            );
+            let resp = decode_response(&upstream, &case.ctx).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            golden_json(&case.dir.join("expected.json"), &serde_json::to_value(resp).unwrap());
         }
     }
 }
@@ -219,21 +178,10 @@ fn fixture_streams_are_well_formed() {
         for c in &chunks {
             assert_eq!(c.id, "chatcmpl-golden", "{}", case.name);
             assert_eq!(c.created, 1_760_000_000, "{}", case.name);
-            assert_eq!(
-                c.usage.is_some(),
-                case.ctx.include_usage,
-                "{}: usage key",
-                case.name
-            );
+            assert_eq!(c.usage.is_some(), case.ctx.include_usage, "{}: usage key", case.name);
         }
-        let finishes = chunks
-            .iter()
-            .filter(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some()))
-            .count();
-        let errors = events
-            .iter()
-            .filter(|e| matches!(e, StreamEvent::Error(_)))
-            .count();
+        let finishes = chunks.iter().filter(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some())).count();
+        let errors = events.iter().filter(|e| matches!(e, StreamEvent::Error(_))).count();
         match summary.outcome {
             StreamOutcome::Completed => {
                 assert_eq!((finishes, errors), (1, 0), "{}", case.name);
@@ -241,20 +189,11 @@ fn fixture_streams_are_well_formed() {
             }
             _ => {
                 assert_eq!((finishes, errors), (0, 1), "{}", case.name);
-                assert!(
-                    matches!(events.last(), Some(StreamEvent::Error(_))),
-                    "{}",
-                    case.name
-                );
+                assert!(matches!(events.last(), Some(StreamEvent::Error(_))), "{}", case.name);
             }
         }
         if let Some(StreamEvent::Chunk(first)) = events.first() {
-            assert_eq!(
-                first.choices[0].delta.role.as_deref(),
-                Some("assistant"),
-                "{}",
-                case.name
-            );
+            assert_eq!(first.choices[0].delta.role.as_deref(), Some("assistant"), "{}", case.name);
         }
     }
 }
@@ -265,12 +204,7 @@ fn every_single_split_position_gives_the_same_events() {
         let input = case.stream.as_deref().unwrap();
         let whole = run_split(&case.ctx, input, &[]);
         for cut in 0..=input.len() {
-            assert_eq!(
-                run_split(&case.ctx, input, &[cut]),
-                whole,
-                "{} cut at {cut}",
-                case.name
-            );
+            assert_eq!(run_split(&case.ctx, input, &[cut]), whole, "{} cut at {cut}", case.name);
         }
     }
 }
@@ -280,12 +214,7 @@ fn one_byte_at_a_time_gives_the_same_events() {
     for case in stream_cases() {
         let input = case.stream.as_deref().unwrap();
         let cuts: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(
-            run_split(&case.ctx, input, &cuts),
-            run_split(&case.ctx, input, &[]),
-            "{}",
-            case.name
-        );
+        assert_eq!(run_split(&case.ctx, input, &cuts), run_split(&case.ctx, input, &[]), "{}", case.name);
     }
 }
 

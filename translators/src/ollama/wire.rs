@@ -80,14 +80,7 @@ pub struct Message<'a> {
 impl Message<'_> {
     /// A message with only a role and text.
     pub fn text(role: &'static str, content: String) -> Self {
-        Self {
-            role,
-            content,
-            images: Vec::new(),
-            tool_calls: Vec::new(),
-            tool_name: None,
-            tool_call_id: None,
-        }
+        Self { role, content, images: Vec::new(), tool_calls: Vec::new(), tool_name: None, tool_call_id: None }
     }
 }
 

@@ -5,10 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    ChatChunk, ChatResponse, Choice, ErrorBody, FinishReason, FunctionCall, ResponseMessage,
-    ToolCall, Usage,
-};
+use super::{ChatChunk, ChatResponse, Choice, ErrorBody, FinishReason, FunctionCall, ResponseMessage, ToolCall, Usage};
 use crate::stream::StreamEvent;
 
 #[derive(Debug, Default)]
@@ -79,17 +76,11 @@ impl Aggregator {
                 state.refusal.get_or_insert_with(String::new).push_str(r);
             }
             for tc in c.delta.tool_calls.iter().flatten() {
-                let call = state
-                    .tool_calls
-                    .entry(tc.index)
-                    .or_insert_with(|| ToolCall {
-                        id: String::new(),
-                        kind: "function".to_owned(),
-                        function: FunctionCall {
-                            name: String::new(),
-                            arguments: String::new(),
-                        },
-                    });
+                let call = state.tool_calls.entry(tc.index).or_insert_with(|| ToolCall {
+                    id: String::new(),
+                    kind: "function".to_owned(),
+                    function: FunctionCall { name: String::new(), arguments: String::new() },
+                });
                 if let Some(id) = &tc.id {
                     call.id.clone_from(id);
                 }
@@ -118,8 +109,7 @@ impl Aggregator {
             .into_iter()
             .map(|(index, s)| {
                 let tool_calls: Vec<ToolCall> = s.tool_calls.into_values().collect();
-                let content = if s.has_content && !(s.content.is_empty() && !tool_calls.is_empty())
-                {
+                let content = if s.has_content && !(s.content.is_empty() && !tool_calls.is_empty()) {
                     Some(s.content)
                 } else if tool_calls.is_empty() {
                     Some(String::new())
@@ -175,11 +165,7 @@ mod tests {
     fn folds_text_tool_calls_finish_and_usage() {
         let mut a = Aggregator::new();
         let mut c1 = chunk("chatcmpl-1", 7, "m", true);
-        c1.choices[0].delta = Delta {
-            role: Some("assistant".into()),
-            content: Some("Hel".into()),
-            ..Delta::default()
-        };
+        c1.choices[0].delta = Delta { role: Some("assistant".into()), content: Some("Hel".into()), ..Delta::default() };
         let mut c2 = chunk("chatcmpl-1", 7, "m", true);
         c2.choices[0].delta.content = Some("lo".into());
         let mut c3 = chunk("chatcmpl-1", 7, "m", true);
@@ -187,29 +173,18 @@ mod tests {
             index: 0,
             id: Some("call_1".into()),
             kind: Some("function".into()),
-            function: Some(FunctionCallDelta {
-                name: Some("f".into()),
-                arguments: Some("{\"a\":".into()),
-            }),
+            function: Some(FunctionCallDelta { name: Some("f".into()), arguments: Some("{\"a\":".into()) }),
         }]);
         let mut c4 = chunk("chatcmpl-1", 7, "m", true);
         c4.choices[0].delta.tool_calls = Some(vec![ToolCallDelta {
             index: 0,
-            function: Some(FunctionCallDelta {
-                name: None,
-                arguments: Some("1}".into()),
-            }),
+            function: Some(FunctionCallDelta { name: None, arguments: Some("1}".into()) }),
             ..ToolCallDelta::default()
         }]);
         c4.choices[0].finish_reason = Some(FinishReason::ToolCalls);
         let mut c5 = chunk("chatcmpl-1", 7, "m", true);
         c5.choices.clear();
-        c5.usage = Some(Some(Usage {
-            prompt_tokens: 3,
-            completion_tokens: 4,
-            total_tokens: 7,
-            ..Usage::default()
-        }));
+        c5.usage = Some(Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7, ..Usage::default() }));
         a.push(&[c1, c2, c3, c4, c5].map(StreamEvent::Chunk));
         let r = a.finish().unwrap();
         assert_eq!(r.id, "chatcmpl-1");

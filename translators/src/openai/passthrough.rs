@@ -65,15 +65,12 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
     };
     if body.iter().copied().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
         // A derived struct would also accept a JSON array; only an object is a request.
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => TranslateError::InvalidRequest {
-                    message: "request body must be a JSON object".into(),
-                    param: None,
-                },
-                Err(e) => not_valid(e),
-            },
-        );
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => {
+                TranslateError::InvalidRequest { message: "request body must be a JSON object".into(), param: None }
+            }
+            Err(e) => not_valid(e),
+        });
     }
     let wire: HeadWire = serde_json::from_slice(body).map_err(not_valid)?;
     let model = match wire.model {
@@ -93,10 +90,7 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
         None => false,
         Some(raw) => {
             if !raw.get().starts_with('{') {
-                return Err(TranslateError::invalid(
-                    "stream_options must be an object",
-                    "stream_options",
-                ));
+                return Err(TranslateError::invalid("stream_options must be an object", "stream_options"));
             }
             if !stream {
                 return Err(TranslateError::invalid(
@@ -115,11 +109,7 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
                 .unwrap_or(false)
         }
     };
-    Ok(RequestHead {
-        model,
-        stream,
-        include_usage,
-    })
+    Ok(RequestHead { model, stream, include_usage })
 }
 
 /// A JSON object as its members in order, values kept as raw text.
@@ -136,10 +126,7 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
                 while let Some(Key(key)) = map.next_key()? {
                     let value: &'de RawValue = map.next_value()?;
@@ -164,21 +151,16 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
 /// Returns `body` itself (no copy) when nothing changes. Otherwise every other member is copied as raw
 /// text, in order: numbers beyond 2^53, unknown fields and string escapes survive byte for byte.
 /// `head` must come from [`parse_head`] on the same body.
-pub fn rewrite_request(
-    body: Bytes,
-    head: &RequestHead,
-    upstream_model: &str,
-) -> Result<Bytes, TranslateError> {
+pub fn rewrite_request(body: Bytes, head: &RequestHead, upstream_model: &str) -> Result<Bytes, TranslateError> {
     let rename = head.model != upstream_model;
     let force_usage = head.stream && !head.include_usage;
     if !rename && !force_usage {
         return Ok(body);
     }
-    let object: RawObject =
-        serde_json::from_slice(&body).map_err(|e| TranslateError::InvalidRequest {
-            message: format!("request body is not a valid JSON object: {e}").into(),
-            param: None,
-        })?;
+    let object: RawObject = serde_json::from_slice(&body).map_err(|e| TranslateError::InvalidRequest {
+        message: format!("request body is not a valid JSON object: {e}").into(),
+        param: None,
+    })?;
     let mut out = Vec::with_capacity(body.len() + upstream_model.len() + 40);
     out.push(b'{');
     let mut saw_stream_options = false;
@@ -214,9 +196,8 @@ fn write_stream_options(out: &mut Vec<u8>, value: &RawValue) -> Result<(), Trans
         out.extend_from_slice(br#"{"include_usage":true}"#);
         return Ok(());
     }
-    let object: RawObject = serde_json::from_str(value.get()).map_err(|_| {
-        TranslateError::invalid("stream_options must be an object", "stream_options")
-    })?;
+    let object: RawObject = serde_json::from_str(value.get())
+        .map_err(|_| TranslateError::invalid("stream_options must be an object", "stream_options"))?;
     out.push(b'{');
     let mut first = true;
     for (key, value) in &object.0 {
@@ -259,19 +240,13 @@ fn parse_usage(raw: &str) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: wire
-            .total_tokens
-            .unwrap_or(prompt.saturating_add(completion)),
-        prompt_tokens_details: wire.prompt_tokens_details.and_then(|r| {
-            serde_json::from_str::<Option<PromptTokensDetails>>(r.get())
-                .ok()
-                .flatten()
-        }),
-        completion_tokens_details: wire.completion_tokens_details.and_then(|r| {
-            serde_json::from_str::<Option<CompletionTokensDetails>>(r.get())
-                .ok()
-                .flatten()
-        }),
+        total_tokens: wire.total_tokens.unwrap_or(prompt.saturating_add(completion)),
+        prompt_tokens_details: wire
+            .prompt_tokens_details
+            .and_then(|r| serde_json::from_str::<Option<PromptTokensDetails>>(r.get()).ok().flatten()),
+        completion_tokens_details: wire
+            .completion_tokens_details
+            .and_then(|r| serde_json::from_str::<Option<CompletionTokensDetails>>(r.get()).ok().flatten()),
     })
 }
 
@@ -359,23 +334,14 @@ struct ChunkFacts {
 
 fn chunk_facts(payload: &[u8]) -> Option<ChunkFacts> {
     let chunk: LightChunk = serde_json::from_slice(payload).ok()?;
-    let error = chunk
-        .error
-        .filter(|e| is_truthy(e))
-        .map(|e| error_body_from(e.get()));
+    let error = chunk.error.filter(|e| is_truthy(e)).map(|e| error_body_from(e.get()));
     let mut streamed_bytes = 0u64;
     let mut finish_reason = None;
     let choices = chunk.choices.unwrap_or_default();
     for choice in &choices {
         if let Some(delta) = &choice.delta {
-            for text in [
-                &delta.content,
-                &delta.refusal,
-                &delta.reasoning_content,
-                &delta.reasoning,
-            ]
-            .into_iter()
-            .flatten()
+            for text in
+                [&delta.content, &delta.refusal, &delta.reasoning_content, &delta.reasoning].into_iter().flatten()
             {
                 streamed_bytes += text.len() as u64;
             }
@@ -386,15 +352,10 @@ fn chunk_facts(payload: &[u8]) -> Option<ChunkFacts> {
             }
         }
         if let Some(reason) = &choice.finish_reason {
-            finish_reason = serde_json::from_value::<FinishReason>(Value::from(reason.as_ref()))
-                .ok()
-                .or(finish_reason);
+            finish_reason = serde_json::from_value::<FinishReason>(Value::from(reason.as_ref())).ok().or(finish_reason);
         }
     }
-    let usage = chunk
-        .usage
-        .filter(|u| u.get() != "null")
-        .and_then(|u| parse_usage(u.get()));
+    let usage = chunk.usage.filter(|u| u.get() != "null").and_then(|u| parse_usage(u.get()));
     Some(ChunkFacts {
         model: chunk.model.map(Cow::into_owned),
         streamed_bytes,
@@ -420,11 +381,7 @@ fn error_body_from(raw: &str) -> ErrorBody {
                 Some(Value::String(s)) => s.clone(),
                 _ => value.to_string(),
             },
-            kind: map
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("server_error")
-                .to_owned(),
+            kind: map.get("type").and_then(Value::as_str).unwrap_or("server_error").to_owned(),
             param: scalar_string(map.get("param")),
             code: scalar_string(map.get("code")),
         },
@@ -533,11 +490,7 @@ impl StreamPassthrough {
             // Not a chunk we can read: forward it as it is rather than guess, but still honour an error.
             let error = serde_json::from_slice::<ErrorOnly>(&payload)
                 .ok()
-                .and_then(|e| {
-                    e.error
-                        .filter(|e| is_truthy(e))
-                        .map(|e| error_body_from(e.get()))
-                });
+                .and_then(|e| e.error.filter(|e| is_truthy(e)).map(|e| error_body_from(e.get())));
             out.push(StreamEvent::Raw(payload));
             if let Some(error) = error {
                 self.outcome = StreamOutcome::UpstreamError(error);
@@ -579,14 +532,8 @@ impl StreamPassthrough {
 }
 
 fn trim_bytes(data: Bytes) -> Bytes {
-    let start = data
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(data.len());
-    let end = data
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |p| p + 1);
+    let start = data.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(data.len());
+    let end = data.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |p| p + 1);
     if start == 0 && end == data.len() {
         data
     } else {
@@ -603,11 +550,7 @@ impl StreamTranslator for StreamPassthrough {
         self.process_events(out);
         if let Err(e) = result {
             if !self.is_terminal() {
-                let body = ErrorBody::new(
-                    format!("upstream: {e}"),
-                    "server_error",
-                    Some("upstream_error"),
-                );
+                let body = ErrorBody::new(format!("upstream: {e}"), "server_error", Some("upstream_error"));
                 out.push(StreamEvent::Error(body.clone()));
                 self.outcome = StreamOutcome::UpstreamError(body);
             }
@@ -663,9 +606,7 @@ pub fn map_error(status: u16, body: &[u8]) -> MappedError {
         return MappedError {
             status: 502,
             body: ErrorBody::new(
-                format!(
-                    "upstream: the provider rejected the gateway's credentials (HTTP {status})"
-                ),
+                format!("upstream: the provider rejected the gateway's credentials (HTTP {status})"),
                 "server_error",
                 Some("upstream_auth_failed"),
             ),
@@ -673,11 +614,7 @@ pub fn map_error(status: u16, body: &[u8]) -> MappedError {
     }
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let Some(parsed) = parsed else {
-        let what = if body.iter().all(u8::is_ascii_whitespace) {
-            "an empty body"
-        } else {
-            "a non-JSON body"
-        };
+        let what = if body.iter().all(u8::is_ascii_whitespace) { "an empty body" } else { "a non-JSON body" };
         return MappedError {
             status: 502,
             body: ErrorBody::new(
@@ -699,11 +636,7 @@ pub fn map_error(status: u16, body: &[u8]) -> MappedError {
                 status: mapped_status,
                 body: ErrorBody {
                     message: message.clone(),
-                    kind: error
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or(default_kind)
-                        .to_owned(),
+                    kind: error.get("type").and_then(Value::as_str).unwrap_or(default_kind).to_owned(),
                     param: scalar_string(error.get("param")),
                     code: scalar_string(error.get("code")),
                 },
@@ -711,27 +644,18 @@ pub fn map_error(status: u16, body: &[u8]) -> MappedError {
         }
     }
     // Other JSON shapes: `{"error": "…"}`, `{"message": …}`, FastAPI's `{"detail": …}` (vLLM).
-    let text = ["error", "message", "detail"]
-        .iter()
-        .find_map(|key| match parsed.get(*key) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).map(str::to_owned),
-            Some(v @ Value::Array(_)) => Some(v.to_string()),
-            _ => None,
-        });
+    let text = ["error", "message", "detail"].iter().find_map(|key| match parsed.get(*key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).map(str::to_owned),
+        Some(v @ Value::Array(_)) => Some(v.to_string()),
+        _ => None,
+    });
     let message = match text {
         Some(text) => format!("upstream: {text}"),
         None => format!("upstream: HTTP {status} with an unrecognized error body"),
     };
-    let code = if mapped_status == 502 {
-        Some("upstream_error")
-    } else {
-        None
-    };
-    MappedError {
-        status: mapped_status,
-        body: ErrorBody::new(message, default_kind, code),
-    }
+    let code = if mapped_status == 502 { Some("upstream_error") } else { None };
+    MappedError { status: mapped_status, body: ErrorBody::new(message, default_kind, code) }
 }
 
 /// One model of `GET /models`.
@@ -753,13 +677,10 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<ModelInfo>, TranslateError> {
         Object { data: Vec<Value> },
         Array(Vec<Value>),
     }
-    let value: Value = serde_json::from_slice(body).map_err(|source| TranslateError::Json {
-        at: "upstream /models",
-        source,
-    })?;
-    let list = serde_json::from_value::<ListWire>(value).map_err(|_| {
-        TranslateError::Protocol("upstream /models response has no data array".into())
-    })?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|source| TranslateError::Json { at: "upstream /models", source })?;
+    let list = serde_json::from_value::<ListWire>(value)
+        .map_err(|_| TranslateError::Protocol("upstream /models response has no data array".into()))?;
     let data = match list {
         ListWire::Object { data } | ListWire::Array(data) => data,
     };
@@ -768,19 +689,13 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<ModelInfo>, TranslateError> {
         .filter_map(|m| {
             let id = m.get("id")?.as_str().filter(|s| !s.is_empty())?.to_owned();
             let created = match m.get("created") {
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+                Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
                 _ => None,
             };
             Some(ModelInfo {
                 id,
                 created: created.unwrap_or(0),
-                owned_by: m
-                    .get("owned_by")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                owned_by: m.get("owned_by").and_then(Value::as_str).unwrap_or_default().to_owned(),
             })
         })
         .collect())

@@ -2,12 +2,7 @@ use super::*;
 use serde_json::json;
 
 fn opts() -> EncodeOptions<'static> {
-    EncodeOptions {
-        upstream_model: "llama3.2:latest",
-        stream: false,
-        num_ctx: None,
-        keep_alive: None,
-    }
+    EncodeOptions { upstream_model: "llama3.2:latest", stream: false, num_ctx: None, keep_alive: None }
 }
 
 fn request(value: Value) -> ChatRequest {
@@ -38,13 +33,7 @@ fn minimal_request_sends_model_messages_and_explicit_stream() {
         body,
         json!({"model": "llama3.2:latest", "messages": [{"role": "user", "content": "hi"}], "stream": false})
     );
-    let body = encode_with(
-        json!({"model": "m", "messages": [user("hi")]}),
-        &EncodeOptions {
-            stream: true,
-            ..opts()
-        },
-    );
+    let body = encode_with(json!({"model": "m", "messages": [user("hi")]}), &EncodeOptions { stream: true, ..opts() });
     assert_eq!(body["stream"], json!(true));
 }
 
@@ -78,14 +67,12 @@ fn system_and_developer_messages_stay_in_place() {
 
 #[test]
 fn user_text_parts_join_into_one_message_with_images() {
-    let body = encode(
-        json!({"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What is"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
-            {"type": "text", "text": "in this image?"},
-            {"type": "image_url", "image_url": "data:image/jpeg;base64,/9j/4AAQ"}
-        ]}]}),
-    );
+    let body = encode(json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+        {"type": "text", "text": "in this image?"},
+        {"type": "image_url", "image_url": "data:image/jpeg;base64,/9j/4AAQ"}
+    ]}]}));
     assert_eq!(
         body["messages"],
         json!([{"role": "user", "content": "What is\nin this image?", "images": ["iVBORw0KGgo=", "/9j/4AAQ"]}])
@@ -95,23 +82,17 @@ fn user_text_parts_join_into_one_message_with_images() {
 #[test]
 fn image_base64_is_normalized() {
     // URL-safe alphabet, newlines, missing padding, upper-case prefix, webp and the type-less form.
-    let body = encode(
-        json!({"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "DATA:image/webp;base64,_-8\nAB_-\r\n8"}},
-            {"type": "image_url", "image_url": {"url": "data:;base64,/w"}}
-        ]}]}),
-    );
+    let body = encode(json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "DATA:image/webp;base64,_-8\nAB_-\r\n8"}},
+        {"type": "image_url", "image_url": {"url": "data:;base64,/w"}}
+    ]}]}));
     assert_eq!(body["messages"][0]["images"], json!(["/+8AB/+8", "/w=="]));
 }
 
 #[test]
 fn image_errors_name_the_part() {
     let cases = [
-        (
-            "https://example.com/cat.png",
-            "image URLs are not supported by Ollama; send a data URL",
-            true,
-        ),
+        ("https://example.com/cat.png", "image URLs are not supported by Ollama; send a data URL", true),
         ("data:image/gif;base64,R0lGODlh", "GIF", true),
         ("data:image/svg+xml;base64,PHN2Zz4=", "image/svg+xml", true),
         ("data:image/png,rawbytes", "base64", false),
@@ -124,38 +105,23 @@ fn image_errors_name_the_part() {
             user("x"),
             {"role": "user", "content": [{"type": "text", "text": "t"}, {"type": "image_url", "image_url": {"url": url}}]}
         ]}));
-        assert_eq!(
-            err.param(),
-            Some("messages[1].content[1].image_url.url"),
-            "{url}"
-        );
+        assert_eq!(err.param(), Some("messages[1].content[1].image_url.url"), "{url}");
         assert!(err.to_string().contains(needle), "{url}: {err}");
-        assert_eq!(
-            matches!(err, TranslateError::Unsupported { .. }),
-            unsupported,
-            "{url}"
-        );
+        assert_eq!(matches!(err, TranslateError::Unsupported { .. }), unsupported, "{url}");
     }
 }
 
 #[test]
 fn audio_file_and_unknown_parts_are_rejected() {
     for (part, unsupported) in [
-        (
-            json!({"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}),
-            true,
-        ),
+        (json!({"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}), true),
         (json!({"type": "file", "file": {"file_data": "AA=="}}), true),
         (json!({"type": "video", "video": {}}), false),
     ] {
-        let err =
-            encode_err(json!({"model": "m", "messages": [{"role": "user", "content": [part]}]}));
+        let err = encode_err(json!({"model": "m", "messages": [{"role": "user", "content": [part]}]}));
         assert!(err.is_client_error());
         assert!(err.param().unwrap().starts_with("messages[0].content[0]"));
-        assert_eq!(
-            matches!(err, TranslateError::Unsupported { .. }),
-            unsupported
-        );
+        assert_eq!(matches!(err, TranslateError::Unsupported { .. }), unsupported);
     }
     let err = encode_err(json!({"model": "m", "messages": [
         {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}
@@ -204,15 +170,8 @@ fn bad_tool_arguments_are_400_with_the_path() {
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": args}}
             ]}
         ]}));
-        assert!(
-            matches!(err, TranslateError::InvalidRequest { .. }),
-            "{args}"
-        );
-        assert_eq!(
-            err.param(),
-            Some("messages[1].tool_calls[1].function.arguments"),
-            "{args}"
-        );
+        assert!(matches!(err, TranslateError::InvalidRequest { .. }), "{args}");
+        assert_eq!(err.param(), Some("messages[1].tool_calls[1].function.arguments"), "{args}");
     }
 }
 
@@ -233,22 +192,10 @@ fn tool_messages_get_tool_name_from_the_preceding_call() {
         {"role": "tool", "tool_call_id": "orphan", "content": "r3"}
     ]}));
     let m = &body["messages"];
-    assert_eq!(
-        m[2],
-        json!({"role": "tool", "content": "a\nb", "tool_name": "second", "tool_call_id": "call_2"})
-    );
-    assert_eq!(
-        m[3],
-        json!({"role": "tool", "content": "r1", "tool_name": "first", "tool_call_id": "call_1"})
-    );
-    assert_eq!(
-        m[5],
-        json!({"role": "tool", "content": "r2", "tool_name": "renamed", "tool_call_id": "call_1"})
-    );
-    assert_eq!(
-        m[6],
-        json!({"role": "tool", "content": "r3", "tool_call_id": "orphan"})
-    );
+    assert_eq!(m[2], json!({"role": "tool", "content": "a\nb", "tool_name": "second", "tool_call_id": "call_2"}));
+    assert_eq!(m[3], json!({"role": "tool", "content": "r1", "tool_name": "first", "tool_call_id": "call_1"}));
+    assert_eq!(m[5], json!({"role": "tool", "content": "r2", "tool_name": "renamed", "tool_call_id": "call_1"}));
+    assert_eq!(m[6], json!({"role": "tool", "content": "r3", "tool_call_id": "orphan"}));
 }
 
 #[test]
@@ -269,9 +216,7 @@ fn options_are_mapped_only_when_present() {
 
 #[test]
 fn max_completion_tokens_wins_over_max_tokens() {
-    let body = encode(
-        json!({"model": "m", "messages": [user("x")], "max_tokens": 10, "max_completion_tokens": 20}),
-    );
+    let body = encode(json!({"model": "m", "messages": [user("x")], "max_tokens": 10, "max_completion_tokens": 20}));
     assert_eq!(body["options"]["num_predict"], json!(20));
     let body = encode(json!({"model": "m", "messages": [user("x")], "max_completion_tokens": 7}));
     assert_eq!(body["options"]["num_predict"], json!(7));
@@ -279,8 +224,7 @@ fn max_completion_tokens_wins_over_max_tokens() {
 
 #[test]
 fn stop_array_drops_empty_entries() {
-    let body =
-        encode(json!({"model": "m", "messages": [user("x")], "stop": ["a", "", "b", "c", "d"]}));
+    let body = encode(json!({"model": "m", "messages": [user("x")], "stop": ["a", "", "b", "c", "d"]}));
     assert_eq!(body["options"]["stop"], json!(["a", "b", "c", "d"]));
     let body = encode(json!({"model": "m", "messages": [user("x")], "stop": ""}));
     assert!(body.get("options").is_none());
@@ -288,25 +232,12 @@ fn stop_array_drops_empty_entries() {
 
 #[test]
 fn num_ctx_and_keep_alive_come_from_route_options() {
-    let o = EncodeOptions {
-        num_ctx: Some(16384),
-        keep_alive: Some("10m"),
-        ..opts()
-    };
-    let body = encode_with(
-        json!({"model": "m", "messages": [user("x")], "seed": 1}),
-        &o,
-    );
+    let o = EncodeOptions { num_ctx: Some(16384), keep_alive: Some("10m"), ..opts() };
+    let body = encode_with(json!({"model": "m", "messages": [user("x")], "seed": 1}), &o);
     assert_eq!(body["options"], json!({"seed": 1, "num_ctx": 16384}));
     assert_eq!(body["keep_alive"], json!("10m"));
-    let o = EncodeOptions {
-        keep_alive: Some("-1"),
-        ..opts()
-    };
-    assert_eq!(
-        encode_with(json!({"model": "m", "messages": [user("x")]}), &o)["keep_alive"],
-        json!(-1.0)
-    );
+    let o = EncodeOptions { keep_alive: Some("-1"), ..opts() };
+    assert_eq!(encode_with(json!({"model": "m", "messages": [user("x")]}), &o)["keep_alive"], json!(-1.0));
 }
 
 #[test]
@@ -328,9 +259,7 @@ fn out_of_range_sampling_values_are_400() {
 
 #[test]
 fn response_format_maps_to_format() {
-    let body = encode(
-        json!({"model": "m", "messages": [user("x")], "response_format": {"type": "json_object"}}),
-    );
+    let body = encode(json!({"model": "m", "messages": [user("x")], "response_format": {"type": "json_object"}}));
     assert_eq!(body["format"], json!("json"));
     let schema = json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]});
     let body = encode(json!({"model": "m", "messages": [user("x")],
@@ -339,8 +268,7 @@ fn response_format_maps_to_format() {
     let body = encode(json!({"model": "m", "messages": [user("x")],
         "response_format": {"type": "json_schema", "json_schema": {"name": "s"}}}));
     assert_eq!(body["format"], json!("json"));
-    let body =
-        encode(json!({"model": "m", "messages": [user("x")], "response_format": {"type": "text"}}));
+    let body = encode(json!({"model": "m", "messages": [user("x")], "response_format": {"type": "text"}}));
     assert!(body.get("format").is_none());
 }
 
@@ -363,17 +291,13 @@ fn tools_pass_through_with_default_parameters() {
             {"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}
         ])
     );
-    let body = encode(
-        json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": "auto"}),
-    );
+    let body = encode(json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": "auto"}));
     assert_eq!(body["tools"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]
 fn tool_choice_none_omits_tools() {
-    let body = encode(
-        json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": "none"}),
-    );
+    let body = encode(json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": "none"}));
     assert!(body.get("tools").is_none());
 }
 
@@ -384,15 +308,11 @@ fn forced_tool_choice_is_unsupported() {
         json!({"type": "function", "function": {"name": "get_weather"}}),
         json!({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}}),
     ] {
-        let err = encode_err(
-            json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": choice}),
-        );
+        let err =
+            encode_err(json!({"model": "m", "messages": [user("x")], "tools": weather_tools(), "tool_choice": choice}));
         assert!(matches!(err, TranslateError::Unsupported { .. }));
         assert_eq!(err.param(), Some("tool_choice"));
-        assert!(
-            err.to_string().contains("cannot be enforced by Ollama"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("cannot be enforced by Ollama"), "{err}");
     }
 }
 
@@ -406,8 +326,7 @@ fn custom_tools_are_unsupported() {
 
 #[test]
 fn logprobs_are_mapped() {
-    let body =
-        encode(json!({"model": "m", "messages": [user("x")], "logprobs": true, "top_logprobs": 5}));
+    let body = encode(json!({"model": "m", "messages": [user("x")], "logprobs": true, "top_logprobs": 5}));
     assert_eq!(body["logprobs"], json!(true));
     assert_eq!(body["top_logprobs"], json!(5));
 }
@@ -422,16 +341,12 @@ fn reasoning_effort_maps_to_think() {
         ("high", json!("high")),
         ("xhigh", json!("max")),
     ] {
-        let body =
-            encode(json!({"model": "m", "messages": [user("x")], "reasoning_effort": effort}));
+        let body = encode(json!({"model": "m", "messages": [user("x")], "reasoning_effort": effort}));
         assert_eq!(body["think"], think, "{effort}");
     }
-    let err =
-        encode_err(json!({"model": "m", "messages": [user("x")], "reasoning_effort": "extreme"}));
+    let err = encode_err(json!({"model": "m", "messages": [user("x")], "reasoning_effort": "extreme"}));
     assert_eq!(err.param(), Some("reasoning_effort"));
-    assert!(encode(json!({"model": "m", "messages": [user("x")]}))
-        .get("think")
-        .is_none());
+    assert!(encode(json!({"model": "m", "messages": [user("x")]})).get("think").is_none());
 }
 
 #[test]
@@ -439,53 +354,31 @@ fn n_greater_than_one_is_400() {
     let err = encode_err(json!({"model": "m", "messages": [user("x")], "n": 2}));
     assert_eq!(err.param(), Some("n"));
     assert!(err.is_client_error());
-    assert!(encode_request(
-        &request(json!({"model": "m", "messages": [user("x")], "n": 1})),
-        &opts()
-    )
-    .is_ok());
+    assert!(encode_request(&request(json!({"model": "m", "messages": [user("x")], "n": 1})), &opts()).is_ok());
 }
 
 #[test]
 fn dropped_params_are_reported() {
     let encoded = encode_request(
-        &request(
-            json!({"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}],
+        &request(json!({"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}],
             "logit_bias": {"50256": -100}, "user": "u-1", "parallel_tool_calls": false,
-            "metadata": {"k": "v"}, "store": true, "some_future_param": 1}),
-        ),
+            "metadata": {"k": "v"}, "store": true, "some_future_param": 1})),
         &opts(),
     )
     .unwrap();
     assert_eq!(
         encoded.dropped_params,
-        vec![
-            "messages[].name",
-            "logit_bias",
-            "user",
-            "parallel_tool_calls",
-            "metadata",
-            "store"
-        ]
+        vec!["messages[].name", "logit_bias", "user", "parallel_tool_calls", "metadata", "store"]
     );
     let body: Value = serde_json::from_slice(&encoded.body).unwrap();
-    for key in [
-        "logit_bias",
-        "user",
-        "metadata",
-        "store",
-        "some_future_param",
-        "parallel_tool_calls",
-    ] {
+    for key in ["logit_bias", "user", "metadata", "store", "some_future_param", "parallel_tool_calls"] {
         assert!(body.get(key).is_none(), "{key}");
     }
 }
 
 #[test]
 fn stream_options_without_stream_is_400() {
-    let err = encode_err(
-        json!({"model": "m", "messages": [user("x")], "stream_options": {"include_usage": true}}),
-    );
+    let err = encode_err(json!({"model": "m", "messages": [user("x")], "stream_options": {"include_usage": true}}));
     assert_eq!(err.param(), Some("stream_options"));
     let ok = encode_request(
         &request(
@@ -498,9 +391,8 @@ fn stream_options_without_stream_is_400() {
 
 #[test]
 fn legacy_function_messages_are_unsupported() {
-    let err = encode_err(
-        json!({"model": "m", "messages": [user("x"), {"role": "function", "name": "f", "content": "r"}]}),
-    );
+    let err =
+        encode_err(json!({"model": "m", "messages": [user("x"), {"role": "function", "name": "f", "content": "r"}]}));
     assert_eq!(err.param(), Some("messages[1].role"));
     let err = encode_err(json!({"model": "m", "messages": [
         {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}}]}));

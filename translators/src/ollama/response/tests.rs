@@ -95,24 +95,14 @@ fn finish_reason_mapping() {
         if tool {
             body["message"]["tool_calls"] = json!([{"function": {"name": "f", "arguments": {}}}]);
         }
-        assert_eq!(
-            decode(body, &ctx())["choices"][0]["finish_reason"],
-            json!(expected),
-            "{reason} {tool}"
-        );
+        assert_eq!(decode(body, &ctx())["choices"][0]["finish_reason"], json!(expected), "{reason} {tool}");
     }
 }
 
 #[test]
 fn usage_defaults_to_zero_and_maps_cached_count() {
-    let out = decode(
-        json!({"message": {"content": "x"}, "done": true, "eval_count": 5}),
-        &ctx(),
-    );
-    assert_eq!(
-        out["usage"],
-        json!({"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5})
-    );
+    let out = decode(json!({"message": {"content": "x"}, "done": true, "eval_count": 5}), &ctx());
+    assert_eq!(out["usage"], json!({"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5}));
     let out = decode(
         json!({"message": {"content": "x"}, "done": true, "prompt_eval_count": 100, "eval_count": 5, "prompt_eval_cached_count": 64}),
         &ctx(),
@@ -126,17 +116,9 @@ fn usage_defaults_to_zero_and_maps_cached_count() {
 #[test]
 fn thinking_only_when_reasoning_is_enabled() {
     let body = json!({"message": {"content": "4", "thinking": "2+2..."}, "done": true});
-    assert!(decode(body.clone(), &ctx())["choices"][0]["message"]
-        .get("reasoning_content")
-        .is_none());
-    let with = ResponseContext {
-        include_reasoning: true,
-        ..ctx()
-    };
-    assert_eq!(
-        decode(body, &with)["choices"][0]["message"]["reasoning_content"],
-        json!("2+2...")
-    );
+    assert!(decode(body.clone(), &ctx())["choices"][0]["message"].get("reasoning_content").is_none());
+    let with = ResponseContext { include_reasoning: true, ..ctx() };
+    assert_eq!(decode(body, &with)["choices"][0]["message"]["reasoning_content"], json!("2+2..."));
 }
 
 #[test]
@@ -158,10 +140,7 @@ fn error_body_and_garbage_are_errors() {
     let err = decode_response(br#"{"error":"model crashed"}"#, &ctx()).unwrap_err();
     assert!(matches!(err, TranslateError::Protocol(_)));
     assert!(err.to_string().contains("ollama: model crashed"));
-    assert!(matches!(
-        decode_response(b"<html>", &ctx()),
-        Err(TranslateError::Json { .. })
-    ));
+    assert!(matches!(decode_response(b"<html>", &ctx()), Err(TranslateError::Json { .. })));
 }
 
 #[test]
@@ -175,18 +154,9 @@ fn tags_are_parsed() {
     assert_eq!(
         parse_tags(body).unwrap(),
         vec![
-            ModelInfo {
-                id: "llama3.2:latest".into(),
-                created: 1_746_405_464
-            },
-            ModelInfo {
-                id: "hf.co/org/repo:Q4_K_M".into(),
-                created: 0
-            },
-            ModelInfo {
-                id: "only-model:7b".into(),
-                created: 1_704_067_200
-            },
+            ModelInfo { id: "llama3.2:latest".into(), created: 1_746_405_464 },
+            ModelInfo { id: "hf.co/org/repo:Q4_K_M".into(), created: 0 },
+            ModelInfo { id: "only-model:7b".into(), created: 1_704_067_200 },
         ]
     );
     assert_eq!(parse_tags(br#"{"models":null}"#).unwrap(), vec![]);
@@ -196,20 +166,11 @@ fn tags_are_parsed() {
 #[test]
 fn rfc3339_parsing() {
     assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-    assert_eq!(
-        parse_rfc3339("2025-05-04T17:37:44.706015396-07:00"),
-        Some(1_746_405_464)
-    );
+    assert_eq!(parse_rfc3339("2025-05-04T17:37:44.706015396-07:00"), Some(1_746_405_464));
     assert_eq!(parse_rfc3339("2025-05-05T00:37:44Z"), Some(1_746_405_464));
-    assert_eq!(
-        parse_rfc3339("2025-05-05T02:07:44+01:30"),
-        Some(1_746_405_464)
-    );
+    assert_eq!(parse_rfc3339("2025-05-05T02:07:44+01:30"), Some(1_746_405_464));
     assert_eq!(parse_rfc3339("2024-02-29t12:00:00.5z"), Some(1_709_208_000));
-    assert_eq!(
-        parse_rfc3339("2000-03-01 00:00:00+00:00"),
-        Some(951_868_800)
-    );
+    assert_eq!(parse_rfc3339("2000-03-01 00:00:00+00:00"), Some(951_868_800));
     for bad in [
         "",
         "2025-05-04",
@@ -229,8 +190,5 @@ fn rfc3339_parsing() {
 
 #[test]
 fn compact_json_keeps_strings_intact() {
-    assert_eq!(
-        compact_json("{ \"a b\" : [ 1 , \"\\\\\" ] }"),
-        "{\"a b\":[1,\"\\\\\"]}"
-    );
+    assert_eq!(compact_json("{ \"a b\" : [ 1 , \"\\\\\" ] }"), "{\"a b\":[1,\"\\\\\"]}");
 }

@@ -58,20 +58,13 @@ fn text_stream_without_usage_has_no_usage_key() {
     );
     assert_eq!(
         events[1],
-        base(
-            json!({"index": 0, "delta": {"content": "The"}, "logprobs": null, "finish_reason": null})
-        )
+        base(json!({"index": 0, "delta": {"content": "The"}, "logprobs": null, "finish_reason": null}))
     );
     assert_eq!(
         events[2],
-        base(
-            json!({"index": 0, "delta": {"content": " sky"}, "logprobs": null, "finish_reason": null})
-        )
+        base(json!({"index": 0, "delta": {"content": " sky"}, "logprobs": null, "finish_reason": null}))
     );
-    assert_eq!(
-        events[3],
-        base(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}))
-    );
+    assert_eq!(events[3], base(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"})));
     assert_eq!(summary.outcome, StreamOutcome::Completed);
     assert!(summary.usage_is_final);
     assert_eq!(summary.usage.prompt_tokens, 26);
@@ -91,10 +84,7 @@ fn text_stream_with_usage_has_null_usage_then_a_usage_chunk() {
         assert!(e.as_object().unwrap().contains_key("usage"));
     }
     assert_eq!(events[4]["choices"], json!([]));
-    assert_eq!(
-        events[4]["usage"],
-        json!({"prompt_tokens": 26, "completion_tokens": 2, "total_tokens": 28})
-    );
+    assert_eq!(events[4]["usage"], json!({"prompt_tokens": 26, "completion_tokens": 2, "total_tokens": 28}));
 }
 
 #[test]
@@ -113,10 +103,7 @@ fn tool_calls_get_running_indices_and_finish_tool_calls() {
     let calls: Vec<&ToolCallDelta> = events
         .iter()
         .filter_map(|e| match e {
-            StreamEvent::Chunk(c) => c
-                .choices
-                .first()
-                .and_then(|ch: &ChunkChoice| ch.delta.tool_calls.as_ref()),
+            StreamEvent::Chunk(c) => c.choices.first().and_then(|ch: &ChunkChoice| ch.delta.tool_calls.as_ref()),
             _ => None,
         })
         .flatten()
@@ -126,16 +113,10 @@ fn tool_calls_get_running_indices_and_finish_tool_calls() {
     assert_eq!(calls[0].id.as_deref(), Some("call_x1"));
     assert_eq!(calls[1].index, 1);
     assert_eq!(calls[1].id, Some(crate::ids::tool_call_id(11, 1)));
-    assert_eq!(
-        calls[1].function.as_ref().unwrap().arguments.as_deref(),
-        Some(r#"{"city":"Paris"}"#)
-    );
+    assert_eq!(calls[1].function.as_ref().unwrap().arguments.as_deref(), Some(r#"{"city":"Paris"}"#));
     assert_eq!(calls[1].kind.as_deref(), Some("function"));
     assert_eq!(summary.finish_reason, Some(FinishReason::ToolCalls));
-    assert_eq!(
-        summary.streamed_bytes,
-        ("Checking.".len() + 2 * r#"{"city":"Tokyo"}"#.len()) as u64
-    );
+    assert_eq!(summary.streamed_bytes, ("Checking.".len() + 2 * r#"{"city":"Tokyo"}"#.len()) as u64);
     assert_eq!(summary.usage.prompt_tokens, 0);
 }
 
@@ -155,13 +136,8 @@ fn error_line_ends_the_stream() {
     assert!(d.is_terminal());
     let summary = d.finish(&mut out);
     assert_eq!(out.len(), 3);
-    let StreamEvent::Error(body) = &out[2] else {
-        panic!("{:?}", out[2])
-    };
-    assert_eq!(
-        body.message,
-        "ollama: an error was encountered while running the model"
-    );
+    let StreamEvent::Error(body) = &out[2] else { panic!("{:?}", out[2]) };
+    assert_eq!(body.message, "ollama: an error was encountered while running the model");
     assert_eq!(body.kind, "server_error");
     assert_eq!(summary.outcome, StreamOutcome::UpstreamError(body.clone()));
     assert_eq!(summary.streamed_bytes, 2);
@@ -187,10 +163,8 @@ fn eof_without_done_is_truncated_and_finish_is_idempotent() {
 
 #[test]
 fn unterminated_done_line_completes_at_finish() {
-    let (events, summary) = run(
-        r#"{"message":{"content":"x"},"done":true,"done_reason":"length","eval_count":1}"#,
-        ctx(false, false),
-    );
+    let (events, summary) =
+        run(r#"{"message":{"content":"x"},"done":true,"done_reason":"length","eval_count":1}"#, ctx(false, false));
     assert_eq!(summary.outcome, StreamOutcome::Completed);
     assert_eq!(summary.finish_reason, Some(FinishReason::Length));
     assert_eq!(events.len(), 3);
@@ -207,14 +181,11 @@ fn thinking_is_reasoning_content_only_when_enabled() {
     let (on, s_on) = run(input, ctx(false, true));
     assert_eq!(off.len(), 3);
     assert_eq!(on.len(), 4);
-    let StreamEvent::Chunk(c) = &on[1] else {
-        panic!()
-    };
-    assert_eq!(
-        c.choices[0].delta.reasoning_content.as_deref(),
-        Some("Let me think")
-    );
-    assert!(off.iter().all(|e| !matches!(e, StreamEvent::Chunk(c) if c.choices.iter().any(|ch| ch.delta.reasoning_content.is_some()))));
+    let StreamEvent::Chunk(c) = &on[1] else { panic!() };
+    assert_eq!(c.choices[0].delta.reasoning_content.as_deref(), Some("Let me think"));
+    assert!(off.iter().all(
+        |e| !matches!(e, StreamEvent::Chunk(c) if c.choices.iter().any(|ch| ch.delta.reasoning_content.is_some()))
+    ));
     assert_eq!(s_off.streamed_bytes, s_on.streamed_bytes);
     assert_eq!(s_on.streamed_bytes, 13);
 }
@@ -231,10 +202,7 @@ fn oversized_line_is_an_upstream_error() {
     let mut d = StreamDecoder::new(ctx(false, false));
     d.framer = NdjsonFramer::new(16);
     let mut out = Vec::new();
-    d.feed(
-        b"{\"done\":false}\n{\"message\":{\"content\":\"0123456789\"}}",
-        &mut out,
-    );
+    d.feed(b"{\"done\":false}\n{\"message\":{\"content\":\"0123456789\"}}", &mut out);
     assert!(d.is_terminal());
     assert!(matches!(out.last(), Some(StreamEvent::Error(_))));
 }
@@ -243,10 +211,7 @@ fn oversized_line_is_an_upstream_error() {
 fn summary_reports_progress_mid_stream() {
     let mut d = StreamDecoder::new(ctx(false, false));
     let mut out = Vec::new();
-    d.feed(
-        b"{\"model\":\"m1\",\"message\":{\"content\":\"h\xC3\xA9\"}}\n",
-        &mut out,
-    );
+    d.feed(b"{\"model\":\"m1\",\"message\":{\"content\":\"h\xC3\xA9\"}}\n", &mut out);
     let s = d.summary();
     assert_eq!(s.outcome, StreamOutcome::Open);
     assert_eq!(s.streamed_bytes, 3);
@@ -261,9 +226,7 @@ fn streamed_logprobs_ride_on_content_chunks() {
 {"done":true}"#,
         ctx(false, false),
     );
-    let StreamEvent::Chunk(c) = &events[1] else {
-        panic!()
-    };
+    let StreamEvent::Chunk(c) = &events[1] else { panic!() };
     assert_eq!(
         c.choices[0].logprobs,
         Some(

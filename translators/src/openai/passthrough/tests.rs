@@ -19,32 +19,11 @@ use super::*;
 #[test]
 fn head_reads_model_stream_and_usage() {
     let head = parse_head(br#"{"messages":[],"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":true,"x":1},"z":[1]}"#).unwrap();
-    assert_eq!(
-        head,
-        RequestHead {
-            model: "openai/gpt-4o".into(),
-            stream: true,
-            include_usage: true
-        }
-    );
+    assert_eq!(head, RequestHead { model: "openai/gpt-4o".into(), stream: true, include_usage: true });
     let head = parse_head(br#" {"model":"m","stream":null,"stream_options":null} "#).unwrap();
-    assert_eq!(
-        head,
-        RequestHead {
-            model: "m".into(),
-            stream: false,
-            include_usage: false
-        }
-    );
+    assert_eq!(head, RequestHead { model: "m".into(), stream: false, include_usage: false });
     let head = parse_head(br#"{"model":"m\u00e9","stream":true,"stream_options":{}}"#).unwrap();
-    assert_eq!(
-        head,
-        RequestHead {
-            model: "mé".into(),
-            stream: true,
-            include_usage: false
-        }
-    );
+    assert_eq!(head, RequestHead { model: "mé".into(), stream: true, include_usage: false });
 }
 
 #[test]
@@ -59,10 +38,7 @@ fn head_errors_name_the_param() {
         (br#"{"model":42}"#, Some("model")),
         (br#"{"model":""}"#, Some("model")),
         (br#"{"model":"m","stream":"yes"}"#, Some("stream")),
-        (
-            br#"{"model":"m","stream_options":{"include_usage":true}}"#,
-            Some("stream_options"),
-        ),
+        (br#"{"model":"m","stream_options":{"include_usage":true}}"#, Some("stream_options")),
         (
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":"yes"}}"#,
             Some("stream_options.include_usage"),
@@ -70,27 +46,16 @@ fn head_errors_name_the_param() {
     ];
     for (body, param) in cases {
         let err = parse_head(body).unwrap_err();
-        assert!(
-            matches!(err, TranslateError::InvalidRequest { .. }),
-            "{:?}",
-            String::from_utf8_lossy(body)
-        );
+        assert!(matches!(err, TranslateError::InvalidRequest { .. }), "{:?}", String::from_utf8_lossy(body));
         assert_eq!(err.param(), param, "{:?}", String::from_utf8_lossy(body));
     }
-    assert!(parse_head(b"[1]")
-        .unwrap_err()
-        .to_string()
-        .contains("must be a JSON object"));
+    assert!(parse_head(b"[1]").unwrap_err().to_string().contains("must be a JSON object"));
     assert_eq!(
-        parse_head(br#"{"model":"m","stream":false,"stream_options":{"include_usage":false}}"#)
-            .unwrap_err()
-            .param(),
+        parse_head(br#"{"model":"m","stream":false,"stream_options":{"include_usage":false}}"#).unwrap_err().param(),
         Some("stream_options")
     );
     assert_eq!(
-        parse_head(br#"{"model":"m","stream":true,"stream_options":[]}"#)
-            .unwrap_err()
-            .param(),
+        parse_head(br#"{"model":"m","stream":true,"stream_options":[]}"#).unwrap_err().param(),
         Some("stream_options")
     );
 }
@@ -106,9 +71,7 @@ fn rewrite(body: &str, upstream: &str) -> String {
 
 #[test]
 fn unchanged_body_is_returned_without_copying() {
-    let body = Bytes::from_static(
-        br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#,
-    );
+    let body = Bytes::from_static(br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#);
     let head = parse_head(&body).unwrap();
     let out = rewrite_request(body.clone(), &head, "gpt-4o").unwrap();
     assert_eq!(out.as_ptr(), body.as_ptr());
@@ -152,10 +115,7 @@ fn stream_usage_is_forced_in_every_shape() {
         r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#
     );
     // Not a stream: stream_options are not added.
-    assert_eq!(
-        rewrite(r#"{"model":"m","stream":false}"#, "u"),
-        r#"{"model":"u","stream":false}"#
-    );
+    assert_eq!(rewrite(r#"{"model":"m","stream":false}"#, "u"), r#"{"model":"u","stream":false}"#);
 }
 
 #[test]
@@ -176,43 +136,25 @@ fn usage_is_extracted_from_completion_bodies() {
     assert_eq!(usage.prompt_tokens, 1117);
     assert_eq!(usage.total_tokens, 1163);
     assert_eq!(usage.cached_tokens(), 1024);
-    assert_eq!(
-        usage.completion_tokens_details.unwrap().reasoning_tokens,
-        Some(5)
-    );
+    assert_eq!(usage.completion_tokens_details.unwrap().reasoning_tokens, Some(5));
     assert_eq!(extract_usage(br#"{"id":"x"}"#), None);
     assert_eq!(extract_usage(br#"{"usage":null}"#), None);
     assert_eq!(extract_usage(b"<html>"), None);
     // Missing total, malformed details: still metered.
-    let usage = extract_usage(
-        br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":"weird"}}"#,
-    )
-    .unwrap();
+    let usage =
+        extract_usage(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":"weird"}}"#)
+            .unwrap();
     assert_eq!((usage.total_tokens, usage.prompt_tokens_details), (7, None));
 }
 
 #[test]
 fn strip_usage_cuts_bytes_or_reserializes() {
-    let strip = |s: &str| {
-        String::from_utf8(strip_usage(&Bytes::copy_from_slice(s.as_bytes())).to_vec()).unwrap()
-    };
-    assert_eq!(
-        strip(r#"{"id":"a","choices":[],"usage":null}"#),
-        r#"{"id":"a","choices":[]}"#
-    );
+    let strip = |s: &str| String::from_utf8(strip_usage(&Bytes::copy_from_slice(s.as_bytes())).to_vec()).unwrap();
+    assert_eq!(strip(r#"{"id":"a","choices":[],"usage":null}"#), r#"{"id":"a","choices":[]}"#);
     assert_eq!(strip(r#"{"usage":null,"id":"a"}"#), r#"{"id":"a"}"#);
-    assert_eq!(
-        strip(r#"{"id":"a","usage":null,"obfuscation":"x"}"#),
-        r#"{"id":"a","obfuscation":"x"}"#
-    );
-    assert_eq!(
-        strip(r#"{"id": "a", "usage": null, "z": 1}"#),
-        r#"{"id":"a","z":1}"#
-    );
-    assert_eq!(
-        strip(r#"{"id":"a","usage":{"prompt_tokens":1},"c":[1, 2]}"#),
-        r#"{"id":"a","c":[1, 2]}"#
-    );
+    assert_eq!(strip(r#"{"id":"a","usage":null,"obfuscation":"x"}"#), r#"{"id":"a","obfuscation":"x"}"#);
+    assert_eq!(strip(r#"{"id": "a", "usage": null, "z": 1}"#), r#"{"id":"a","z":1}"#);
+    assert_eq!(strip(r#"{"id":"a","usage":{"prompt_tokens":1},"c":[1, 2]}"#), r#"{"id":"a","c":[1, 2]}"#);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -263,10 +205,7 @@ fn usage_chunk_is_consumed_and_usage_keys_removed_when_not_requested() {
     let (events, summary) = run(input.as_bytes(), false, &[]);
     assert_eq!(
         raw_strings(&events),
-        vec![
-            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}"#
-                .to_owned()
-        ]
+        vec![r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}"#.to_owned()]
     );
     assert_eq!(summary.usage.prompt_tokens, 2);
     assert!(summary.usage_is_final);
@@ -289,7 +228,9 @@ fn continuous_usage_is_not_final_and_is_stripped() {
 #[test]
 fn in_band_error_is_forwarded_and_terminal() {
     let err = r#"{"error":{"message":"boom","type":"server_error","code":500}}"#;
-    let input = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"x\"}}}}]}}\n\ndata: {err}\n\ndata: {{\"choices\":[]}}\n\n");
+    let input = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"x\"}}}}]}}\n\ndata: {err}\n\ndata: {{\"choices\":[]}}\n\n"
+    );
     let mut s = StreamPassthrough::new(false);
     let mut out = Vec::new();
     s.feed(input.as_bytes(), &mut out);
@@ -297,17 +238,10 @@ fn in_band_error_is_forwarded_and_terminal() {
     let summary = s.finish(&mut out);
     assert_eq!(raw_strings(&out)[1], err);
     assert_eq!(out.len(), 2);
-    let StreamOutcome::UpstreamError(body) = summary.outcome else {
-        panic!()
-    };
+    let StreamOutcome::UpstreamError(body) = summary.outcome else { panic!() };
     assert_eq!(
         body,
-        ErrorBody {
-            message: "boom".into(),
-            kind: "server_error".into(),
-            param: None,
-            code: Some("500".into())
-        }
+        ErrorBody { message: "boom".into(), kind: "server_error".into(), param: None, code: Some("500".into()) }
     );
 }
 
@@ -323,17 +257,8 @@ fn falsy_error_keys_are_not_errors() {
 fn unreadable_payloads_are_forwarded_and_string_errors_still_end_the_stream() {
     let input = "data: not json\n\ndata: {\"error\":\"quota\",\"choices\":5}\n\n";
     let (events, summary) = run(input.as_bytes(), false, &[]);
-    assert_eq!(
-        raw_strings(&events),
-        vec![
-            "not json".to_owned(),
-            "{\"error\":\"quota\",\"choices\":5}".to_owned()
-        ]
-    );
-    assert_eq!(
-        summary.outcome,
-        StreamOutcome::UpstreamError(ErrorBody::new("quota", "server_error", None))
-    );
+    assert_eq!(raw_strings(&events), vec!["not json".to_owned(), "{\"error\":\"quota\",\"choices\":5}".to_owned()]);
+    assert_eq!(summary.outcome, StreamOutcome::UpstreamError(ErrorBody::new("quota", "server_error", None)));
 }
 
 #[test]
@@ -377,10 +302,7 @@ fn oversized_event_is_an_upstream_error() {
     let mut s = StreamPassthrough::new(true);
     s.framer = SseFramer::new(32);
     let mut out = Vec::new();
-    s.feed(
-        b"data: {\"choices\":[]}\n\ndata: 0123456789012345678901234567890123456789",
-        &mut out,
-    );
+    s.feed(b"data: {\"choices\":[]}\n\ndata: 0123456789012345678901234567890123456789", &mut out);
     assert!(s.is_terminal());
     assert_eq!(out.len(), 2);
     assert!(matches!(out[1], StreamEvent::Error(_)));
@@ -428,19 +350,11 @@ fn client_errors_keep_status_and_body() {
 
 #[test]
 fn missing_param_and_code_become_null() {
-    let m = map_error(
-        429,
-        br#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
-    );
+    let m = map_error(429, br#"{"error":{"message":"Rate limit reached","type":"requests"}}"#);
     assert_eq!(m.status, 429);
     assert_eq!(
         m.body,
-        ErrorBody {
-            message: "Rate limit reached".into(),
-            kind: "requests".into(),
-            param: None,
-            code: None
-        }
+        ErrorBody { message: "Rate limit reached".into(), kind: "requests".into(), param: None, code: None }
     );
     let m = map_error(400, br#"{"error":{"message":"bad"}}"#);
     assert_eq!(m.body.kind, "invalid_request_error");
@@ -460,15 +374,7 @@ fn auth_errors_become_502_without_the_upstream_message() {
 #[test]
 fn server_errors_follow_the_status_policy() {
     let body = br#"{"error":{"message":"The server is overloaded","type":"server_error","param":null,"code":null}}"#;
-    for (status, expected) in [
-        (500, 502),
-        (502, 502),
-        (503, 503),
-        (504, 504),
-        (520, 502),
-        (402, 502),
-        (418, 502),
-    ] {
+    for (status, expected) in [(500, 502), (502, 502), (503, 503), (504, 504), (520, 502), (402, 502), (418, 502)] {
         let m = map_error(status, body);
         assert_eq!(m.status, expected, "{status}");
         assert_eq!(m.body.message, "The server is overloaded", "{status}");
@@ -478,38 +384,13 @@ fn server_errors_follow_the_status_policy() {
 #[test]
 fn non_openai_bodies_get_gateway_messages() {
     for (status, body, expected_status, message) in [
-        (
-            502,
-            &b"<html><body>Bad gateway</body></html>"[..],
-            502,
-            "upstream: HTTP 502 with a non-JSON body",
-        ),
+        (502, &b"<html><body>Bad gateway</body></html>"[..], 502, "upstream: HTTP 502 with a non-JSON body"),
         (500, b"", 502, "upstream: HTTP 500 with an empty body"),
-        (
-            503,
-            b"upstream connect error",
-            502,
-            "upstream: HTTP 503 with a non-JSON body",
-        ),
-        (
-            400,
-            br#"{"error":"bad things"}"#,
-            400,
-            "upstream: bad things",
-        ),
-        (
-            422,
-            br#"{"detail":"Field required"}"#,
-            422,
-            "upstream: Field required",
-        ),
+        (503, b"upstream connect error", 502, "upstream: HTTP 503 with a non-JSON body"),
+        (400, br#"{"error":"bad things"}"#, 400, "upstream: bad things"),
+        (422, br#"{"detail":"Field required"}"#, 422, "upstream: Field required"),
         (500, br#"{"message":"oops"}"#, 502, "upstream: oops"),
-        (
-            500,
-            br#"{"foo":1}"#,
-            502,
-            "upstream: HTTP 500 with an unrecognized error body",
-        ),
+        (500, br#"{"foo":1}"#, 502, "upstream: HTTP 500 with an unrecognized error body"),
     ] {
         let m = map_error(status, body);
         assert_eq!(m.status, expected_status, "{message}");
@@ -532,35 +413,14 @@ fn models_are_parsed() {
     assert_eq!(
         parse_models(body).unwrap(),
         vec![
-            ModelInfo {
-                id: "gpt-4o-mini".into(),
-                created: 1_721_172_741,
-                owned_by: "system".into()
-            },
-            ModelInfo {
-                id: "meta-llama/Llama-3.1-8B".into(),
-                created: 1_700_000_000,
-                owned_by: "vllm".into()
-            },
-            ModelInfo {
-                id: "no-created".into(),
-                created: 0,
-                owned_by: String::new()
-            },
+            ModelInfo { id: "gpt-4o-mini".into(), created: 1_721_172_741, owned_by: "system".into() },
+            ModelInfo { id: "meta-llama/Llama-3.1-8B".into(), created: 1_700_000_000, owned_by: "vllm".into() },
+            ModelInfo { id: "no-created".into(), created: 0, owned_by: String::new() },
         ]
     );
-    assert_eq!(
-        parse_models(br#"[{"id":"a","created":1}]"#).unwrap().len(),
-        1
-    );
-    assert!(matches!(
-        parse_models(br#"{"object":"list"}"#),
-        Err(TranslateError::Protocol(_))
-    ));
-    assert!(matches!(
-        parse_models(b"<html>"),
-        Err(TranslateError::Json { .. })
-    ));
+    assert_eq!(parse_models(br#"[{"id":"a","created":1}]"#).unwrap().len(), 1);
+    assert!(matches!(parse_models(br#"{"object":"list"}"#), Err(TranslateError::Protocol(_))));
+    assert!(matches!(parse_models(b"<html>"), Err(TranslateError::Json { .. })));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -577,11 +437,8 @@ struct Case {
 
 fn load_cases() -> Vec<Case> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openai-passthrough");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs.into_iter()
         .map(|dir| {
@@ -590,10 +447,7 @@ fn load_cases() -> Vec<Case> {
             let context: Value = std::fs::read(dir.join("context.json"))
                 .map(|b| serde_json::from_slice(&b).unwrap())
                 .unwrap_or_else(|_| json!({}));
-            let upstream_model = context["upstream_model"]
-                .as_str()
-                .unwrap_or("gpt-4o-mini")
-                .to_owned();
+            let upstream_model = context["upstream_model"].as_str().unwrap_or("gpt-4o-mini").to_owned();
             let stream = std::fs::read(dir.join("upstream.sse")).ok();
             Case {
                 name: dir.file_name().unwrap().to_string_lossy().into_owned(),
@@ -609,12 +463,7 @@ fn load_cases() -> Vec<Case> {
 
 fn stream_cases() -> &'static [Case] {
     static CASES: OnceLock<Vec<Case>> = OnceLock::new();
-    CASES.get_or_init(|| {
-        load_cases()
-            .into_iter()
-            .filter(|c| c.stream.is_some())
-            .collect()
-    })
+    CASES.get_or_init(|| load_cases().into_iter().filter(|c| c.stream.is_some()).collect())
 }
 
 fn updating() -> bool {
@@ -622,46 +471,25 @@ fn updating() -> bool {
 }
 
 fn golden_json(path: &Path, actual: &Value) {
-    if updating()
-        && path
-            .file_name()
-            .is_some_and(|n| n != "expected_upstream_request.json")
-    {
+    if updating() && path.file_name().is_some_and(|n| n != "expected_upstream_request.json") {
         std::fs::write(path, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
         return;
     }
-    let text = std::fs::read(path)
-        .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(
-        actual,
-        &serde_json::from_slice::<Value>(&text).unwrap(),
-        "{}",
-        path.display()
-    );
+    let text = std::fs::read(path).unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, &serde_json::from_slice::<Value>(&text).unwrap(), "{}", path.display());
 }
 
 fn golden_jsonl(path: &Path, actual: &[Value]) {
     if updating() {
-        let text: String = actual
-            .iter()
-            .map(|v| serde_json::to_string(v).unwrap() + "\n")
-            .collect();
+        let text: String = actual.iter().map(|v| serde_json::to_string(v).unwrap() + "\n").collect();
         std::fs::write(path, text).unwrap();
         return;
     }
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1", path.display()));
-    let expected: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{}: event count",
-        path.display()
-    );
+    let expected: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(actual.len(), expected.len(), "{}: event count", path.display());
     for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
         assert_eq!(a, e, "{} line {}", path.display(), i + 1);
     }
@@ -698,11 +526,7 @@ fn input_payloads(input: &[u8]) -> Vec<Bytes> {
     let mut events = Vec::new();
     framer.feed(input, &mut events).unwrap();
     framer.finish(&mut events);
-    events
-        .into_iter()
-        .map(|e| trim_bytes(e.data))
-        .filter(|d| !d.is_empty() && !d.starts_with(b"[DONE]"))
-        .collect()
+    events.into_iter().map(|e| trim_bytes(e.data)).filter(|d| !d.is_empty() && !d.starts_with(b"[DONE]")).collect()
 }
 
 #[test]
@@ -729,39 +553,17 @@ fn golden_fixtures() {
         };
         assert_eq!(strip(&before), strip(&after), "{}", case.name);
         let after_value: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            after_value["model"],
-            json!(case.upstream_model),
-            "{}",
-            case.name
-        );
+        assert_eq!(after_value["model"], json!(case.upstream_model), "{}", case.name);
         if case.head.stream {
-            assert_eq!(
-                after_value["stream_options"]["include_usage"],
-                json!(true),
-                "{}",
-                case.name
-            );
+            assert_eq!(after_value["stream_options"]["include_usage"], json!(true), "{}", case.name);
         }
-        let unchanged = case.head.model == case.upstream_model
-            && (!case.head.stream || case.head.include_usage);
-        assert_eq!(
-            out.as_ptr() == case.request.as_ptr(),
-            unchanged,
-            "{}: zero-copy",
-            case.name
-        );
+        let unchanged = case.head.model == case.upstream_model && (!case.head.stream || case.head.include_usage);
+        assert_eq!(out.as_ptr() == case.request.as_ptr(), unchanged, "{}: zero-copy", case.name);
 
         if let Some(input) = &case.stream {
             let (events, summary) = run(input, case.head.include_usage, &[]);
-            golden_jsonl(
-                &case.dir.join("expected.jsonl"),
-                &events.iter().map(event_json).collect::<Vec<_>>(),
-            );
-            golden_json(
-                &case.dir.join("expected_summary.json"),
-                &summary_json(&summary),
-            );
+            golden_jsonl(&case.dir.join("expected.jsonl"), &events.iter().map(event_json).collect::<Vec<_>>());
+            golden_json(&case.dir.join("expected_summary.json"), &summary_json(&summary));
         }
     }
 }
@@ -801,10 +603,7 @@ fn forwarded_payloads_match_the_upstream() {
                 }
                 expected.push(v);
             }
-            let actual: Vec<Value> = raws
-                .iter()
-                .map(|r| serde_json::from_slice(r).unwrap())
-                .collect();
+            let actual: Vec<Value> = raws.iter().map(|r| serde_json::from_slice(r).unwrap()).collect();
             assert_eq!(actual, expected[..actual.len()], "{}", case.name);
             for v in &actual {
                 assert!(v.get("usage").is_none(), "{}: usage leaked", case.name);
@@ -819,12 +618,7 @@ fn every_single_split_position_gives_the_same_events() {
         let input = case.stream.as_deref().unwrap();
         let whole = run(input, case.head.include_usage, &[]);
         for cut in 0..=input.len() {
-            assert_eq!(
-                run(input, case.head.include_usage, &[cut]),
-                whole,
-                "{} cut at {cut}",
-                case.name
-            );
+            assert_eq!(run(input, case.head.include_usage, &[cut]), whole, "{} cut at {cut}", case.name);
         }
     }
 }
