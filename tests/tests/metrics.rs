@@ -51,7 +51,10 @@ async fn scrape_after_mixed_traffic_shows_correct_counts() {
     let client = s.client();
     for _ in 0..3 {
         s.openai.enqueue_chat(Reply::answer(Answer::text("hi").with_usage(Usage::new(10, 4)))).await;
-        let r = client.chat(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})).await.unwrap();
+        let r = client
+            .chat(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     for _ in 0..2 {
@@ -64,9 +67,11 @@ async fn scrape_after_mixed_traffic_shows_correct_counts() {
         assert!(st.collect().await.unwrap().last().unwrap().is_done());
     }
     s.openai.enqueue_chat(Reply::error(Flavor::OpenAi, 500, "boom")).await;
-    let r = client.chat(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})).await.unwrap();
+    let r =
+        client.chat(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})).await.unwrap();
     assert_eq!(r.status, 502);
-    let r = client.chat(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]})).await.unwrap();
+    let r =
+        client.chat(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]})).await.unwrap();
     assert_eq!(r.status, 404);
 
     // Recorded when each request ends; give the last stream's end a moment.
@@ -76,8 +81,18 @@ async fn scrape_after_mixed_traffic_shows_correct_counts() {
     assert!(scrape.header("content-type").unwrap().starts_with("text/plain"));
     let m = parse(&scrape.text());
     let req = "aggregator_requests_total";
-    assert_eq!(value(&m, req, &[("provider", "openai"), ("model", "gpt-4o-mini"), ("status", "2xx"), ("stream", "false")]), 3.0);
-    assert_eq!(value(&m, req, &[("provider", "anthropic"), ("model", "claude-sonnet-4-5"), ("status", "2xx"), ("stream", "true")]), 2.0);
+    assert_eq!(
+        value(&m, req, &[("provider", "openai"), ("model", "gpt-4o-mini"), ("status", "2xx"), ("stream", "false")]),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[("provider", "anthropic"), ("model", "claude-sonnet-4-5"), ("status", "2xx"), ("stream", "true")]
+        ),
+        2.0
+    );
     assert_eq!(value(&m, req, &[("provider", "openai"), ("status", "5xx")]), 1.0);
     assert_eq!(value(&m, req, &[("status", "4xx")]), 1.0);
     assert_eq!(value(&m, req, &[]), 7.0);
