@@ -112,7 +112,8 @@ impl TranslatingBody {
             upstream: if upstream_ended { None } else { Some(upstream) },
             translator,
             events: Vec::with_capacity(8),
-            buf: BytesMut::with_capacity(4096),
+            // Starts empty: an idle stream should hold no buffer (10k idle streams × 4 KB adds up).
+            buf: BytesMut::new(),
             pending: (!first.is_empty()).then_some(first),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
