@@ -15,13 +15,14 @@ mod response;
 mod stream;
 pub mod wire;
 
+pub use crate::rfc3339::parse_rfc3339;
 pub use errors::{map_error, map_stream_error};
 pub use request::{
     default_max_tokens, encode_request, sanitize_tool_id, EncodeOptions, EncodedRequest, JSON_TOOL_NAME,
     LEADING_PLACEHOLDER, MAX_IMAGE_BYTES,
 };
 pub use response::{
-    decode_response, decode_response_json_mode, finish_reason, parse_models_page, parse_rfc3339, ModelInfo, ModelPage,
+    decode_response, decode_response_json_mode, finish_reason, parse_models_page, ModelInfo, ModelPage,
 };
 pub use stream::StreamDecoder;
 

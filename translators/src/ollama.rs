@@ -15,9 +15,10 @@ mod response;
 mod stream;
 pub mod wire;
 
+pub use crate::rfc3339::parse_rfc3339;
 pub use errors::map_error;
 pub use request::{encode_request, EncodeOptions, EncodedRequest};
-pub use response::{decode_response, parse_rfc3339, parse_tags, ModelInfo};
+pub use response::{decode_response, parse_tags, ModelInfo};
 pub use stream::StreamDecoder;
 
 /// Chat endpoint, appended to the configured base URL (`http://localhost:11434`).

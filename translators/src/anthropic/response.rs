@@ -14,6 +14,7 @@ use crate::openai::{
     ChatResponse, Choice, CompletionTokensDetails, FinishReason, FunctionCall, PromptTokensDetails, ResponseMessage,
     ToolCall, Usage, OBJECT_COMPLETION,
 };
+use crate::rfc3339::parse_rfc3339;
 use crate::stream::ResponseContext;
 
 use super::wire::{self, Message, ModelList, ResponseBlock};
@@ -219,96 +220,6 @@ pub fn parse_models_page(body: &[u8]) -> Result<ModelPage, TranslateError> {
         })
         .collect();
     Ok(ModelPage { models, has_more: list.has_more, last_id })
-}
-
-/// RFC 3339 (`2025-09-29T00:00:00Z`, `…T12:00:00.123+02:00`) → unix seconds. `None` when malformed;
-/// instants before 1970 clamp to 0.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.trim().as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = b.get(range)?;
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let year = num(0..4)?;
-    let month = num(5..7)?;
-    let day = num(8..10)?;
-    let hour = num(11..13)?;
-    let minute = num(14..16)?;
-    let second = num(17..19)?;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &b[19..];
-    if rest.first() == Some(&b'.') {
-        let frac = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if frac == 0 {
-            return None;
-        }
-        rest = &rest[1 + frac..];
-    }
-    let offset = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let hours = i64::from(h1 - b'0') * 10 + i64::from(h2 - b'0');
-            let minutes = i64::from(m1 - b'0') * 10 + i64::from(m2 - b'0');
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let total = hours * 3600 + minutes * 60;
-            if *sign == b'+' {
-                total
-            } else {
-                -total
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset;
-    Some(u64::try_from(secs).unwrap_or(0))
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

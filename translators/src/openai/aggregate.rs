@@ -109,7 +109,8 @@ impl Aggregator {
             .into_iter()
             .map(|(index, s)| {
                 let tool_calls: Vec<ToolCall> = s.tool_calls.into_values().collect();
-                let content = if s.has_content && !(s.content.is_empty() && !tool_calls.is_empty()) {
+                // Text when some arrived; `null` for a tool-calls-only answer; `""` for an empty one.
+                let content = if s.has_content && (!s.content.is_empty() || tool_calls.is_empty()) {
                     Some(s.content)
                 } else if tool_calls.is_empty() {
                     Some(String::new())
