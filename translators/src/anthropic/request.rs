@@ -76,23 +76,6 @@ pub struct EncodedRequest {
     pub json_mode_tool: Option<&'static str>,
 }
 
-/// OpenAI-only top-level parameters (unnamed in `ChatRequest`, so found in `extra`) that Anthropic has no
-/// equivalent for: dropped and reported.
-const DROPPED_EXTRA_PARAMS: &[&str] = &[
-    "metadata",
-    "store",
-    "service_tier",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "safety_identifier",
-    "verbosity",
-    "moderation",
-];
-
 /// Per-family default `max_tokens` (each family's maximum output without beta headers), used when
 /// neither the client nor the configuration gives one:
 ///
@@ -224,7 +207,7 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
     if req.logit_bias.is_some() {
         dropped.push("logit_bias");
     }
-    for name in DROPPED_EXTRA_PARAMS {
+    for name in crate::openai::OPENAI_ONLY_PARAMS {
         if req.extra.get(*name).is_some_and(|v| !v.is_null()) {
             dropped.push(name);
         }

@@ -37,21 +37,6 @@ pub struct EncodedRequest {
     pub dropped_params: Vec<&'static str>,
 }
 
-/// OpenAI-only top-level parameters that arrive in `extra` and are dropped for Ollama.
-const DROPPED_EXTRA: &[&str] = &[
-    "metadata",
-    "store",
-    "service_tier",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "safety_identifier",
-    "verbosity",
-];
-
 /// Image types Ollama's OpenAI layer accepts (`data:image/{jpeg,jpg,png,webp};base64,`, or no type).
 const IMAGE_MIMES: &[&str] = &["image/jpeg", "image/jpg", "image/png", "image/webp", ""];
 
@@ -102,7 +87,7 @@ pub fn encode_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Encoded
         // Ollama may return several calls in one turn; it has no switch to prevent that.
         dropped.push("parallel_tool_calls");
     }
-    for key in DROPPED_EXTRA {
+    for key in crate::openai::OPENAI_ONLY_PARAMS {
         if req.extra.contains_key(*key) {
             dropped.push(*key);
         }

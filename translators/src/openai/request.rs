@@ -3,6 +3,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Top-level OpenAI-only parameters (unnamed in `ChatRequest`, so found in `extra`) that no translated
+/// provider has an equivalent for: the encoders drop them and report them in `dropped_params`.
+pub const OPENAI_ONLY_PARAMS: &[&str] = &[
+    "metadata",
+    "store",
+    "service_tier",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "verbosity",
+    "moderation",
+];
+
 /// A chat completion request as the client sent it.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct ChatRequest {
