@@ -13,8 +13,8 @@
 use std::error::Error;
 use std::time::Duration;
 
-use gateway::ledger::{self, LedgerConfig, LedgerRecord, RecordStatus, UsageQuery};
-use gateway::pricing::{cost_nano_usd, Price};
+use gateway::domain::pricing::{cost_nano_usd, Price};
+use gateway::stores::ledger::{self, LedgerConfig, LedgerRecord, RecordStatus, UsageQuery};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -1,22 +1,21 @@
 //! AI Aggregator: an OpenAI-compatible gateway in front of OpenAI, Anthropic and Ollama.
 //!
-//! `serve` runs the whole gateway on a listener the caller binds, so tests run it in-process on
+//! Layers, each importing only from the ones below it (`docs/ARCHITECTURE.md`; checked by
+//! `gateway/tests/layers.rs`):
+//!
+//! ```text
+//! http (front doors)  →  services  →  stores, upstream  →  metrics  →  domain
+//! ```
+//!
+//! This file is the wiring: `serve` builds the stores, the upstream clients and the services once,
+//! then runs the front doors on a listener the caller binds, so tests run the gateway in-process on
 //! `127.0.0.1:0`. The binary (`main.rs`) only parses flags, loads config, sets up logging and signals.
 
-pub mod admin;
-pub mod auth;
-pub mod config;
-pub mod error;
+pub mod domain;
 pub mod http;
-pub mod ledger;
-pub mod limits;
-pub mod metering;
 pub mod metrics;
-pub mod pricing;
-pub mod routing;
-pub mod sink;
-pub mod state;
-pub mod tenants_store;
+pub mod services;
+pub mod stores;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -26,8 +25,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Config, EnvSource, MapEnv, ProcessEnv};
-pub use error::Error;
+pub use domain::config::{Config, EnvSource, MapEnv, ProcessEnv};
+pub use services::Error;
+
+use services::{auth, sink, state};
+use stores::{ledger, limiter, pricing};
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,41 @@ pub async fn serve_with_admin(
             (false, false) => return Err(StartError::OpenModeNotLoopback(local)),
         }
     }
+    let Built { state, ledger_stop, writer_task } = build(config.clone(), open_allowed, shutdown.clone()).await?;
+    tracing::info!(listen = %local, "listening");
+    let ops = admin_listener.map(|l| {
+        tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "operations listener ready");
+        tokio::spawn(http::server::run_ops(l, state.clone(), shutdown.clone(), config.shutdown_grace))
+    });
+    http::server::run(listener, state.clone(), shutdown, config.shutdown_grace).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    state.tasks.close();
+    state.tasks.wait().await;
+    drop(state);
+    ledger_stop.cancel();
+    if writer_task.await.is_err() {
+        tracing::error!("the ledger writer panicked; unflushed records are in the journal");
+    }
+    tracing::info!("ledger flushed; bye");
+    Ok(())
+}
+
+/// The services and the background work that must stop after them.
+pub(crate) struct Built {
+    pub(crate) state: Arc<state::AppState>,
+    /// Stops the ledger writer (after every connection has drained).
+    pub(crate) ledger_stop: CancellationToken,
+    pub(crate) writer_task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the stores, the upstream clients and the services once, for every front door.
+pub(crate) async fn build(
+    config: Arc<Config>,
+    open_allowed: bool,
+    shutdown: CancellationToken,
+) -> Result<Built, StartError> {
     let mut upstreams = HashMap::new();
     for provider in &config.providers {
         let upstream = upstream::provider::Upstream::new(provider.clone())
@@ -83,7 +120,7 @@ pub async fn serve_with_admin(
         upstreams.insert(provider.id.clone(), Arc::new(upstream));
     }
     let live: Vec<_> = config.providers.iter().map(|p| format!("{} ({})", p.id, p.kind.as_str())).collect();
-    tracing::info!(providers = %live.join(", "), disabled = %config.disabled_providers.join(", "), listen = %local, "gateway ready");
+    tracing::info!(providers = %live.join(", "), disabled = %config.disabled_providers.join(", "), "gateway ready");
 
     let tasks = TaskTracker::new();
     let pricing = match &config.pricing_file {
@@ -114,7 +151,7 @@ pub async fn serve_with_admin(
     let writer_task = tokio::spawn(writer.run(ledger_stop.clone()));
 
     let metrics = metrics::Metrics::new(config.metrics_tenant_label);
-    let store = tenants_store::TenantStore::open(database_url.as_deref(), &config.ledger.data_dir)
+    let store = stores::tenants::TenantStore::open(database_url.as_deref(), &config.ledger.data_dir)
         .await
         .map_err(|e| StartError::Access(e.to_string()))?;
     let mut auth = auth::Authenticator::new(&config.tenants, config.admin_api_key.as_ref().map(|k| k.expose()))
@@ -126,7 +163,7 @@ pub async fn serve_with_admin(
         tasks.spawn(verifier.clone().watch(shutdown.clone()));
         auth = auth.with_jwt(verifier);
     }
-    let limiter = limits::Limiter::new(
+    let limiter = limiter::Limiter::new(
         config.limits.limiter.clone(),
         Some(metrics.clone()),
         Some(ledger.clone()),
@@ -137,7 +174,7 @@ pub async fn serve_with_admin(
     limiter.check_redis().await;
 
     let state = Arc::new(state::AppState {
-        models: http::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
+        models: services::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
         upstreams,
         breakers: upstream::health::Breakers::new(config.circuit_breaker),
         auth,
@@ -147,21 +184,5 @@ pub async fn serve_with_admin(
         tasks,
         config: config.clone(),
     });
-    let ops = admin_listener.map(|l| {
-        tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "operations listener ready");
-        tokio::spawn(http::server::run_ops(l, state.clone(), shutdown.clone(), config.shutdown_grace))
-    });
-    http::server::run(listener, state.clone(), shutdown, config.shutdown_grace).await;
-    if let Some(ops) = ops {
-        let _ = ops.await;
-    }
-    state.tasks.close();
-    state.tasks.wait().await;
-    drop(state);
-    ledger_stop.cancel();
-    if writer_task.await.is_err() {
-        tracing::error!("the ledger writer panicked; unflushed records are in the journal");
-    }
-    tracing::info!("ledger flushed; bye");
-    Ok(())
+    Ok(Built { state, ledger_stop, writer_task })
 }

@@ -10,8 +10,6 @@ use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::ledger::LedgerStats;
-
 /// Most distinct model names used as label values; later ones are reported as `other`.
 pub const MAX_MODEL_LABELS: usize = 200;
 /// Latency buckets from milliseconds to minutes (LLM calls span both).
@@ -216,6 +214,31 @@ impl Metrics {
     pub fn count_rate_limited(&self, limit: &str) {
         self.rate_limited.with_label_values(&[limit]).inc();
     }
+}
+
+/// Counters for metrics and readiness; a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Records waiting in the queue.
+    pub queue_depth: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// Records committed to the store from the queue (new rows and ignored duplicates alike).
+    pub written: u64,
+    /// Batches committed from the queue.
+    pub batches: u64,
+    /// Records made durable in the journal (queue full, store down, or after shutdown).
+    pub journaled: u64,
+    /// Journal records committed to the store by replay.
+    pub replayed: u64,
+    /// Journal lines skipped at replay (torn tail after a crash, bad checksum).
+    pub journal_skipped: u64,
+    /// Whether the last store operation succeeded.
+    pub database_ok: bool,
+    /// Whether the last journal write succeeded.
+    pub journal_ok: bool,
+    /// The most recent error, if any.
+    pub last_error: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,9 +1,37 @@
-//! RFC 3339 timestamps from upstream listings (Anthropic `created_at`, Ollama `modified_at`) → unix seconds.
-//! Pure and dependency-free; one implementation for every provider.
+//! RFC 3339 timestamps → unix time: upstream listings (Anthropic `created_at`, Ollama `modified_at`)
+//! and the gateway's own query parameters (usage filters). Pure and dependency-free; the one date
+//! parser of the workspace.
 
 /// RFC 3339 timestamp (`2025-05-04T17:37:44.706015396-07:00`, `…Z`) → unix seconds (fraction dropped).
 /// `None` when malformed or before 1970.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    u64::try_from(parse_rfc3339_ms(s)?.div_euclid(1000)).ok()
+}
+
+/// A calendar date `YYYY-MM-DD` → days since 1970-01-01 (negative before). `None` when malformed or
+/// impossible (`2026-02-31`, `2023-02-29`).
+pub fn parse_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    valid_date(year, month, day).then(|| days_from_civil(year, month, day))
+}
+
+fn valid_date(year: i64, month: i64, day: i64) -> bool {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    (1..=12).contains(&month) && day >= 1 && day <= month_days[(month - 1) as usize]
+}
+
+/// RFC 3339 timestamp → unix milliseconds (signed: before 1970 is negative; digits past the
+/// millisecond are dropped). `None` when malformed or impossible.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = b.get(range)?;
@@ -25,14 +53,21 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         return None;
     }
     let mut pos = 19;
+    let mut millis = 0i64;
     if b.get(pos) == Some(&b'.') {
         pos += 1;
         let start = pos;
         while b.get(pos).is_some_and(u8::is_ascii_digit) {
+            if pos - start < 3 {
+                millis = millis * 10 + i64::from(b[pos] - b'0');
+            }
             pos += 1;
         }
         if pos == start {
             return None;
+        }
+        for _ in (pos - start)..3 {
+            millis *= 10;
         }
     }
     let offset = match b.get(pos) {
@@ -52,9 +87,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
+    if !valid_date(year, month, day) {
         return None;
     }
     // 60 allows a leap second (it rolls into the next minute).
@@ -63,7 +96,7 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(secs).ok()
+    Some(secs * 1000 + millis)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -87,6 +120,19 @@ mod tests {
         assert_eq!(parse_rfc3339("2025-05-04T17:37:44.706015396-07:00"), Some(1_746_405_464));
         assert_eq!(parse_rfc3339("2025-05-05T02:07:44+01:30"), Some(1_746_405_464));
         assert_eq!(parse_rfc3339("2000-03-01 00:00:00+00:00"), Some(951_868_800));
+        assert_eq!(parse_rfc3339_ms("2025-01-01T12:00:00.25+02:00"), Some(1_735_725_600_250));
+        assert_eq!(parse_rfc3339_ms("2025-01-01T12:00:00.123987Z"), Some(1_735_732_800_123));
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), Some(-1000));
+    }
+
+    #[test]
+    fn dates_are_checked_against_the_calendar() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-02-29"), Some(19_782));
+        assert_eq!(parse_date("1969-12-31"), Some(-1));
+        for bad in ["2026-02-31", "2023-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "26-01-01", "2026-01-0x"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

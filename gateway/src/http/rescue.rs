@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use translators::openai::{ErrorBody, ErrorEnvelope};
 
 use super::body::{self, Body};
-use crate::error::{Error, UpstreamError};
+use crate::services::error::{Error, UpstreamError};
 
 /// `x-should-retry`, read by the official SDKs to override their retry decision.
 pub const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");

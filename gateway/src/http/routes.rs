@@ -8,9 +8,8 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
-use super::{chat, models, rescue, usage};
-use crate::error::Error;
-use crate::state::AppState;
+use super::{admin, chat, models, rescue, usage};
+use crate::services::{AppState, Error};
 
 /// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,36 +32,31 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
     let path = req.uri().path();
     // Accept both `/v1/...` and bare paths: some clients set a base URL without `/v1`.
     let api_path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    // Public paths: probes and metrics. Everything else is authenticated first (deny by default), so
+    // a route added later cannot skip it; what the principal may do is each service's decision.
     match (req.method(), api_path) {
-        (&Method::POST, "/chat/completions") => {
-            let caller = state.auth.authenticate(req.headers()).await?;
-            Ok(chat::handle(state, req, request_id, caller).await)
-        }
-        (&Method::GET, "/models") => {
-            state.auth.authenticate(req.headers()).await?;
-            models::list(state).await
-        }
+        (&Method::GET, "/metrics") if path == "/metrics" => return Ok(metrics(state)),
+        (&Method::GET, "/healthz") => return Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") => return Ok(readiness(state)),
+        (_, "/healthz" | "/readyz") => return Err(Error::MethodNotAllowed),
+        _ => {}
+    }
+    let principal = state.auth.authenticate(req.headers()).await?;
+    match (req.method(), api_path) {
+        (&Method::POST, "/chat/completions") => chat::handle(state, &principal, request_id, req).await,
+        (&Method::GET, "/models") => models::list(state, &principal).await,
         (&Method::GET, p) if p.starts_with("/models/") => {
-            state.auth.authenticate(req.headers()).await?;
             let tail = p["/models/".len()..].to_owned();
-            models::retrieve(state, &tail).await
+            models::retrieve(state, &principal, &tail).await
         }
-        (&Method::GET, "/usage") => {
-            let caller = state.auth.authenticate(req.headers()).await?;
-            usage::handle(state, req.uri().query(), usage::Scope::Tenant(&caller.tenant)).await
-        }
+        (&Method::GET, "/usage") => usage::handle(state, &principal, req.uri().query(), usage::Which::Visible).await,
         (_, _) if path.starts_with("/admin/tenants") || path.starts_with("/admin/keys/") => {
-            state.auth.authenticate_admin(req.headers())?;
-            crate::admin::handle(state, req).await
+            admin::handle(state, &principal, req).await
         }
         (&Method::GET, "/admin/usage") if path == "/admin/usage" => {
-            state.auth.authenticate_admin(req.headers())?;
-            usage::handle(state, req.uri().query(), usage::Scope::Admin).await
+            usage::handle(state, &principal, req.uri().query(), usage::Which::All).await
         }
-        (&Method::GET, "/metrics") if path == "/metrics" => Ok(metrics(state)),
-        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, "/readyz") => Ok(readiness(state)),
-        (_, "/chat/completions" | "/models" | "/healthz" | "/readyz") => Err(Error::MethodNotAllowed),
+        (_, "/chat/completions" | "/models") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
     }
 }

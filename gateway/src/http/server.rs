@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::routes;
-use crate::state::AppState;
+use crate::services::state::AppState;
 
 /// Slowloris guard: a client must finish sending its request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,9 +6,10 @@ use http::{HeaderValue, Response};
 use serde::Serialize;
 
 use super::body::{self, Body};
-use crate::error::Error;
-use crate::ledger::{parse_time, GroupBy, LedgerError, UsageQuery, UsageRow};
-use crate::state::AppState;
+use crate::domain::principal::Principal;
+use crate::domain::time::parse_time;
+use crate::services::usage::{self, GroupBy, LedgerError, UsageFilter, UsageRow};
+use crate::services::{AppState, Error};
 
 #[derive(Serialize)]
 struct UsageResponse<'a> {
@@ -16,35 +17,27 @@ struct UsageResponse<'a> {
     data: &'a [UsageRow],
 }
 
-/// Whose usage the caller may see.
-pub enum Scope<'a> {
-    /// One tenant, fixed by its key: a `tenant` filter is refused.
-    Tenant(&'a str),
-    /// The admin: every tenant, `tenant` filter allowed.
-    Admin,
+/// Which operation a path names: the caller's own usage, or everyone's (the admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// `GET /v1/usage`: what the principal may see (its own, for a tenant).
+    Visible,
+    /// `GET /admin/usage`: every tenant's (admin only).
+    All,
 }
 
 /// Answers a usage request.
-pub async fn handle(state: &AppState, query: Option<&str>, scope: Scope<'_>) -> Result<Response<Body>, Error> {
-    let ledger = state
-        .sink
-        .as_ref()
-        .and_then(|s| s.ledger())
-        .ok_or_else(|| Error::Internal("the ledger is not running".into()))?;
-    let (mut q, csv) = parse_query(query.unwrap_or(""))?;
-    match scope {
-        Scope::Tenant(tenant) => {
-            if q.tenant.as_deref().is_some_and(|t| t != tenant) {
-                return Err(Error::bad_request("`tenant` can only be filtered with the admin key.", Some("tenant")));
-            }
-            q.tenant = Some(tenant.to_owned());
-        }
-        Scope::Admin => {}
-    }
-    let rows = ledger.usage(&q).await.map_err(|e| match e {
-        LedgerError::Query(message) => Error::bad_request(message, None),
-        other => Error::Internal(other.to_string().into()),
-    })?;
+pub async fn handle(
+    state: &AppState,
+    principal: &Principal,
+    query: Option<&str>,
+    which: Which,
+) -> Result<Response<Body>, Error> {
+    let (filter, csv) = parse_query(query.unwrap_or(""))?;
+    let rows = match which {
+        Which::Visible => usage::query(state, principal, filter).await?,
+        Which::All => usage::query_all(state, principal, filter).await?,
+    };
     let (content_type, bytes) = if csv {
         ("text/csv; charset=utf-8", to_csv(&rows).into_bytes())
     } else {
@@ -58,16 +51,16 @@ pub async fn handle(state: &AppState, query: Option<&str>, scope: Scope<'_>) -> 
 }
 
 /// Parses `from`, `to`, `tenant`, `provider`, `model`, `group_by` and `format` (json|csv).
-fn parse_query(raw: &str) -> Result<(UsageQuery, bool), Error> {
-    let mut q = UsageQuery::default();
+fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
+    let mut q = UsageFilter::default();
     let mut csv = false;
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
         let bad = |e: LedgerError, param: &'static str| Error::bad_request(e.to_string(), Some(param));
         match k {
-            "from" => q.from_unix_ms = Some(parse_time(&v).map_err(|e| bad(e, "from"))?),
-            "to" => q.to_unix_ms = Some(parse_time(&v).map_err(|e| bad(e, "to"))?),
+            "from" => q.from_unix_ms = Some(parse_time(&v).map_err(|e| Error::bad_request(e, Some("from")))?),
+            "to" => q.to_unix_ms = Some(parse_time(&v).map_err(|e| Error::bad_request(e, Some("to")))?),
             "tenant" => q.tenant = Some(v),
             "provider" => q.provider = Some(v),
             "model" => q.model = Some(v),

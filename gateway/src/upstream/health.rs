@@ -6,25 +6,12 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::routing::RouteTarget;
-
-/// Breaker settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerPolicy {
-    pub failures: u32,
-    pub cooldown: Duration,
-}
-
-impl Default for BreakerPolicy {
-    fn default() -> Self {
-        Self { failures: 5, cooldown: Duration::from_secs(30) }
-    }
-}
+use crate::domain::config::BreakerPolicy;
+use crate::domain::routing::RouteTarget;
 
 #[derive(Debug, Default)]
 struct Breaker {
@@ -171,7 +158,8 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProviderConfig, ProviderKind, Timeouts};
+    use crate::domain::config::{ProviderConfig, ProviderKind, Timeouts};
+    use std::time::Duration;
 
     fn target(id: &str, weight: u32, priority: u32) -> RouteTarget {
         RouteTarget {

@@ -9,8 +9,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::client::{self, HttpClient};
-use crate::config::{ProviderConfig, ProviderKind};
-use crate::error::UpstreamError;
+use super::error::UpstreamError;
+use crate::domain::config::{ProviderConfig, ProviderKind};
 
 /// `x-api-key`, Anthropic's key header.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");

@@ -1,0 +1,355 @@
+//! Configuration: file and environment → `Raw*` → validated `Config`.
+//!
+//! Loading reports every error at once, each naming its field. Without a file, the gateway starts from the
+//! environment alone, with the variable names the ecosystem already uses (`OPENAI_API_KEY`, ...).
+
+mod env;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::Algorithm;
+
+pub use env::{expand, EnvSource, MapEnv, ProcessEnv};
+pub use raw::{RawConfig, RawUsd};
+pub use validate::{ConfigError, ConfigErrors};
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    pub models_cache_ttl: Duration,
+    pub models_fetch_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Forward reasoning/thinking text as `reasoning_content` instead of dropping it.
+    pub include_reasoning: bool,
+    /// Add a `tenant` label to request metrics (opt-in: tenant counts can be large).
+    pub metrics_tenant_label: bool,
+    /// Enabled providers, in id order.
+    pub providers: Vec<Arc<ProviderConfig>>,
+    /// Ids of providers present in the configuration but not enabled (for the start-up log).
+    pub disabled_providers: Vec<String>,
+    /// Routes for bare model names: configured ones first, then the built-in defaults.
+    pub routes: Vec<RouteRule>,
+    pub tenants: Vec<TenantConfig>,
+    pub admin_api_key: Option<Secret>,
+    pub ledger: LedgerSettings,
+    pub pricing_file: Option<PathBuf>,
+    /// Per-deployment circuit breaker settings.
+    pub circuit_breaker: BreakerPolicy,
+    /// Tenant limits: defaults, counting, Redis.
+    pub limits: LimitSettings,
+    /// JWT bearer tokens, when accepted.
+    pub jwt: Option<JwtSettings>,
+}
+
+/// `limits:` and `REDIS_URL`, validated.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Limits of tenants (config or stored) that set none of their own.
+    pub defaults: crate::domain::limits::LimitSpec,
+    pub limiter: crate::domain::limits::LimiterSettings,
+    /// How long stored keys and tenants are cached: the revocation delay on other replicas.
+    pub key_cache_ttl: Duration,
+}
+
+/// What kind of wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
+impl ProviderKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Ollama => "ollama",
+        }
+    }
+}
+
+/// One enabled upstream provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The id clients use as a model prefix (`anthropic/claude-…`).
+    pub id: String,
+    pub kind: ProviderKind,
+    /// Base URL without a trailing slash (`https://api.openai.com/v1`, `http://localhost:11434`).
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    /// Extra headers sent on every upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeouts: Timeouts,
+    /// `anthropic-version` header value (Anthropic only).
+    pub anthropic_version: String,
+    /// `max_tokens` for Anthropic when the client sends none; `None` uses the per-family table.
+    pub default_max_tokens: Option<u64>,
+    /// Ollama `options.num_ctx`.
+    pub num_ctx: Option<u64>,
+    /// Ollama `keep_alive`.
+    pub keep_alive: Option<String>,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// From sending the request to the response headers, and on to the first stream event.
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of a stream.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(5), first_byte: Duration::from_secs(120), idle: Duration::from_secs(300) }
+    }
+}
+
+/// A route for bare model names: one or more targets and how to retry across them.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    pub pattern: ModelPattern,
+    /// At least one. Lower `priority` is tried first; equal priorities form a weighted pool.
+    pub targets: Vec<TargetSpec>,
+    pub retry: RetryPolicy,
+}
+
+impl RouteRule {
+    /// The alias target when the route has a single renaming target.
+    pub fn alias_model(&self) -> Option<&str> {
+        match self.targets.as_slice() {
+            [only] => only.model.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// One deployment a route can send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub provider: String,
+    /// Upstream model name; `None` sends the requested name unchanged.
+    pub model: Option<String>,
+    /// Share of traffic within its priority group (default 1).
+    pub weight: u32,
+    /// Fallback order (default: the target's position in the list).
+    pub priority: u32,
+}
+
+/// Retries before the first byte reaches the client (never a retried half-stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total upstream attempts, first included (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubled per retry, with jitter.
+    pub backoff: Duration,
+    /// Cap on one backoff (and on an honoured `retry-after`).
+    pub max_backoff: Duration,
+    /// Give up retrying once this much time has passed since the request arrived.
+    pub deadline: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries: the default for routes that do not configure any.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        deadline: Duration::from_secs(60),
+    };
+}
+
+/// An exact model name or a glob with `*` and `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelPattern {
+    Exact(String),
+    Glob(String),
+}
+
+impl ModelPattern {
+    /// Parses `claude-*` as a glob and `fast` as an exact name.
+    pub fn parse(s: &str) -> Self {
+        if s.contains(['*', '?']) {
+            ModelPattern::Glob(s.to_owned())
+        } else {
+            ModelPattern::Exact(s.to_owned())
+        }
+    }
+
+    /// True when `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            ModelPattern::Exact(exact) => exact == name,
+            ModelPattern::Glob(glob) => glob_match(glob.as_bytes(), name.as_bytes()),
+        }
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ModelPattern::Exact(s) | ModelPattern::Glob(s) => s,
+        }
+    }
+}
+
+/// Iterative glob matcher (`*` any run, `?` any one byte) with single-star backtracking: linear in practice.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while p < pattern.len() && pattern[p] == b'*' {
+        p += 1;
+    }
+    p == pattern.len()
+}
+
+/// A tenant and its keys.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub api_keys: Vec<KeySpec>,
+    /// The tenant's own limits (unset fields take `limits:` defaults).
+    pub limits: crate::domain::limits::LimitSpec,
+}
+
+/// Tenant ids: letters, digits, `-`, `_` and `.`, 1 to 128 characters.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A configured key: the plain key, or the SHA-256 of it.
+#[derive(Debug, Clone)]
+pub enum KeySpec {
+    Plain(Secret),
+    Sha256([u8; 32]),
+}
+
+/// Ledger settings from config and environment.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub database_url: Option<Secret>,
+    pub data_dir: PathBuf,
+    pub queue_capacity: usize,
+    pub batch_rows: usize,
+    pub batch_interval: Duration,
+}
+
+/// A secret string: redacted in `Debug`, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself; call only where it is sent or compared.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl Config {
+    /// Builds the configuration from YAML text plus the environment.
+    pub fn from_yaml_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        validate::from_yaml(Some(yaml), env)
+    }
+
+    /// Builds the configuration from the environment alone (no file).
+    pub fn from_env(env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        validate::from_yaml(None, env)
+    }
+
+    /// Reads `path` (when given) and builds the configuration.
+    pub fn load(path: Option<&std::path::Path>, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        match path {
+            None => Self::from_env(env),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Self::from_yaml_str(&text, env),
+                Err(e) => Err(ConfigErrors(vec![ConfigError {
+                    path: "--config".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])),
+            },
+        }
+    }
+
+    /// The enabled provider with this id.
+    pub fn provider(&self, id: &str) -> Option<&Arc<ProviderConfig>> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self { failures: 5, cooldown: Duration::from_secs(30) }
+    }
+}
+
+/// A PEM public key and the algorithm it verifies.
+#[derive(Debug, Clone)]
+pub struct PublicKeySpec {
+    pub algorithm: Algorithm,
+    pub pem: String,
+}
+
+/// Validated `jwt:` settings.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub hs256_secret: Option<Secret>,
+    pub public_keys: Vec<PublicKeySpec>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_reload: Duration,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Claim holding the tenant id (default `sub`).
+    pub tenant_claim: String,
+    pub leeway: Duration,
+    /// Create a stored tenant (default limits) for an unknown tenant in a valid token.
+    pub auto_create_tenants: bool,
+}

@@ -1,0 +1,149 @@
+//! Model name → route: which deployments may serve a requested model, under which upstream names, and
+//! how to retry across them.
+//!
+//! `provider/model` is explicit and always wins when the prefix names an enabled provider; the rest is the
+//! upstream model unchanged (Ollama names contain `/` and `:`). Bare names go through the routes in order.
+
+use std::sync::Arc;
+
+use crate::domain::config::{Config, ProviderConfig, RetryPolicy};
+
+/// One deployment a request may go to.
+#[derive(Debug, Clone)]
+pub struct RouteTarget {
+    pub provider: Arc<ProviderConfig>,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// Where a request goes: targets sorted by priority, and the retry policy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub targets: Vec<RouteTarget>,
+    pub retry: RetryPolicy,
+}
+
+impl Route {
+    /// The preferred target (tests and single-target routes).
+    pub fn primary(&self) -> &RouteTarget {
+        &self.targets[0]
+    }
+}
+
+/// Why no route was found.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    UnknownModel(String),
+    #[error("`model` must not be empty.")]
+    EmptyModel,
+}
+
+/// Resolves `requested` against the enabled providers and the routes.
+pub fn resolve(config: &Config, requested: &str) -> Result<Route, RouteError> {
+    if requested.is_empty() {
+        return Err(RouteError::EmptyModel);
+    }
+    if let Some((prefix, rest)) = requested.split_once('/') {
+        if let Some(provider) = config.provider(prefix) {
+            if rest.is_empty() {
+                return Err(RouteError::UnknownModel(requested.to_owned()));
+            }
+            let target =
+                RouteTarget { provider: provider.clone(), upstream_model: rest.to_owned(), weight: 1, priority: 0 };
+            return Ok(Route { targets: vec![target], retry: RetryPolicy::NONE });
+        }
+    }
+    for rule in &config.routes {
+        if !rule.pattern.matches(requested) {
+            continue;
+        }
+        let mut targets: Vec<RouteTarget> = rule
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let provider = config.provider(&t.provider)?;
+                Some(RouteTarget {
+                    provider: provider.clone(),
+                    upstream_model: t.model.clone().unwrap_or_else(|| requested.to_owned()),
+                    weight: t.weight,
+                    priority: t.priority,
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        targets.sort_by_key(|t| t.priority);
+        return Ok(Route { targets, retry: rule.retry });
+    }
+    Err(RouteError::UnknownModel(requested.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::MapEnv;
+
+    fn config() -> Config {
+        let yaml = r#"
+providers:
+  openai: {kind: openai, api_key: sk-test}
+  anthropic: {kind: anthropic, api_key: sk-ant}
+  ollama: {kind: ollama}
+routes:
+  - {match: fast, provider: anthropic, model: claude-haiku-4-5}
+  - {match: "llama*", provider: ollama}
+  - match: smart
+    targets:
+      - {provider: anthropic, model: claude-sonnet-4-5}
+      - {provider: openai, model: gpt-4.1}
+      - {provider: ollama, model: llama3.2}
+    retry: {attempts: 4, backoff_ms: 10}
+"#;
+        Config::from_yaml_str(yaml, &MapEnv::default()).unwrap()
+    }
+
+    #[test]
+    fn explicit_prefix_keeps_the_rest_unchanged() {
+        let r = resolve(&config(), "ollama/hf.co/org/repo:Q4_K_M").unwrap();
+        assert_eq!(r.primary().provider.id, "ollama");
+        assert_eq!(r.primary().upstream_model, "hf.co/org/repo:Q4_K_M");
+        assert_eq!(r.retry, RetryPolicy::NONE);
+    }
+
+    #[test]
+    fn aliases_globs_and_defaults() {
+        let cfg = config();
+        let fast = resolve(&cfg, "fast").unwrap();
+        assert_eq!(
+            (fast.primary().provider.id.as_str(), fast.primary().upstream_model.as_str()),
+            ("anthropic", "claude-haiku-4-5")
+        );
+        assert_eq!(resolve(&cfg, "llama3.2").unwrap().primary().provider.id, "ollama");
+        assert_eq!(resolve(&cfg, "gpt-4o-mini").unwrap().primary().provider.id, "openai");
+        assert_eq!(resolve(&cfg, "o3-mini").unwrap().primary().provider.id, "openai");
+        let claude = resolve(&cfg, "claude-sonnet-4-5").unwrap();
+        assert_eq!(claude.primary().upstream_model, "claude-sonnet-4-5");
+    }
+
+    #[test]
+    fn fallback_targets_keep_their_order_and_retry_policy() {
+        let r = resolve(&config(), "smart").unwrap();
+        let order: Vec<_> = r.targets.iter().map(|t| (t.provider.id.as_str(), t.upstream_model.as_str())).collect();
+        assert_eq!(order, [("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4.1"), ("ollama", "llama3.2")]);
+        assert_eq!(r.retry.attempts, 4);
+        assert_eq!(r.retry.backoff, std::time::Duration::from_millis(10));
+    }
+
+    #[test]
+    fn unknown_models_and_unknown_prefixes_are_not_found() {
+        let cfg = config();
+        assert_eq!(resolve(&cfg, "mystery").unwrap_err(), RouteError::UnknownModel("mystery".into()));
+        assert!(resolve(&cfg, "nope/gpt-4o").is_err());
+        assert!(resolve(&cfg, "openai/").is_err());
+        assert_eq!(resolve(&cfg, "").unwrap_err(), RouteError::EmptyModel);
+    }
+}

@@ -1,0 +1,30 @@
+//! The operations every front door performs, each taking a [`Principal`](crate::domain::principal::Principal)
+//! and plain arguments and checking it through `domain::principal` before touching a store:
+//!
+//! | module | operations |
+//! |---|---|
+//! | `auth` | credentials → `Principal` (authentication; authorization is in `domain::principal`) |
+//! | `chat` | chat execution: admit → route → attempt → translate → meter |
+//! | `tenants` | tenants (admin) and keys (admin, or a tenant for its own) |
+//! | `usage` | usage totals from the ledger, scoped to what the caller may see |
+//! | `models` | the live model catalog |
+//!
+//! `metering`, `sink` and `stream` are the chat service's parts: one record per request, priced and
+//! handed to the ledger; the translating stream body. `error` is this layer's one error type.
+
+pub mod auth;
+pub mod chat;
+pub mod error;
+pub mod metering;
+pub mod models;
+pub mod sink;
+pub mod state;
+pub mod stream;
+pub mod tenants;
+pub mod usage;
+
+pub use error::Error;
+pub use state::AppState;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,640 @@
+//! Chat execution, shared by every front door that makes a model request: admit → route → attempt
+//! (with retries and fallbacks) → encode → upstream → translate → meter.
+//!
+//! [`complete`] takes the caller's [`Principal`] (only tenants make model requests), the request id and
+//! an OpenAI chat request (headers and a body still to be read), and returns the reply as plain
+//! parts: status, headers and either complete bytes or a translating stream. The meter records every
+//! outcome exactly once, including errors and cancellations; rendering errors is the front door's job.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use translators::openai::{passthrough, ChatRequest, ErrorBody};
+use translators::stream::ResponseContext;
+use translators::{anthropic, ollama, StreamEvent, StreamTranslator};
+
+use super::error::{Error, Side, UpstreamError};
+use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
+use super::state::AppState;
+use super::stream::{AnyTranslator, TranslatingBody};
+use crate::domain::config::ProviderKind;
+use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
+use crate::domain::principal::Principal;
+use crate::domain::routing;
+use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
+
+/// Which provider served the request.
+pub const X_AGGREGATOR_PROVIDER: HeaderName = HeaderName::from_static("x-aggregator-provider");
+/// The model name sent upstream.
+pub const X_AGGREGATOR_MODEL: HeaderName = HeaderName::from_static("x-aggregator-model");
+/// Client parameters the target provider cannot honour and that were dropped.
+pub const X_GATEWAY_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-gateway-dropped-params");
+/// Cost of a non-streamed request in USD.
+pub const X_AGGREGATOR_COST_USD: HeaderName = HeaderName::from_static("x-aggregator-cost-usd");
+
+const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// Above this `max_tokens`, a non-streamed Anthropic request is streamed upstream and aggregated.
+const ANTHROPIC_NON_STREAM_MAX_TOKENS: u64 = 16_384;
+/// Upper bound on a non-streamed upstream body we are willing to buffer.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// Upper bound on an upstream error body.
+const MAX_ERROR_BODY: usize = 256 * 1024;
+
+/// The body of a chat reply: complete bytes, or a stream the front door polls.
+pub enum ReplyBody {
+    Full(Bytes),
+    Stream(TranslatingBody),
+}
+
+/// A successful chat reply: status, headers (content type, provider, cost, rate limits) and body.
+pub type ChatReply = Response<ReplyBody>;
+
+/// Runs one chat completion request for `principal`. The body is read here (bounded by
+/// `max_body_bytes`), so a client that hangs up while sending it is metered as cancelled.
+///
+/// # Errors
+/// Every failure, already metered: the front door only renders it.
+pub async fn complete<B>(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    request_id: &str,
+    req: Request<B>,
+) -> Result<ChatReply, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let caller = principal.caller()?;
+    let limits = caller.limits;
+    let info = RequestInfo {
+        request_id: request_id.to_owned(),
+        tenant: caller.tenant.clone(),
+        key_id: caller.key_id.clone(),
+        ..RequestInfo::default()
+    };
+    let mut meter = RequestMeter::start(info, state.sink.clone());
+    let mut rate_headers = None;
+    match serve(state, req, &mut meter, &limits, &mut rate_headers).await {
+        Ok(mut resp) => {
+            if let Some(h) = rate_headers {
+                h.apply(resp.headers_mut());
+            }
+            Ok(resp)
+        }
+        Err(error) => {
+            let outcome = match error.side() {
+                _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
+                Side::Downstream => Outcome::ClientError,
+                Side::Upstream | Side::Internal => Outcome::UpstreamError,
+            };
+            meter.info.error_kind = Some(error.label());
+            // A request the upstream rejected may still have been billed for its prompt only when it ran; we
+            // do not know that, so error records carry no tokens.
+            meter.finish(outcome, Tokens::default(), error.status().as_u16());
+            Err(error)
+        }
+    }
+}
+
+async fn serve<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+    meter: &mut RequestMeter,
+    limits: &CallerLimits,
+    rate_headers: &mut Option<RateHeaders>,
+) -> Result<ChatReply, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if state.shutdown.is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
+
+    let head = passthrough::parse_head(&body)?;
+    meter.info.requested_model.clone_from(&head.model);
+    meter.info.stream = head.stream;
+    let route = routing::resolve(&state.config, &head.model)?;
+    // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
+    *rate_headers = admit(state, meter, limits, &body, &route).await?;
+    let started = tokio::time::Instant::now();
+    let mut chat: Option<ChatRequest> = None;
+    let mut excluded = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let index = match state.breakers.pick(&route.targets, &excluded) {
+            Some(i) => i,
+            // Every target was tried this round: start another round (with backoff) if the policy allows.
+            None => match state.breakers.pick(&route.targets, &[]) {
+                Some(i) => {
+                    excluded.clear();
+                    i
+                }
+                None => return Err(UpstreamError::Unavailable.into()),
+            },
+        };
+        let target = &route.targets[index];
+        let id = &target.provider.id;
+        match try_target(state, &parts.headers, &body, &head, target, &mut chat, meter).await {
+            Ok(resp) => {
+                state.breakers.success(id);
+                return Ok(resp);
+            }
+            Err(error) => {
+                if error.side() == Side::Upstream {
+                    state.breakers.failure(id);
+                } else {
+                    state.breakers.release(id);
+                }
+                if !error.is_retryable() || attempt >= route.retry.attempts {
+                    return Err(error);
+                }
+                let delay = backoff(&route.retry, attempt, retry_after_of(&error));
+                if started.elapsed() + delay >= route.retry.deadline {
+                    return Err(error);
+                }
+                tracing::debug!(provider = %id, attempt, delay_ms = delay.as_millis() as u64, error = error.label(), "retrying");
+                excluded.push(index);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Admits a chat request for `limits` after routing: reserves the prompt estimate plus `max_tokens`
+/// (or the model's completion allowance) and the worst-case cost on the first target, and hands the
+/// admission to the meter, which settles it when the request ends.
+///
+/// # Errors
+/// [`Error::RateLimited`] when a limit refuses the request.
+async fn admit(
+    state: &AppState,
+    meter: &mut RequestMeter,
+    limits: &CallerLimits,
+    body: &[u8],
+    route: &routing::Route,
+) -> Result<Option<RateHeaders>, Error> {
+    if limits.is_unlimited() {
+        return Ok(None);
+    }
+    let target = route.targets.first();
+    let model = target.map_or(meter.info.requested_model.as_str(), |t| t.upstream_model.as_str());
+    let completion = requested_max_tokens(body).unwrap_or_else(|| state.limiter.completion_allowance(model));
+    let prompt = meter.info.prompt_estimate;
+    let wants_cost = limits.tenant.monthly_budget_micro_usd.is_some() || limits.key.monthly_budget_micro_usd.is_some();
+    let cost_nano_usd = match (&state.sink, target) {
+        (Some(sink), Some(t)) if wants_cost => {
+            let mut info = meter.info.clone();
+            info.provider = Some(Arc::from(t.provider.id.as_str()));
+            info.provider_kind = Some(t.provider.kind);
+            info.upstream_model.clone_from(&t.upstream_model);
+            let tokens = Tokens { prompt, completion, ..Default::default() };
+            sink.cost_nano_usd(&info, &tokens).unwrap_or(0)
+        }
+        _ => 0,
+    };
+    let demand = Demand { tokens: prompt.saturating_add(completion), cost_nano_usd };
+    let tenant = Arc::clone(&meter.info.tenant);
+    let key_id = meter.info.key_id.clone();
+    match state.limiter.admit(&tenant, key_id.as_deref(), limits, demand).await {
+        Ok(admission) => {
+            let headers = admission.headers();
+            meter.admission = Some(admission);
+            Ok(headers)
+        }
+        Err(rejection) => Err(Error::RateLimited(rejection)),
+    }
+}
+
+/// `max_completion_tokens` or `max_tokens` from an OpenAI request body.
+fn requested_max_tokens(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct MaxTokens {
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
+    }
+    serde_json::from_slice::<MaxTokens>(body).ok().and_then(|m| m.max_completion_tokens.or(m.max_tokens))
+}
+
+/// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
+fn backoff(
+    policy: &crate::domain::config::RetryPolicy,
+    attempt: u32,
+    retry_after: Option<std::time::Duration>,
+) -> std::time::Duration {
+    let exp = policy.backoff.saturating_mul(1u32 << (attempt - 1).min(16));
+    let capped = exp.min(policy.max_backoff);
+    let jittered = capped.mul_f64(0.5 + fastrand::f64() / 2.0);
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(policy.max_backoff)),
+        None => jittered,
+    }
+}
+
+/// `retry-after` in seconds from an upstream error, when it sent one.
+fn retry_after_of(error: &Error) -> Option<std::time::Duration> {
+    match error {
+        Error::Upstream(UpstreamError::Status { retry_after: Some(v), .. }) => {
+            v.to_str().ok()?.trim().parse::<u64>().ok().map(std::time::Duration::from_secs)
+        }
+        _ => None,
+    }
+}
+
+fn parsed<'a>(slot: &'a mut Option<ChatRequest>, body: &[u8]) -> Result<&'a ChatRequest, Error> {
+    if slot.is_none() {
+        *slot = Some(parse_chat_request(body)?);
+    }
+    slot.as_ref().ok_or_else(|| Error::Internal("request parse lost".into()))
+}
+
+/// One attempt against one target; errors before the first byte sent downstream may be retried.
+async fn try_target(
+    state: &Arc<AppState>,
+    client_headers: &http::HeaderMap,
+    body: &Bytes,
+    head: &passthrough::RequestHead,
+    target: &routing::RouteTarget,
+    chat_slot: &mut Option<ChatRequest>,
+    meter: &mut RequestMeter,
+) -> Result<ChatReply, Error> {
+    let upstream = state
+        .upstream(&target.provider.id)
+        .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?
+        .clone();
+    meter.info.provider = Some(Arc::from(target.provider.id.as_str()));
+    meter.info.provider_kind = Some(target.provider.kind);
+    meter.info.upstream_model.clone_from(&target.upstream_model);
+
+    let ctx = ResponseContext {
+        id: new_completion_id(),
+        created: unix_now(),
+        model: head.model.clone(),
+        include_usage: head.include_usage,
+        include_reasoning: state.config.include_reasoning,
+        id_seed: fastrand::u64(..),
+    };
+
+    let mut extra_headers = Vec::new();
+    // Long non-streamed Anthropic generations are streamed upstream and folded back into one response:
+    // Anthropic (and its SDK) refuse non-streaming requests expected to run past ~10 minutes.
+    let mut upstream_stream = head.stream;
+    let (upstream_body, dropped, json_mode) = match target.provider.kind {
+        ProviderKind::OpenAi => {
+            (passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
+        }
+        ProviderKind::Anthropic => {
+            let chat = parsed(chat_slot, body)?;
+            let max_tokens = chat
+                .max_output_tokens()
+                .or(target.provider.default_max_tokens)
+                .unwrap_or_else(|| anthropic::default_max_tokens(&target.upstream_model));
+            upstream_stream = head.stream || max_tokens > ANTHROPIC_NON_STREAM_MAX_TOKENS;
+            let opts = anthropic::EncodeOptions {
+                upstream_model: &target.upstream_model,
+                stream: upstream_stream,
+                default_max_tokens: target.provider.default_max_tokens,
+            };
+            let encoded = anthropic::encode_request(chat, &opts)?;
+            for beta in client_headers.get_all(ANTHROPIC_BETA) {
+                extra_headers.push((ANTHROPIC_BETA, beta.clone()));
+            }
+            (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(chat))
+        }
+        ProviderKind::Ollama => {
+            let chat = parsed(chat_slot, body)?;
+            let opts = ollama::EncodeOptions {
+                upstream_model: &target.upstream_model,
+                stream: head.stream,
+                num_ctx: target.provider.num_ctx,
+                keep_alive: target.provider.keep_alive.as_deref(),
+            };
+            let encoded = ollama::encode_request(chat, &opts)?;
+            (Bytes::from(encoded.body), encoded.dropped_params, None)
+        }
+    };
+
+    meter.attempt();
+    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_status_error(&upstream, resp).await);
+    }
+
+    let mut headers = vec![
+        (X_AGGREGATOR_PROVIDER, header_value(&target.provider.id)),
+        (X_AGGREGATOR_MODEL, header_value(&target.upstream_model)),
+    ];
+    if !dropped.is_empty() {
+        tracing::debug!(params = ?dropped, "dropped parameters the provider cannot honour");
+        headers.push((X_GATEWAY_DROPPED_PARAMS, header_value(&dropped.join(","))));
+    }
+
+    if head.stream {
+        let translator = match target.provider.kind {
+            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage)),
+            ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
+                Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
+                None => anthropic::StreamDecoder::new(ctx),
+            }),
+            ProviderKind::Ollama => AnyTranslator::Ollama(ollama::StreamDecoder::new(ctx)),
+        };
+        stream_response(&upstream, resp, translator, headers, meter).await
+    } else {
+        let (out, usage) = if upstream_stream {
+            let decoder = match json_mode {
+                Some(tool) => {
+                    anthropic::StreamDecoder::with_json_mode(ResponseContext { include_usage: true, ..ctx }, tool)
+                }
+                None => anthropic::StreamDecoder::new(ResponseContext { include_usage: true, ..ctx }),
+            };
+            let decoded = aggregate_stream(&upstream, resp.into_body(), AnyTranslator::Anthropic(decoder)).await?;
+            let usage = decoded.usage;
+            (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
+        } else {
+            let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
+            match target.provider.kind {
+                ProviderKind::OpenAi => {
+                    // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
+                    // proxy, truncated or garbage bytes).
+                    if serde_json::from_slice::<CompletionShape>(&bytes).is_err() {
+                        return Err(UpstreamError::Protocol(
+                            "the upstream answered 200 with a body that is not a chat completion".into(),
+                        )
+                        .into());
+                    }
+                    let usage = passthrough::extract_usage(&bytes);
+                    (bytes, usage)
+                }
+                ProviderKind::Anthropic => {
+                    let decoded = match json_mode {
+                        Some(tool) => anthropic::decode_response_json_mode(&bytes, &ctx, tool)?,
+                        None => anthropic::decode_response(&bytes, &ctx)?,
+                    };
+                    let usage = decoded.usage;
+                    (
+                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
+                        usage,
+                    )
+                }
+                ProviderKind::Ollama => {
+                    let decoded = ollama::decode_response(&bytes, &ctx)?;
+                    let usage = decoded.usage;
+                    (
+                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
+                        usage,
+                    )
+                }
+            }
+        };
+        meter.first_token();
+        let tokens = match &usage {
+            Some(u) => Tokens::from_usage(u),
+            None => Tokens {
+                prompt: meter.info.prompt_estimate,
+                completion: estimate_tokens(out.len() as u64),
+                estimated: true,
+                ..Tokens::default()
+            },
+        };
+        let cost = state.sink.as_ref().and_then(|s| s.cost_nano_usd(&meter.info, &tokens));
+        meter.finish(Outcome::Ok, tokens, 200);
+        let mut resp = Response::new(ReplyBody::Full(out));
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, APPLICATION_JSON);
+        if let Some(cost) = cost {
+            headers.push((X_AGGREGATOR_COST_USD, header_value(&crate::domain::pricing::format_usd(cost))));
+        }
+        for (n, v) in headers {
+            h.insert(n, v);
+        }
+        Ok(resp)
+    }
+}
+
+/// The minimum a pass-through `chat.completion` must have; checked without building values.
+#[derive(serde::Deserialize)]
+struct CompletionShape {
+    #[serde(rename = "choices")]
+    _choices: serde::de::IgnoredAny,
+}
+
+/// Anthropic has no JSON mode: `response_format` json becomes a forced tool whose input is unwrapped.
+fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
+    match chat.response_format {
+        Some(
+            translators::openai::ResponseFormat::JsonObject | translators::openai::ResponseFormat::JsonSchema { .. },
+        ) => Some(anthropic::JSON_TOOL_NAME),
+        Some(translators::openai::ResponseFormat::Text) | None => None,
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
+async fn read_body<B>(body: B, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(len) = content_length.and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok()) {
+        if len > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+    }
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Err(Error::PayloadTooLarge { limit })
+            } else {
+                // The client hung up (or broke its chunked encoding) while sending the body.
+                Err(Error::ClientDisconnected)
+            }
+        }
+    }
+}
+
+/// Parses the full OpenAI request for translated providers, with the JSON path of any type error.
+fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, ChatRequest>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = format!("Invalid request body at `{path}`: {}", e.inner());
+        Error::BadRequest { message: message.into(), param: Some(path.into()), code: Some("invalid_value") }
+    })
+}
+
+/// Drives a stream translator over a whole upstream stream and folds its chunks into one response.
+async fn aggregate_stream(
+    upstream: &Upstream,
+    mut incoming: Incoming,
+    mut translator: AnyTranslator,
+) -> Result<translators::openai::ChatResponse, Error> {
+    let mut aggregator = translators::openai::aggregate::Aggregator::new();
+    let mut events = Vec::new();
+    let mut timeout = upstream.config.timeouts.first_byte;
+    while !translator.is_terminal() {
+        match tokio::time::timeout(timeout, incoming.frame()).await {
+            Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    translator.feed(&data, &mut events);
+                    aggregator.push(&events);
+                    events.clear();
+                }
+                timeout = upstream.config.timeouts.idle;
+            }
+            Ok(Some(Err(_)) | None) => break,
+        }
+    }
+    let _summary = translator.finish(&mut events);
+    aggregator.push(&events);
+    aggregator.finish().map_err(|body| in_band_error_to_status(&body))
+}
+
+/// Reads a non-streamed upstream body within the provider's timeouts.
+async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
+    let read = Limited::new(body, MAX_UPSTREAM_BODY).collect();
+    match tokio::time::timeout(upstream.config.timeouts.first_byte, read).await {
+        Err(_) => Err(UpstreamError::FirstByteTimeout.into()),
+        Ok(Err(_)) => Err(UpstreamError::Transport.into()),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Turns a non-2xx upstream response into the client's error, keeping `retry-after` and the request id.
+async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+    let upstream_request_id = resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
+    let body = match tokio::time::timeout(
+        upstream.config.timeouts.idle,
+        Limited::new(resp.into_body(), MAX_ERROR_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let mapped = match upstream.config.kind {
+        ProviderKind::OpenAi => passthrough::map_error(status, &body),
+        ProviderKind::Anthropic => anthropic::map_error(status, &body),
+        ProviderKind::Ollama => ollama::map_error(status, &body),
+    };
+    tracing::debug!(provider = %upstream.config.id, upstream_status = status, client_status = mapped.status, "upstream error");
+    let retry_after = match (mapped.status, retry_after) {
+        (429 | 503, Some(v)) => Some(v),
+        (503, None) => Some(HeaderValue::from_static("1")),
+        _ => None,
+    };
+    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
+}
+
+/// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
+/// status, then hands the rest to a `TranslatingBody`.
+async fn stream_response(
+    upstream: &Arc<Upstream>,
+    resp: Response<Incoming>,
+    mut translator: AnyTranslator,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    meter: &mut RequestMeter,
+) -> Result<ChatReply, Error> {
+    let mut incoming = resp.into_body();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + upstream.config.timeouts.first_byte;
+    let mut ended = false;
+    while events.is_empty() && !translator.is_terminal() {
+        match tokio::time::timeout_at(deadline, incoming.frame()).await {
+            Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    translator.feed(&data, &mut events);
+                }
+            }
+            Ok(Some(Err(_))) | Ok(None) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if ended && events.is_empty() {
+        // The upstream closed before sending anything we could use.
+        let _ = translator.finish(&mut Vec::new());
+        return Err(UpstreamError::Protocol("upstream closed the stream before the first event".into()).into());
+    }
+    if let Some(StreamEvent::Error(body)) = events.first() {
+        // Failed before any content: answer with a real status instead of a 200 stream.
+        return Err(in_band_error_to_status(body));
+    }
+    if translator.is_terminal() {
+        // Pass-through forwards an in-band error as raw bytes: same rule when nothing else was streamed.
+        let summary = translator.summary();
+        if let (translators::StreamOutcome::UpstreamError(body), 0) = (&summary.outcome, summary.streamed_bytes) {
+            return Err(in_band_error_to_status(body));
+        }
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    translators::openai::sse_out::encode_all(&events, &mut buf);
+    events.clear();
+    meter.first_token();
+    let body = TranslatingBody::new(
+        incoming,
+        translator,
+        buf.freeze(),
+        upstream.config.timeouts.idle,
+        meter.hand_over(),
+        ended,
+    );
+    let mut resp = Response::new(ReplyBody::Stream(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    for (n, v) in headers {
+        h.insert(n, v);
+    }
+    Ok(resp)
+}
+
+/// Maps an in-band error that arrived before any content to an HTTP status the SDKs understand.
+fn in_band_error_to_status(body: &ErrorBody) -> Error {
+    let hay = format!("{} {}", body.kind, body.code.as_deref().unwrap_or(""));
+    let status = if hay.contains("overloaded") {
+        503
+    } else if hay.contains("rate_limit") {
+        429
+    } else {
+        502
+    };
+    let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
+    Error::Upstream(UpstreamError::Status {
+        mapped: translators::error::MappedError { status, body: body.clone() },
+        retry_after,
+        upstream_request_id: None,
+    })
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// `chatcmpl-` plus 24 random alphanumerics.
+pub fn new_completion_id() -> String {
+    let mut id = String::with_capacity(33);
+    id.push_str("chatcmpl-");
+    for _ in 0..24 {
+        id.push(fastrand::alphanumeric());
+    }
+    id
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

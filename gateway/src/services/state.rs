@@ -1,0 +1,40 @@
+//! The services' shared state: stores, upstream clients, caches and the shutdown signal, built once by
+//! the wiring (`lib.rs`) and handed to every front door behind `Arc`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::Authenticator;
+use super::models::ModelsCache;
+use super::sink::Sink;
+use crate::domain::config::Config;
+use crate::upstream::provider::Upstream;
+
+/// Everything a service needs. Built once at start; cheap to share behind `Arc`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// Enabled providers by id.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub models: ModelsCache,
+    /// Circuit breakers per provider deployment.
+    pub breakers: crate::upstream::health::Breakers,
+    pub auth: Authenticator,
+    /// Tenant and key limits (admission before the upstream, settlement at the end).
+    pub limiter: Arc<crate::stores::limiter::Limiter>,
+    /// Where finished requests are recorded (log line, ledger, metrics).
+    pub sink: Option<Arc<Sink>>,
+    /// Cancelled when shutdown begins: readiness turns false, new work is refused.
+    pub shutdown: CancellationToken,
+    /// Background tasks that must finish before the process exits.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// The prepared upstream for a provider id.
+    pub fn upstream(&self, id: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(id)
+    }
+}

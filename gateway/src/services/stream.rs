@@ -1,0 +1,240 @@
+//! The streaming response body: polls the upstream, feeds the translator, yields SSE frames.
+//!
+//! No task or channel per stream: the client's reads drive the upstream reads, so backpressure reaches the
+//! upstream and a slow client cannot make us buffer without bound. Dropping the body (client hang-up) drops
+//! the upstream connection at once and records the request as `cancelled` with the usage so far.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+use translators::openai::sse_out;
+use translators::openai::{passthrough, ErrorBody};
+use translators::{anthropic, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+
+use crate::services::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
+
+/// The translator for one provider kind (static dispatch: no `dyn`).
+pub enum AnyTranslator {
+    OpenAi(passthrough::StreamPassthrough),
+    Anthropic(anthropic::StreamDecoder),
+    Ollama(ollama::StreamDecoder),
+}
+
+impl StreamTranslator for AnyTranslator {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<StreamEvent>) {
+        match self {
+            AnyTranslator::OpenAi(t) => t.feed(input, out),
+            AnyTranslator::Anthropic(t) => t.feed(input, out),
+            AnyTranslator::Ollama(t) => t.feed(input, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> StreamSummary {
+        match self {
+            AnyTranslator::OpenAi(t) => t.finish(out),
+            AnyTranslator::Anthropic(t) => t.finish(out),
+            AnyTranslator::Ollama(t) => t.finish(out),
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        match self {
+            AnyTranslator::OpenAi(t) => t.is_terminal(),
+            AnyTranslator::Anthropic(t) => t.is_terminal(),
+            AnyTranslator::Ollama(t) => t.is_terminal(),
+        }
+    }
+
+    fn summary(&self) -> StreamSummary {
+        match self {
+            AnyTranslator::OpenAi(t) => t.summary(),
+            AnyTranslator::Anthropic(t) => t.summary(),
+            AnyTranslator::Ollama(t) => t.summary(),
+        }
+    }
+}
+
+/// Token counts for the ledger from a stream summary: the provider's own counts when they arrived,
+/// otherwise what was reported so far topped up with an estimate of what was streamed (never zero).
+pub fn tokens_of(summary: &StreamSummary, prompt_estimate: u64) -> Tokens {
+    let mut tokens = Tokens::from_usage(&summary.usage);
+    if !summary.usage_is_final {
+        tokens.estimated = true;
+        if tokens.prompt == 0 {
+            tokens.prompt = prompt_estimate;
+        }
+        tokens.completion = tokens.completion.max(estimate_tokens(summary.streamed_bytes));
+    }
+    tokens
+}
+
+enum Phase {
+    Streaming,
+    /// The upstream ended or the translator reached its terminal event: flush and record.
+    Finishing,
+    Done,
+}
+
+/// The SSE body sent to the client.
+pub struct TranslatingBody {
+    upstream: Option<Incoming>,
+    translator: AnyTranslator,
+    events: Vec<StreamEvent>,
+    buf: BytesMut,
+    pending: Option<Bytes>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    phase: Phase,
+    meter: RequestMeter,
+}
+
+impl TranslatingBody {
+    /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed.
+    pub fn new(
+        upstream: Incoming,
+        translator: AnyTranslator,
+        first: Bytes,
+        idle_timeout: Duration,
+        meter: RequestMeter,
+        upstream_ended: bool,
+    ) -> Self {
+        if let Some(m) = meter.metrics() {
+            m.open_streams.inc();
+        }
+        Self {
+            upstream: if upstream_ended { None } else { Some(upstream) },
+            translator,
+            events: Vec::with_capacity(8),
+            // Starts empty: an idle stream should hold no buffer (10k idle streams × 4 KB adds up).
+            buf: BytesMut::new(),
+            pending: (!first.is_empty()).then_some(first),
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
+            meter,
+        }
+    }
+
+    fn encode_events(&mut self) {
+        if !self.events.is_empty() {
+            sse_out::encode_all(&self.events, &mut self.buf);
+            self.events.clear();
+            self.pending = Some(self.buf.split().freeze());
+        }
+    }
+
+    /// Flushes the translator, writes `[DONE]` on success, and records the outcome.
+    fn finish(&mut self, forced_error: Option<ErrorBody>) {
+        self.upstream = None;
+        let forced_idle = forced_error.is_some();
+        let summary = if let Some(error) = forced_error {
+            self.events.push(StreamEvent::Error(error));
+            let mut s = self.translator.summary();
+            s.outcome = StreamOutcome::Truncated;
+            s
+        } else {
+            self.translator.finish(&mut self.events)
+        };
+        self.encode_events();
+        self.meter.info.error_kind = match &summary.outcome {
+            StreamOutcome::Completed => None,
+            StreamOutcome::UpstreamError(_) => Some("stream_error"),
+            StreamOutcome::Truncated if forced_idle => Some("stream_idle_timeout"),
+            StreamOutcome::Truncated | StreamOutcome::Open => Some("stream_truncated"),
+        };
+        let outcome = match &summary.outcome {
+            StreamOutcome::Completed => {
+                let mut done = self.pending.take().map(BytesMut::from).unwrap_or_default();
+                done.extend_from_slice(sse_out::DONE);
+                self.pending = Some(done.freeze());
+                Outcome::Ok
+            }
+            // The 200 and the first event already went out: whatever failed, the client got part of a stream.
+            StreamOutcome::UpstreamError(_) | StreamOutcome::Truncated | StreamOutcome::Open => Outcome::Partial,
+        };
+        let tokens = tokens_of(&summary, self.meter.info.prompt_estimate);
+        self.meter.finish(outcome, tokens, 200);
+        self.phase = Phase::Done;
+    }
+}
+
+impl HttpBody for TranslatingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.pending.take() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            match this.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Finishing => this.finish(None),
+                Phase::Streaming => {
+                    if this.translator.is_terminal() {
+                        this.phase = Phase::Finishing;
+                        continue;
+                    }
+                    let Some(upstream) = this.upstream.as_mut() else {
+                        this.phase = Phase::Finishing;
+                        continue;
+                    };
+                    match Pin::new(upstream).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data() {
+                                this.translator.feed(&data, &mut this.events);
+                                let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                                this.idle.as_mut().reset(deadline);
+                                this.encode_events();
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
+                        Poll::Pending => {
+                            if this.idle.as_mut().poll(cx).is_ready() {
+                                let error = ErrorBody::new(
+                                    "upstream stream stalled: no data within the idle timeout",
+                                    "server_error",
+                                    Some("timeout"),
+                                );
+                                this.finish(Some(error));
+                                continue;
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.phase, Phase::Done) && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for TranslatingBody {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.metrics() {
+            m.open_streams.dec();
+        }
+        if !self.meter.is_finished() {
+            // The client went away mid-stream. `upstream` is dropped with us, which closes that connection
+            // at once (hyper does not drain a body dropped half-read).
+            let summary = self.translator.summary();
+            let tokens = tokens_of(&summary, self.meter.info.prompt_estimate);
+            self.meter.finish(Outcome::Cancelled, tokens, 200);
+        }
+    }
+}

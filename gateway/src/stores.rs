@@ -1,0 +1,8 @@
+//! What the gateway keeps: the usage ledger, tenants and keys, the live price table and the limit
+//! counters (local or Redis). Each store speaks in `domain` types; none knows about requests, HTTP or
+//! the services above it.
+
+pub mod ledger;
+pub mod limiter;
+pub mod pricing;
+pub mod tenants;

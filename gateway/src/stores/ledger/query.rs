@@ -1,0 +1,219 @@
+//! Usage queries: one SQL shape for both stores, results normalized and sorted in Rust so
+//! Postgres and SQLite answer identically (no collation or date-function differences).
+//!
+//! Times are unix milliseconds, UTC; `from` is inclusive, `to` exclusive. `day` groups by UTC
+//! calendar day (`ts_unix_ms / 86_400_000`), rendered `YYYY-MM-DD`. `model` is the upstream model.
+
+use serde::{Deserialize, Serialize};
+
+use super::LedgerError;
+use crate::domain::pricing::format_usd;
+use crate::domain::time::format_day;
+
+/// A dimension to group usage by.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// Tenant id.
+    Tenant,
+    /// Provider id.
+    Provider,
+    /// Upstream model.
+    Model,
+    /// UTC calendar day.
+    Day,
+}
+
+impl GroupBy {
+    /// Parses `tenant`, `provider`, `model` or `day`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(Self::Tenant),
+            "provider" => Some(Self::Provider),
+            "model" => Some(Self::Model),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+
+    /// Parses a comma-separated list (`"tenant,day"`); empty items are ignored.
+    ///
+    /// # Errors
+    /// [`LedgerError::Query`] naming the unknown dimension.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, LedgerError> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let g = Self::parse(item).ok_or_else(|| {
+                LedgerError::Query(format!("unknown group_by `{item}` (expected tenant, provider, model, day)"))
+            })?;
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Tenant => "tenant",
+            GroupBy::Provider => "provider",
+            GroupBy::Model => "upstream_model",
+            GroupBy::Day => "(ts_unix_ms / 86400000)",
+        }
+    }
+}
+
+/// Filters and grouping for [`super::LedgerHandle::usage`]. All filters are optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Inclusive lower bound, unix ms.
+    pub from_unix_ms: Option<i64>,
+    /// Exclusive upper bound, unix ms.
+    pub to_unix_ms: Option<i64>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this provider id.
+    pub provider: Option<String>,
+    /// Only this upstream model (exact).
+    pub model: Option<String>,
+    /// Dimensions to group by (any subset, order irrelevant); empty = one total row.
+    pub group_by: Vec<GroupBy>,
+}
+
+/// One usage row. A dimension not grouped by is `None`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Tenant, when grouped by tenant.
+    pub tenant: Option<String>,
+    /// Provider, when grouped by provider.
+    pub provider: Option<String>,
+    /// Upstream model, when grouped by model.
+    pub model: Option<String>,
+    /// UTC day `YYYY-MM-DD`, when grouped by day.
+    pub day: Option<String>,
+    /// Number of requests (ledger records).
+    pub requests: u64,
+    /// Sum of prompt tokens (including cached and cache-write tokens).
+    pub prompt_tokens: u64,
+    /// Sum of completion tokens.
+    pub completion_tokens: u64,
+    /// Sum of cached input tokens.
+    pub cached_tokens: u64,
+    /// Sum of cache-write tokens.
+    pub cache_write_tokens: u64,
+    /// Sum of costs, nano-USD.
+    pub cost_nano_usd: i64,
+    /// The same cost as a decimal USD string (`format_usd`).
+    pub cost_usd: String,
+}
+
+/// Placeholder style of the store's SQL dialect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// A bind value of a usage query.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// The SQL and binds of a usage query; result columns are the group columns in
+/// `UsageQuery::group_by` order, then requests and the five sums.
+pub(crate) struct BuiltQuery {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+    pub groups: Vec<GroupBy>,
+}
+
+pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
+    let mut groups = q.group_by.clone();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut binds = Vec::new();
+    let mut conds: Vec<String> = Vec::new();
+    let mut push = |cond: &str, bind: Bind, binds: &mut Vec<Bind>| {
+        binds.push(bind);
+        let n = binds.len();
+        let ph = match dialect {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        };
+        conds.push(cond.replace('?', &ph));
+    };
+    if let Some(from) = q.from_unix_ms {
+        push("ts_unix_ms >= ?", Bind::Int(from), &mut binds);
+    }
+    if let Some(to) = q.to_unix_ms {
+        push("ts_unix_ms < ?", Bind::Int(to), &mut binds);
+    }
+    if let Some(t) = &q.tenant {
+        push("tenant = ?", Bind::Text(t.clone()), &mut binds);
+    }
+    if let Some(p) = &q.provider {
+        push("provider = ?", Bind::Text(p.clone()), &mut binds);
+    }
+    if let Some(m) = &q.model {
+        push("upstream_model = ?", Bind::Text(m.clone()), &mut binds);
+    }
+    let group_cols: Vec<&str> = groups.iter().map(|g| g.column()).collect();
+    let mut select: Vec<String> = group_cols.iter().map(|c| (*c).to_owned()).collect();
+    select.push("COUNT(*)".to_owned());
+    for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
+        select.push(format!("COALESCE(CAST(SUM({col}) AS BIGINT), 0)"));
+    }
+    let mut sql = format!("SELECT {} FROM ledger_records", select.join(", "));
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if !group_cols.is_empty() {
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&group_cols.join(", "));
+    }
+    BuiltQuery { sql, binds, groups }
+}
+
+/// A raw result row before normalization: group values then the six counters.
+pub(crate) struct RawRow {
+    pub texts: Vec<Option<String>>,
+    pub day: Option<i64>,
+    pub counters: [i64; 6],
+}
+
+pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
+    let mut rows: Vec<UsageRow> = raw
+        .into_iter()
+        .filter(|r| !groups.is_empty() || r.counters[0] > 0)
+        .map(|r| {
+            let mut texts = r.texts.into_iter();
+            let mut row = UsageRow {
+                tenant: None,
+                provider: None,
+                model: None,
+                day: None,
+                requests: super::record::to_u64(r.counters[0]),
+                prompt_tokens: super::record::to_u64(r.counters[1]),
+                completion_tokens: super::record::to_u64(r.counters[2]),
+                cached_tokens: super::record::to_u64(r.counters[3]),
+                cache_write_tokens: super::record::to_u64(r.counters[4]),
+                cost_nano_usd: r.counters[5],
+                cost_usd: format_usd(r.counters[5]),
+            };
+            for g in groups {
+                match g {
+                    GroupBy::Tenant => row.tenant = texts.next().flatten(),
+                    GroupBy::Provider => row.provider = texts.next().flatten(),
+                    GroupBy::Model => row.model = texts.next().flatten(),
+                    GroupBy::Day => row.day = r.day.map(format_day),
+                }
+            }
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.day, &a.tenant, &a.provider, &a.model).cmp(&(&b.day, &b.tenant, &b.provider, &b.model)));
+    rows
+}

@@ -1,0 +1,264 @@
+//! The embedded store: one SQLite file under `data_dir` (WAL mode, `synchronous = FULL`).
+//!
+//! rusqlite is blocking: every call runs on `spawn_blocking` while holding an owned async mutex
+//! over its connection. The writer and the usage queries use separate connections, so queries
+//! read a WAL snapshot without waiting for inserts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::Mutex;
+
+use super::query::{self, Bind, Dialect, RawRow};
+use super::record::to_i64;
+use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
+
+/// Versioned schema migrations, applied in order at start.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "ledger_records", include_str!("../../../migrations/sqlite/0001_ledger_records.sql"))];
+
+const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, \
+     requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
+     cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
+     price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
+     status, stream, latency_ms, ttft_ms, attempts, http_status) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+     ?20, ?21, ?22, ?23) ON CONFLICT (request_id) DO NOTHING";
+
+/// File name of the database inside `data_dir`.
+pub(crate) const FILE_NAME: &str = "ledger.sqlite3";
+
+pub(crate) struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database and applies pending migrations.
+    pub(crate) async fn open(data_dir: &Path) -> Result<Self, LedgerError> {
+        let path = data_dir.join(FILE_NAME);
+        let p = path.clone();
+        let (writer, reader) = tokio::task::spawn_blocking(move || {
+            let mut writer = open(&p)?;
+            migrate(&mut writer)?;
+            let reader = open(&p)?;
+            Ok::<_, rusqlite::Error>((writer, reader))
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))??;
+        Ok(Self { path, writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Inserts a batch in one transaction; duplicates (by `request_id`) are ignored.
+    /// Returns the batch (for the journal on failure) and the number of new rows.
+    pub(crate) async fn insert(&self, batch: Vec<LedgerRecord>) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
+        let conn = Arc::clone(&self.writer).lock_owned().await;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = conn;
+            let res = insert_blocking(&mut conn, &batch);
+            (batch, res)
+        })
+        .await;
+        match joined {
+            Ok((batch, res)) => (batch, res.map_err(LedgerError::from)),
+            // The batch is lost with the panicked task: cannot happen short of a rusqlite bug.
+            Err(e) => (Vec::new(), Err(LedgerError::Task(e.to_string()))),
+        }
+    }
+
+    pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
+        let built = query::build(q, Dialect::Sqlite);
+        let result_groups = built.groups.clone();
+        let conn = Arc::clone(&self.reader).lock_owned().await;
+        let raw = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<RawRow>> {
+            let mut stmt = conn.prepare(&built.sql)?;
+            let binds: Vec<rusqlite::types::Value> = built
+                .binds
+                .iter()
+                .map(|b| match b {
+                    Bind::Int(i) => rusqlite::types::Value::Integer(*i),
+                    Bind::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                })
+                .collect();
+            let n_groups = built.groups.len();
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds), |row| {
+                let mut texts = Vec::new();
+                let mut day = None;
+                for (i, g) in built.groups.iter().enumerate() {
+                    if matches!(g, query::GroupBy::Day) {
+                        day = row.get::<_, Option<i64>>(i)?;
+                    } else {
+                        texts.push(row.get::<_, Option<String>>(i)?);
+                    }
+                }
+                let mut counters = [0i64; 6];
+                for (k, c) in counters.iter_mut().enumerate() {
+                    *c = row.get(n_groups + k)?;
+                }
+                Ok(RawRow { texts, day, counters })
+            })?;
+            rows.collect()
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))??;
+        Ok(query::finish(&result_groups, raw))
+    }
+
+    /// Deletes records older than `ts_unix_ms`, in chunks; returns how many.
+    pub(crate) async fn prune_before(&self, ts_unix_ms: i64) -> Result<u64, LedgerError> {
+        let mut total = 0u64;
+        loop {
+            let conn = Arc::clone(&self.writer).lock_owned().await;
+            let n = tokio::task::spawn_blocking(move || {
+                conn.execute(
+                    "DELETE FROM ledger_records WHERE rowid IN \
+                     (SELECT rowid FROM ledger_records WHERE ts_unix_ms < ?1 LIMIT 10000)",
+                    params![ts_unix_ms],
+                )
+            })
+            .await
+            .map_err(|e| LedgerError::Task(e.to_string()))??;
+            total += n as u64;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// All records with this request id prefix, for tests and tools.
+    #[cfg(test)]
+    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
+        use super::record::to_u64;
+        use crate::domain::pricing::Price;
+        let id = request_id.to_owned();
+        let conn = Arc::clone(&self.reader).lock_owned().await;
+        tokio::task::spawn_blocking(move || -> rusqlite::Result<Option<LedgerRecord>> {
+            let mut stmt = conn.prepare(
+                "SELECT request_id, ts_unix_ms, tenant, key_id, provider, requested_model, \
+                 upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
+                 cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
+                 price_output_micro_per_m, price_cached_input_micro_per_m, \
+                 price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, attempts, \
+                 http_status FROM ledger_records WHERE request_id = ?1",
+            )?;
+            let mut rows = stmt.query(params![id])?;
+            let Some(row) = rows.next()? else {
+                return Ok(None);
+            };
+            let status: String = row.get(17)?;
+            Ok(Some(LedgerRecord {
+                request_id: row.get(0)?,
+                ts_unix_ms: row.get(1)?,
+                tenant: row.get(2)?,
+                key_id: row.get(3)?,
+                provider: row.get(4)?,
+                requested_model: row.get(5)?,
+                upstream_model: row.get(6)?,
+                prompt_tokens: to_u64(row.get(7)?),
+                completion_tokens: to_u64(row.get(8)?),
+                cached_tokens: to_u64(row.get(9)?),
+                cache_write_tokens: to_u64(row.get(10)?),
+                usage_estimated: row.get(11)?,
+                cost_nano_usd: row.get(12)?,
+                price: Price {
+                    input_micro_per_m: row.get(13)?,
+                    output_micro_per_m: row.get(14)?,
+                    cached_input_micro_per_m: row.get(15)?,
+                    cache_write_micro_per_m: row.get(16)?,
+                },
+                status: super::RecordStatus::parse(&status).unwrap_or(super::RecordStatus::UpstreamError),
+                stream: row.get(18)?,
+                latency_ms: to_u64(row.get(19)?),
+                ttft_ms: row.get::<_, Option<i64>>(20)?.map(to_u64),
+                attempts: u32::try_from(row.get::<_, i64>(21)?).unwrap_or(u32::MAX),
+                http_status: u16::try_from(row.get::<_, i64>(22)?).unwrap_or(0),
+            }))
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))?
+        .map_err(LedgerError::from)
+    }
+}
+
+fn insert_blocking(conn: &mut Connection, batch: &[LedgerRecord]) -> rusqlite::Result<u64> {
+    let tx = conn.transaction()?;
+    let mut inserted = 0u64;
+    {
+        let mut stmt = tx.prepare_cached(INSERT_SQL)?;
+        for r in batch {
+            inserted += stmt.execute(params![
+                r.request_id,
+                r.ts_unix_ms,
+                r.tenant,
+                r.key_id,
+                r.provider,
+                r.requested_model,
+                r.upstream_model,
+                to_i64(r.prompt_tokens),
+                to_i64(r.completion_tokens),
+                to_i64(r.cached_tokens),
+                to_i64(r.cache_write_tokens),
+                r.usage_estimated,
+                r.cost_nano_usd,
+                r.price.input_micro_per_m,
+                r.price.output_micro_per_m,
+                r.price.cached_input_micro_per_m,
+                r.price.cache_write_micro_per_m,
+                r.status.as_str(),
+                r.stream,
+                to_i64(r.latency_ms),
+                r.ttft_ms.map(to_i64),
+                i64::from(r.attempts),
+                i64::from(r.http_status),
+            ])? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(inserted)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at_unix_ms INTEGER NOT NULL
+         )",
+    )?;
+    let applied: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT version FROM schema_migrations")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
+            params![version, name, crate::domain::time::now_unix_ms()],
+        )?;
+        tracing::info!(version, name, "Ledger SQLite migration applied");
+    }
+    tx.commit()
+}

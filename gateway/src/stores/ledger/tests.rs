@@ -1,0 +1,821 @@
+//! Ledger tests against the embedded SQLite store (temp dir) and the machine's Postgres
+//! (`127.0.0.1:5432`, database `test`, user `postgres`; override with `LEDGER_TEST_DATABASE_URL`).
+//! Every Postgres test runs in a fresh schema (via `search_path`) that is dropped afterwards.
+
+use crate::domain::time::{format_day, parse_time};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::journal::{encode_line, parse_segment};
+use super::*;
+use crate::domain::pricing::{cost_nano_usd, Price};
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DAY: i64 = 86_400_000;
+/// 2025-03-01T00:00:00Z
+const T0: i64 = 1_740_787_200_000;
+
+fn pg_base() -> String {
+    std::env::var("LEDGER_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned())
+}
+
+/// A temp directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("ledger-{tag}-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh Postgres schema, dropped (CASCADE) on drop.
+struct PgSchema {
+    name: String,
+}
+
+impl PgSchema {
+    async fn new() -> Self {
+        let name = format!("ledger_t_{:016x}", fastrand::u64(..));
+        let (client, conn) = tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls)
+            .await
+            .expect("Postgres at 127.0.0.1:5432 (start it with pg_ctlcluster)");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
+        Self { name }
+    }
+
+    fn url(&self) -> String {
+        let sep = if pg_base().contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", pg_base(), self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test environment: data dir plus (for Postgres) a schema.
+struct Env {
+    dir: TempDir,
+    pg: Option<PgSchema>,
+}
+
+impl Env {
+    async fn new(backend: Backend) -> Self {
+        let dir = TempDir::new(match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "pg",
+        });
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgSchema::new().await),
+        };
+        Self { dir, pg }
+    }
+
+    fn cfg(&self) -> LedgerConfig {
+        LedgerConfig {
+            database_url: self.pg.as_ref().map(PgSchema::url),
+            data_dir: self.dir.path().to_owned(),
+            queue_capacity: 10_000,
+            batch_rows: 100,
+            batch_interval: Duration::from_millis(20),
+        }
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join(JOURNAL_DIR)
+    }
+}
+
+const PRICE: Price = Price {
+    input_micro_per_m: 2_500_000,
+    output_micro_per_m: 10_000_000,
+    cached_input_micro_per_m: 1_250_000,
+    cache_write_micro_per_m: 3_125_000,
+};
+
+fn rec(i: u64, tenant: &str, provider: &str, model: &str, ts: i64) -> LedgerRecord {
+    let prompt = 100 + i % 50;
+    let cached = i % 7;
+    let cache_write = i % 3;
+    let completion = 10 + i % 13;
+    LedgerRecord {
+        request_id: format!("req-{i:08}"),
+        ts_unix_ms: ts,
+        tenant: tenant.to_owned(),
+        key_id: i.is_multiple_of(2).then(|| format!("key-{}", i % 5)),
+        provider: provider.to_owned(),
+        requested_model: format!("alias-{model}"),
+        upstream_model: model.to_owned(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: cached,
+        cache_write_tokens: cache_write,
+        usage_estimated: i.is_multiple_of(11),
+        cost_nano_usd: cost_nano_usd(&PRICE, prompt, completion, cached, cache_write),
+        price: PRICE,
+        status: RecordStatus::ALL[(i % 5) as usize],
+        stream: i % 2 == 1,
+        latency_ms: 100 + i,
+        ttft_ms: i.is_multiple_of(3).then_some(20 + i),
+        attempts: 1 + (i % 2) as u32,
+        http_status: 200,
+    }
+}
+
+fn simple(i: u64) -> LedgerRecord {
+    rec(i, "acme", "openai", "gpt-4o", T0 + i as i64)
+}
+
+/// Expected totals of a set of records (one row, no grouping).
+fn totals(records: &[LedgerRecord]) -> UsageRow {
+    let cost: i64 = records.iter().map(|r| r.cost_nano_usd).sum();
+    UsageRow {
+        tenant: None,
+        provider: None,
+        model: None,
+        day: None,
+        requests: records.len() as u64,
+        prompt_tokens: records.iter().map(|r| r.prompt_tokens).sum(),
+        completion_tokens: records.iter().map(|r| r.completion_tokens).sum(),
+        cached_tokens: records.iter().map(|r| r.cached_tokens).sum(),
+        cache_write_tokens: records.iter().map(|r| r.cache_write_tokens).sum(),
+        cost_nano_usd: cost,
+        cost_usd: crate::domain::pricing::format_usd(cost),
+    }
+}
+
+async fn total_row(handle: &LedgerHandle) -> Option<UsageRow> {
+    let rows = handle.usage(&UsageQuery::default()).await.unwrap();
+    assert!(rows.len() <= 1, "{rows:?}");
+    rows.into_iter().next()
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn journal_segments(dir: &Path) -> Vec<PathBuf> {
+    journal::list_segments(dir).unwrap_or_default()
+}
+
+/// Starts the ledger, runs the writer in the background, and returns a stopper.
+async fn run(cfg: LedgerConfig) -> (LedgerHandle, Stopper) {
+    let (handle, writer) = start(cfg).await.unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(writer.run(token.clone()));
+    (handle, Stopper { token, task })
+}
+
+struct Stopper {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stopper {
+    async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("writer drains within 30 s").unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// N records in → exactly N rows, matching sums; records round-trip field by field.
+
+async fn n_records_exact(backend: Backend) {
+    let env = Env::new(backend).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let records: Vec<LedgerRecord> = (0..2_345).map(simple).collect();
+    for r in &records {
+        handle.submit(r.clone());
+    }
+    wait_until("all written", || handle.stats().written == 2_345).await;
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+    for i in [0, 1, 3, 6, 1_000, 2_344] {
+        let got = handle.fetch(&records[i].request_id).await.unwrap();
+        assert_eq!(got.as_ref(), Some(&records[i]), "record {i} round-trips");
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.written, 2_345);
+    assert_eq!(stats.journaled, 0);
+    assert!(stats.batches >= 24, "{stats:?}");
+    assert!(stats.database_ok && handle.is_writable());
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_n_records_exact() {
+    n_records_exact(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_n_records_exact() {
+    n_records_exact(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Duplicate request ids: within a batch, across batches, and via journal replay.
+
+async fn duplicates_ignored(backend: Backend) {
+    let env = Env::new(backend).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let records: Vec<LedgerRecord> = (0..300).map(simple).collect();
+    for r in &records {
+        handle.submit(r.clone());
+        handle.submit(r.clone()); // same batch (most likely)
+    }
+    wait_until("written", || handle.stats().written == 600).await;
+    for r in records.iter().take(100) {
+        handle.submit(r.clone()); // later batches
+    }
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+
+    // A journal segment holding already-committed records (crash between commit and delete).
+    let seg = env.journal_dir().join(format!("{:020}.jsonl", 999));
+    let mut bytes = Vec::new();
+    for r in records.iter().take(50) {
+        bytes.extend(encode_line(r));
+    }
+    std::fs::write(&seg, bytes).unwrap();
+    drop(handle);
+    let (handle, stop) = run(env.cfg()).await;
+    assert_eq!(handle.stats().replayed, 50);
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_duplicates_ignored() {
+    duplicates_ignored(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_duplicates_ignored() {
+    duplicates_ignored(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database unreachable → journaled; next start with a good URL replays exactly once.
+
+#[tokio::test]
+async fn postgres_unreachable_journals_then_replays_exactly_once() {
+    let env = Env::new(Backend::Postgres).await;
+    let mut bad = env.cfg();
+    bad.database_url = Some("postgres://postgres@127.0.0.1:1/test?connect_timeout=2".to_owned());
+    let (handle, stop) = run(bad).await;
+    let stats = handle.stats();
+    assert!(!stats.database_ok, "{stats:?}");
+    assert!(stats.last_error.is_some());
+    assert!(handle.is_writable(), "journal keeps the ledger writable");
+    let records: Vec<LedgerRecord> = (0..1_234).map(simple).collect();
+    for r in &records {
+        handle.submit(r.clone());
+    }
+    wait_until("journaled", || handle.stats().journaled == 1_234).await;
+    stop.stop().await;
+    let stats = handle.stats();
+    assert_eq!(stats.written, 0);
+    assert_eq!(stats.journaled, 1_234);
+    assert!(handle.usage(&UsageQuery::default()).await.is_err());
+    assert!(!journal_segments(&env.journal_dir()).is_empty());
+    drop(handle);
+
+    // Next start against the real database, same data_dir: replayed during start.
+    let (handle, writer) = start(env.cfg()).await.unwrap();
+    let stats = handle.stats();
+    assert!(stats.database_ok);
+    assert_eq!(stats.replayed, 1_234);
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+    let token = CancellationToken::new();
+    token.cancel();
+    writer.run(token).await;
+    drop(handle);
+
+    // And never again.
+    let (handle, stop) = run(env.cfg()).await;
+    assert_eq!(handle.stats().replayed, 0);
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+}
+
+/// A TCP proxy to the real Postgres that can be switched off (connections refused and the
+/// established ones cut) and on again: a database outage inside one process.
+struct FlakyProxy {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl FlakyProxy {
+    async fn new() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn postgres_outage_and_recovery_while_running() {
+    let env = Env::new(Backend::Postgres).await;
+    let proxy = FlakyProxy::new().await;
+    let mut cfg = env.cfg();
+    cfg.database_url = Some(format!(
+        "postgres://postgres@127.0.0.1:{}/test?connect_timeout=2&options=-c%20search_path%3D{}",
+        proxy.port,
+        env.pg.as_ref().unwrap().name
+    ));
+    let (handle, stop) = run(cfg).await;
+    for i in 0..100 {
+        handle.submit(simple(i));
+    }
+    wait_until("first records written", || handle.stats().written == 100).await;
+
+    proxy.set(false);
+    for i in 100..300 {
+        handle.submit(simple(i));
+    }
+    wait_until("outage records journaled", || handle.stats().journaled == 200).await;
+    let stats = handle.stats();
+    assert!(!stats.database_ok, "{stats:?}");
+    assert!(handle.is_writable());
+    assert_eq!(stats.written, 100);
+
+    proxy.set(true);
+    wait_until("journal replayed", || handle.stats().replayed == 200).await;
+    assert!(handle.stats().database_ok);
+    for i in 300..400 {
+        handle.submit(simple(i));
+    }
+    wait_until("later records written", || handle.stats().written == 200).await;
+    stop.stop().await;
+    let all: Vec<LedgerRecord> = (0..400).map(simple).collect();
+    assert_eq!(total_row(&handle).await, Some(totals(&all)));
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Torn journal tail (crash mid-write) and a corrupt line are skipped; the rest is replayed.
+
+async fn torn_tail_skipped(backend: Backend) {
+    let env = Env::new(backend).await;
+    std::fs::create_dir_all(env.journal_dir()).unwrap();
+    let records: Vec<LedgerRecord> = (0..10).map(simple).collect();
+    // Segment 1: 5 good lines, one with a flipped byte, and a torn last line.
+    let mut seg1 = Vec::new();
+    for r in &records[..5] {
+        seg1.extend(encode_line(r));
+    }
+    let mut corrupt = encode_line(&simple(100));
+    corrupt[30] ^= 0x01;
+    seg1.extend(corrupt);
+    let torn = encode_line(&simple(101));
+    seg1.extend(&torn[..torn.len() / 2]);
+    std::fs::write(env.journal_dir().join(format!("{:020}.jsonl", 1)), seg1).unwrap();
+    // Segment 2 (written after a restart): 5 more good lines.
+    let mut seg2 = Vec::new();
+    for r in &records[5..] {
+        seg2.extend(encode_line(r));
+    }
+    std::fs::write(env.journal_dir().join(format!("{:020}.jsonl", 2)), seg2).unwrap();
+
+    let (handle, stop) = run(env.cfg()).await;
+    let stats = handle.stats();
+    assert_eq!(stats.replayed, 10, "{stats:?}");
+    assert_eq!(stats.journal_skipped, 2, "{stats:?}");
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+    assert!(handle.fetch(&simple(100).request_id).await.unwrap().is_none());
+    assert!(handle.fetch(&simple(101).request_id).await.unwrap().is_none());
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_torn_tail_skipped() {
+    torn_tail_skipped(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_torn_tail_skipped() {
+    torn_tail_skipped(Backend::Postgres).await;
+}
+
+#[test]
+fn journal_lines_parse_and_torn_lines_are_detected() {
+    let a = simple(1);
+    let b = simple(2);
+    let mut bytes = encode_line(&a);
+    bytes.extend(encode_line(&b));
+    let seg = parse_segment(&bytes, Path::new("x"));
+    assert_eq!(seg.records, vec![a.clone(), b.clone()]);
+    assert_eq!(seg.skipped, 0);
+    // Every possible truncation point of the second line keeps the first and skips the rest.
+    let first_len = encode_line(&a).len();
+    for cut in first_len + 1..bytes.len() {
+        let seg = parse_segment(&bytes[..cut], Path::new("x"));
+        assert_eq!(seg.records, vec![a.clone()], "cut at {cut}");
+        assert_eq!(seg.skipped, 1, "cut at {cut}");
+    }
+    // Garbage lines are skipped, not fatal.
+    let seg = parse_segment(b"nonsense\n\n0123456789abcdef\t{}\n", Path::new("x"));
+    assert!(seg.records.is_empty());
+    assert_eq!(seg.skipped, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue full → journal, without blocking; everything lands in the store eventually.
+
+async fn queue_full_journals(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut cfg = env.cfg();
+    cfg.queue_capacity = 4;
+    let (handle, writer) = start(cfg).await.unwrap();
+    let records: Vec<LedgerRecord> = (0..50).map(simple).collect();
+    // The writer is not running: 4 fit in the queue, 46 overflow to the journal.
+    for r in &records {
+        handle.submit(r.clone());
+    }
+    assert_eq!(handle.stats().queue_depth, 4);
+    wait_until("overflow journaled", || handle.stats().journaled == 46).await;
+    assert_eq!(journal_segments(&env.journal_dir()).len(), 1);
+    // Now run the writer: the queue drains into the store and the journal is replayed.
+    let token = CancellationToken::new();
+    let task = tokio::spawn(writer.run(token.clone()));
+    wait_until("replayed", || handle.stats().replayed == 46).await;
+    token.cancel();
+    task.await.unwrap();
+    let stats = handle.stats();
+    assert_eq!(stats.written, 4, "{stats:?}");
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_queue_full_journals() {
+    queue_full_journals(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_queue_full_journals() {
+    queue_full_journals(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown flushes everything, even a batch that would wait a minute to fill.
+
+async fn graceful_shutdown_flushes(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut cfg = env.cfg();
+    cfg.batch_rows = 100_000;
+    cfg.batch_interval = Duration::from_secs(60);
+    let (handle, writer) = start(cfg.clone()).await.unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(writer.run(token.clone()));
+    let records: Vec<LedgerRecord> = (0..777).map(simple).collect();
+    for r in &records {
+        handle.submit(r.clone());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(handle.stats().written, 0, "still filling its batch");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shutdown does not wait for the batch interval")
+        .unwrap();
+    assert_eq!(handle.stats().written, 777);
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+
+    // Submitted after the writer stopped: journaled, replayed at the next start.
+    let late = simple(5_000);
+    handle.submit(late.clone());
+    wait_until("late record journaled", || handle.stats().journaled == 1).await;
+    drop(handle);
+    let (handle, stop) = run(cfg).await;
+    assert_eq!(handle.stats().replayed, 1);
+    stop.stop().await;
+    assert_eq!(handle.fetch(&late.request_id).await.unwrap(), Some(late));
+}
+
+#[tokio::test]
+async fn sqlite_graceful_shutdown_flushes() {
+    graceful_shutdown_flushes(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_graceful_shutdown_flushes() {
+    graceful_shutdown_flushes(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage queries: grouping and filters, identical on both stores.
+
+fn usage_dataset() -> Vec<LedgerRecord> {
+    let mut out = Vec::new();
+    let combos = [
+        ("acme", "openai", "gpt-4o"),
+        ("acme", "openai", "gpt-4o-mini"),
+        ("acme", "anthropic", "claude-sonnet-4-5"),
+        ("globex", "openai", "gpt-4o"),
+        ("globex", "anthropic", "claude-haiku-4-5"),
+    ];
+    let mut i = 0;
+    for day in 0..3 {
+        for (k, (tenant, provider, model)) in combos.iter().enumerate() {
+            for n in 0..(k + day as usize + 1) {
+                let ts = T0 + day * DAY + (n as i64) * 3_600_000;
+                out.push(rec(i, tenant, provider, model, ts));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The reference implementation of a usage query, in plain Rust.
+fn expected(records: &[LedgerRecord], q: &UsageQuery) -> Vec<UsageRow> {
+    type Key = (Option<String>, Option<String>, Option<String>, Option<String>);
+    let mut groups: std::collections::BTreeMap<Key, Vec<LedgerRecord>> = std::collections::BTreeMap::new();
+    for r in records {
+        if q.from_unix_ms.is_some_and(|f| r.ts_unix_ms < f)
+            || q.to_unix_ms.is_some_and(|t| r.ts_unix_ms >= t)
+            || q.tenant.as_ref().is_some_and(|t| &r.tenant != t)
+            || q.provider.as_ref().is_some_and(|p| &r.provider != p)
+            || q.model.as_ref().is_some_and(|m| &r.upstream_model != m)
+        {
+            continue;
+        }
+        let g = |d: GroupBy, v: String| q.group_by.contains(&d).then_some(v);
+        let key = (
+            g(GroupBy::Day, format_day(r.ts_unix_ms.div_euclid(DAY))),
+            g(GroupBy::Tenant, r.tenant.clone()),
+            g(GroupBy::Provider, r.provider.clone()),
+            g(GroupBy::Model, r.upstream_model.clone()),
+        );
+        groups.entry(key).or_default().push(r.clone());
+    }
+    groups
+        .into_iter()
+        .map(|((day, tenant, provider, model), rs)| UsageRow { day, tenant, provider, model, ..totals(&rs) })
+        .collect()
+}
+
+fn usage_queries() -> Vec<UsageQuery> {
+    let g = |s: &str| GroupBy::parse_list(s).unwrap();
+    vec![
+        UsageQuery::default(),
+        UsageQuery { group_by: g("tenant"), ..Default::default() },
+        UsageQuery { group_by: g("day"), ..Default::default() },
+        UsageQuery { group_by: g("model,provider"), ..Default::default() },
+        UsageQuery { group_by: g("tenant,provider,model,day"), ..Default::default() },
+        UsageQuery { tenant: Some("acme".into()), group_by: g("day,model"), ..Default::default() },
+        UsageQuery {
+            from_unix_ms: Some(T0 + DAY),
+            to_unix_ms: Some(T0 + 2 * DAY),
+            group_by: g("tenant"),
+            ..Default::default()
+        },
+        UsageQuery {
+            from_unix_ms: Some(T0 + 3_600_000),
+            provider: Some("openai".into()),
+            model: Some("gpt-4o".into()),
+            group_by: g("tenant,day"),
+            ..Default::default()
+        },
+        UsageQuery { tenant: Some("nobody".into()), ..Default::default() },
+        UsageQuery { tenant: Some("nobody".into()), group_by: g("tenant"), ..Default::default() },
+    ]
+}
+
+async fn usage_results(backend: Backend) -> Vec<Vec<UsageRow>> {
+    let env = Env::new(backend).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let data = usage_dataset();
+    for r in &data {
+        handle.submit(r.clone());
+    }
+    stop.stop().await;
+    let mut out = Vec::new();
+    for q in usage_queries() {
+        let got = handle.usage(&q).await.unwrap();
+        assert_eq!(got, expected(&data, &q), "{backend:?} {q:?}");
+        out.push(got);
+    }
+    // Spot checks on the shape.
+    let by_day = &out[2];
+    assert_eq!(
+        by_day.iter().map(|r| r.day.clone().unwrap()).collect::<Vec<_>>(),
+        ["2025-03-01", "2025-03-02", "2025-03-03"]
+    );
+    assert!(out[8].is_empty() && out[9].is_empty());
+    assert_eq!(out[1].len(), 2);
+    assert_eq!(out[1][0].tenant.as_deref(), Some("acme"));
+    assert!(out[1][0].provider.is_none() && out[1][0].day.is_none());
+    out
+}
+
+#[tokio::test]
+async fn sqlite_usage_grouping_and_filters() {
+    usage_results(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_usage_grouping_and_filters() {
+    usage_results(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn usage_is_identical_on_both_stores() {
+    let lite = usage_results(Backend::Sqlite).await;
+    let pg = usage_results(Backend::Postgres).await;
+    assert_eq!(lite, pg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention and migrations.
+
+async fn prune(backend: Backend) {
+    let env = Env::new(backend).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let data = usage_dataset();
+    for r in &data {
+        handle.submit(r.clone());
+    }
+    stop.stop().await;
+    let cut = T0 + DAY;
+    let old = data.iter().filter(|r| r.ts_unix_ms < cut).count() as u64;
+    assert_eq!(handle.prune_before(cut).await.unwrap(), old);
+    assert_eq!(handle.prune_before(cut).await.unwrap(), 0);
+    let kept: Vec<LedgerRecord> = data.into_iter().filter(|r| r.ts_unix_ms >= cut).collect();
+    assert_eq!(total_row(&handle).await, Some(totals(&kept)));
+}
+
+#[tokio::test]
+async fn sqlite_prune_before() {
+    prune(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_prune_before() {
+    prune(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_apply_once() {
+    let env = Env::new(Backend::Postgres).await;
+    for _ in 0..3 {
+        let (handle, writer) = start(env.cfg()).await.unwrap();
+        assert!(handle.stats().database_ok);
+        drop(writer);
+    }
+    let pg = env.pg.as_ref().unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = client.query("SELECT version, name FROM schema_migrations", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    let idx = client
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'ledger_records' ORDER BY indexname",
+            &[&pg.name],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = idx.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["ledger_records_pkey", "ledger_records_tenant_ts_idx", "ledger_records_ts_idx"]);
+}
+
+#[tokio::test]
+async fn sqlite_migrations_apply_once_and_use_wal() {
+    let env = Env::new(Backend::Sqlite).await;
+    for _ in 0..3 {
+        let (_handle, _writer) = start(env.cfg()).await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1);
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn bad_config_is_refused() {
+    let dir = TempDir::new("cfg");
+    let cfg = LedgerConfig {
+        database_url: Some("postgres://[::1".to_owned()),
+        data_dir: dir.path().to_owned(),
+        ..LedgerConfig::default()
+    };
+    assert!(matches!(start(cfg).await, Err(LedgerError::Config(_))));
+    let cfg = LedgerConfig { queue_capacity: 0, data_dir: dir.path().to_owned(), ..LedgerConfig::default() };
+    assert!(matches!(start(cfg).await, Err(LedgerError::Config(_))));
+}
+
+#[tokio::test]
+async fn postgres_nul_bytes_do_not_poison_a_batch() {
+    let env = Env::new(Backend::Postgres).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let mut r = simple(1);
+    r.requested_model = "evil\0model".to_owned();
+    handle.submit(r);
+    handle.submit(simple(2));
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await.unwrap().requests, 2);
+    assert_eq!(handle.stats().journaled, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers.
+
+#[test]
+fn status_names() {
+    for s in RecordStatus::ALL {
+        assert_eq!(RecordStatus::parse(s.as_str()), Some(s));
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+    }
+    assert_eq!(RecordStatus::UpstreamError.as_str(), "upstream_error");
+}
+
+#[test]
+fn times_and_days() {
+    assert_eq!(format_day(0), "1970-01-01");
+    assert_eq!(format_day(T0 / DAY), "2025-03-01");
+    assert_eq!(format_day(-1), "1969-12-31");
+    assert_eq!(format_day(11_016), "2000-02-29");
+    assert_eq!(parse_time("1740787200000").unwrap(), T0);
+    assert_eq!(parse_time("2025-03-01").unwrap(), T0);
+    assert_eq!(parse_time("2025-03-01T00:00:00Z").unwrap(), T0);
+    assert_eq!(parse_time("2025-03-01T01:30:00.250Z").unwrap(), T0 + 5_400_250);
+    assert_eq!(parse_time("2025-03-01T02:00:00+02:00").unwrap(), T0);
+    assert_eq!(parse_time("2025-02-28T23:00:00-01:00").unwrap(), T0);
+    for bad in ["", "yesterday", "2025-13-01", "2025-03-01T25:00:00Z", "2025-03-01T00:00:00"] {
+        assert!(parse_time(bad).is_err(), "{bad}");
+    }
+    assert_eq!(GroupBy::parse_list("tenant, day,tenant").unwrap(), vec![GroupBy::Tenant, GroupBy::Day]);
+    assert!(GroupBy::parse_list("tenant,week").is_err());
+}

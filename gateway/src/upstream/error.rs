@@ -1,0 +1,34 @@
+//! Failures talking to an upstream, before the service layer folds them into its error.
+
+use std::borrow::Cow;
+
+use http::HeaderValue;
+use translators::error::MappedError;
+
+/// Failures talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to the upstream")]
+    Connect,
+    #[error("the upstream did not answer in time")]
+    FirstByteTimeout,
+    #[error("the upstream connection failed")]
+    Transport,
+    #[error("{}", .mapped.body.message)]
+    Status { mapped: MappedError, retry_after: Option<HeaderValue>, upstream_request_id: Option<HeaderValue> },
+    #[error("upstream protocol error: {0}")]
+    Protocol(Cow<'static, str>),
+    #[error("every upstream for this model is unavailable (circuit open); retry shortly")]
+    Unavailable,
+}
+
+impl UpstreamError {
+    /// Classifies a hyper-util client error.
+    pub fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
+        if e.is_connect() {
+            UpstreamError::Connect
+        } else {
+            UpstreamError::Transport
+        }
+    }
+}
