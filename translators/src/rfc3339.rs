@@ -1,6 +1,6 @@
-//! RFC 3339 timestamps → unix time: upstream listings (Anthropic `created_at`, Ollama `modified_at`)
-//! and the gateway's own query parameters (usage filters). Pure and dependency-free; the one date
-//! parser of the workspace.
+//! RFC 3339 timestamps ↔ unix time: upstream listings (Anthropic `created_at`, Ollama `modified_at`),
+//! the gateway's own query parameters (usage filters) and the listings it serves (Anthropic-shaped
+//! `GET /v1/models`). Pure and dependency-free; the one date parser and formatter of the workspace.
 
 /// RFC 3339 timestamp (`2025-05-04T17:37:44.706015396-07:00`, `…Z`) → unix seconds (fraction dropped).
 /// `None` when malformed or before 1970.
@@ -99,6 +99,29 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(secs * 1000 + millis)
 }
 
+/// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (UTC, no fraction), the form Anthropic's `created_at` uses.
+/// Round-trips with [`parse_rfc3339`].
+pub fn format_rfc3339(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).unwrap_or(i64::MAX / 2);
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -132,6 +155,16 @@ mod tests {
         assert_eq!(parse_date("1969-12-31"), Some(-1));
         for bad in ["2026-02-31", "2023-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "26-01-01", "2026-01-0x"] {
             assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_746_405_464), "2025-05-05T00:37:44Z");
+        assert_eq!(format_rfc3339(951_868_800), "2000-03-01T00:00:00Z");
+        for unix in [0, 59, 86_399, 951_782_400, 1_709_164_800, 1_759_104_000, 4_102_444_800, 253_402_300_799] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(unix)), Some(unix), "{unix}");
         }
     }
 
