@@ -64,6 +64,20 @@ pub struct StreamSummary {
 }
 
 impl StreamSummary {
+    /// True once the stream reached a terminal outcome (completed, in-band error, truncated).
+    pub fn is_terminal(&self) -> bool {
+        self.outcome != StreamOutcome::Open
+    }
+
+    /// The upstream ended (EOF) without its terminal event: emit one error event and mark the stream
+    /// truncated. Shared by every translator's `finish`, so the rule is the same for all of them.
+    pub fn truncate_if_open(&mut self, out: &mut Vec<StreamEvent>) {
+        if !self.is_terminal() {
+            out.push(StreamEvent::Error(truncated_error()));
+            self.outcome = StreamOutcome::Truncated;
+        }
+    }
+
     /// An empty summary for a stream that has not started.
     pub fn open() -> Self {
         Self {

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::response::{convert_logprobs, convert_tool_call, error_message, finish_reason, usage};
 use super::wire;
 use crate::framing::ndjson::NdjsonFramer;
-use crate::openai::{chunk, ChatChunk, ErrorBody, FinishReason, FunctionCallDelta, ToolCallDelta, Usage};
-use crate::stream::{truncated_error, ResponseContext, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+use crate::openai::{chunk, ChatChunk, ErrorBody, FunctionCallDelta, ToolCallDelta};
+use crate::stream::{ResponseContext, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 /// Translates an Ollama `/api/chat` NDJSON stream into OpenAI stream events.
 #[derive(Debug)]
@@ -19,17 +19,13 @@ pub struct StreamDecoder {
     framer: NdjsonFramer,
     /// Scratch buffer of framed lines, reused across feeds.
     lines: Vec<Bytes>,
-    outcome: StreamOutcome,
+    /// Outcome, usage, streamed bytes, finish reason and model so far: the summary itself.
+    tally: StreamSummary,
     /// `finish` already ran (a second call emits nothing).
     finished: bool,
     role_sent: bool,
     /// OpenAI index of the next tool call (0, 1, 2… across the whole stream).
     next_tool_index: u32,
-    usage: Usage,
-    usage_is_final: bool,
-    streamed_bytes: u64,
-    finish_reason: Option<FinishReason>,
-    upstream_model: Option<String>,
 }
 
 impl StreamDecoder {
@@ -39,15 +35,10 @@ impl StreamDecoder {
             ctx,
             framer: NdjsonFramer::default(),
             lines: Vec::new(),
-            outcome: StreamOutcome::Open,
+            tally: StreamSummary::open(),
             finished: false,
             role_sent: false,
             next_tool_index: 0,
-            usage: Usage::default(),
-            usage_is_final: false,
-            streamed_bytes: 0,
-            finish_reason: None,
-            upstream_model: None,
         }
     }
 
@@ -90,8 +81,8 @@ impl StreamDecoder {
                 return;
             }
         }
-        if self.upstream_model.is_none() {
-            self.upstream_model = resp.model.clone();
+        if self.tally.upstream_model.is_none() {
+            self.tally.upstream_model = resp.model.clone();
         }
         if !self.role_sent {
             self.role_sent = true;
@@ -102,7 +93,7 @@ impl StreamDecoder {
         }
         if let Some(message) = &resp.message {
             if let Some(thinking) = message.thinking.as_deref().filter(|t| !t.is_empty()) {
-                self.streamed_bytes += thinking.len() as u64;
+                self.tally.streamed_bytes += thinking.len() as u64;
                 if self.ctx.include_reasoning {
                     let mut c = self.chunk();
                     c.choices[0].delta.reasoning_content = Some(thinking.to_owned());
@@ -110,7 +101,7 @@ impl StreamDecoder {
                 }
             }
             if let Some(content) = message.content.as_deref().filter(|t| !t.is_empty()) {
-                self.streamed_bytes += content.len() as u64;
+                self.tally.streamed_bytes += content.len() as u64;
                 let mut c = self.chunk();
                 c.choices[0].delta.content = Some(content.to_owned());
                 c.choices[0].logprobs = resp.logprobs.as_deref().map(convert_logprobs);
@@ -120,7 +111,7 @@ impl StreamDecoder {
                 let index = self.next_tool_index;
                 self.next_tool_index += 1;
                 let call = convert_tool_call(call, self.ctx.id_seed, index);
-                self.streamed_bytes += call.function.arguments.len() as u64;
+                self.tally.streamed_bytes += call.function.arguments.len() as u64;
                 let mut c = self.chunk();
                 c.choices[0].delta.tool_calls = Some(vec![ToolCallDelta {
                     index,
@@ -136,25 +127,25 @@ impl StreamDecoder {
         }
         if resp.done {
             let reason = finish_reason(resp.done_reason.as_deref(), self.next_tool_index > 0);
-            self.finish_reason = Some(reason);
-            self.usage = usage(&resp);
-            self.usage_is_final = true;
+            self.tally.finish_reason = Some(reason);
+            self.tally.usage = usage(&resp);
+            self.tally.usage_is_final = true;
             let mut c = self.chunk();
             c.choices[0].finish_reason = Some(reason);
             out.push(StreamEvent::Chunk(c));
             if self.ctx.include_usage {
                 let mut c = self.chunk();
                 c.choices.clear();
-                c.usage = Some(Some(self.usage));
+                c.usage = Some(Some(self.tally.usage));
                 out.push(StreamEvent::Chunk(c));
             }
-            self.outcome = StreamOutcome::Completed;
+            self.tally.outcome = StreamOutcome::Completed;
         }
     }
 
     fn fail(&mut self, body: ErrorBody, out: &mut Vec<StreamEvent>) {
         out.push(StreamEvent::Error(body.clone()));
-        self.outcome = StreamOutcome::UpstreamError(body);
+        self.tally.outcome = StreamOutcome::UpstreamError(body);
     }
 }
 
@@ -181,27 +172,17 @@ impl StreamTranslator for StreamDecoder {
                 self.framer.finish(&mut self.lines);
                 self.process_lines(out);
             }
-            if !self.is_terminal() {
-                out.push(StreamEvent::Error(truncated_error()));
-                self.outcome = StreamOutcome::Truncated;
-            }
+            self.tally.truncate_if_open(out);
         }
         self.summary()
     }
 
     fn is_terminal(&self) -> bool {
-        self.outcome != StreamOutcome::Open
+        self.tally.is_terminal()
     }
 
     fn summary(&self) -> StreamSummary {
-        StreamSummary {
-            outcome: self.outcome.clone(),
-            usage: self.usage,
-            usage_is_final: self.usage_is_final,
-            streamed_bytes: self.streamed_bytes,
-            finish_reason: self.finish_reason,
-            upstream_model: self.upstream_model.clone(),
-        }
+        self.tally.clone()
     }
 }
 

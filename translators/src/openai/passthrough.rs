@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::error::{MappedError, TranslateError};
 use crate::framing::sse::{SseEvent, SseFramer};
 use crate::openai::{CompletionTokensDetails, ErrorBody, FinishReason, PromptTokensDetails, Usage};
-use crate::stream::{truncated_error, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+use crate::stream::{StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 /// Chat endpoint, appended to a base URL that ends in `/v1`.
 pub const CHAT_PATH: &str = "/chat/completions";
@@ -438,13 +438,9 @@ pub struct StreamPassthrough {
     framer: SseFramer,
     /// Scratch buffer of framed events, reused across feeds.
     events: Vec<SseEvent>,
-    outcome: StreamOutcome,
+    /// Outcome, usage, streamed bytes, finish reason and model so far: the summary itself.
+    tally: StreamSummary,
     finished: bool,
-    usage: Usage,
-    usage_is_final: bool,
-    streamed_bytes: u64,
-    finish_reason: Option<FinishReason>,
-    upstream_model: Option<String>,
 }
 
 impl StreamPassthrough {
@@ -455,13 +451,8 @@ impl StreamPassthrough {
             client_wants_usage,
             framer: SseFramer::default(),
             events: Vec::new(),
-            outcome: StreamOutcome::Open,
+            tally: StreamSummary::open(),
             finished: false,
-            usage: Usage::default(),
-            usage_is_final: false,
-            streamed_bytes: 0,
-            finish_reason: None,
-            upstream_model: None,
         }
     }
 
@@ -483,7 +474,7 @@ impl StreamPassthrough {
         }
         if payload.starts_with(b"[DONE]") {
             // The gateway writes its own `data: [DONE]`.
-            self.outcome = StreamOutcome::Completed;
+            self.tally.outcome = StreamOutcome::Completed;
             return;
         }
         let Some(facts) = chunk_facts(&payload) else {
@@ -493,30 +484,30 @@ impl StreamPassthrough {
                 .and_then(|e| e.error.filter(|e| is_truthy(e)).map(|e| error_body_from(e.get())));
             out.push(StreamEvent::Raw(payload));
             if let Some(error) = error {
-                self.outcome = StreamOutcome::UpstreamError(error);
+                self.tally.outcome = StreamOutcome::UpstreamError(error);
             }
             return;
         };
         if let Some(error) = facts.error {
             out.push(StreamEvent::Raw(payload));
-            self.outcome = StreamOutcome::UpstreamError(error);
+            self.tally.outcome = StreamOutcome::UpstreamError(error);
             return;
         }
-        if self.upstream_model.is_none() {
+        if self.tally.upstream_model.is_none() {
             // Azure's first chunk (prompt filter results) has an empty model.
-            self.upstream_model = facts.model.filter(|m| !m.is_empty());
+            self.tally.upstream_model = facts.model.filter(|m| !m.is_empty());
         }
-        self.streamed_bytes += facts.streamed_bytes;
+        self.tally.streamed_bytes += facts.streamed_bytes;
         if facts.finish_reason.is_some() {
-            self.finish_reason = facts.finish_reason;
+            self.tally.finish_reason = facts.finish_reason;
         }
         let usage_chunk = !facts.has_choices && facts.usage.is_some();
         if let Some(usage) = facts.usage {
-            self.usage = usage;
+            self.tally.usage = usage;
             // Intermediate usage (vLLM `continuous_usage_stats`) is not final; the `choices: []` chunk or
             // usage on a finish chunk is.
             if usage_chunk || facts.finish_reason.is_some() {
-                self.usage_is_final = true;
+                self.tally.usage_is_final = true;
             }
         }
         if self.client_wants_usage {
@@ -552,7 +543,7 @@ impl StreamTranslator for StreamPassthrough {
             if !self.is_terminal() {
                 let body = ErrorBody::new(format!("upstream: {e}"), "server_error", Some("upstream_error"));
                 out.push(StreamEvent::Error(body.clone()));
-                self.outcome = StreamOutcome::UpstreamError(body);
+                self.tally.outcome = StreamOutcome::UpstreamError(body);
             }
         }
     }
@@ -565,27 +556,17 @@ impl StreamTranslator for StreamPassthrough {
                 self.framer.finish(&mut self.events);
                 self.process_events(out);
             }
-            if !self.is_terminal() {
-                out.push(StreamEvent::Error(truncated_error()));
-                self.outcome = StreamOutcome::Truncated;
-            }
+            self.tally.truncate_if_open(out);
         }
         self.summary()
     }
 
     fn is_terminal(&self) -> bool {
-        self.outcome != StreamOutcome::Open
+        self.tally.is_terminal()
     }
 
     fn summary(&self) -> StreamSummary {
-        StreamSummary {
-            outcome: self.outcome.clone(),
-            usage: self.usage,
-            usage_is_final: self.usage_is_final,
-            streamed_bytes: self.streamed_bytes,
-            finish_reason: self.finish_reason,
-            upstream_model: self.upstream_model.clone(),
-        }
+        self.tally.clone()
     }
 }
 

@@ -1,5 +1,7 @@
 use super::*;
 use crate::openai::ChunkChoice;
+use crate::openai::FinishReason;
+use crate::stream::truncated_error;
 use serde_json::{json, Value};
 
 fn ctx(include_usage: bool, include_reasoning: bool) -> ResponseContext {

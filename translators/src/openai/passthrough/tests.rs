@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::stream::truncated_error;
 
 // ---------------------------------------------------------------------------------------------------
 // parse_head
