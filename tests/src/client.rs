@@ -52,6 +52,19 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Asserts the status and OpenAI's error envelope (validated against the spec's schema); returns
+    /// the `error` object.
+    ///
+    /// # Panics
+    /// When the status differs or the body is not a valid OpenAI error.
+    pub fn expect_error(&self, status: u16, what: &str) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{what}: body {}", self.text());
+        assert!(self.header("content-type").unwrap_or("").starts_with("application/json"), "{what}: content-type");
+        let v = self.json();
+        crate::schema::check_error(&v).unwrap_or_else(|e| panic!("{what}: {e}"));
+        v["error"].clone()
+    }
+
     /// The body parsed as JSON.
     ///
     /// # Panics

@@ -40,18 +40,14 @@ impl GatewayUnderTest {
     ///
     /// # Panics
     /// When the config is rejected or the port cannot be bound.
-    pub async fn start_with_env(yaml: &str, mut env: MapEnv) -> Self {
-        let data_dir = temp_dir("gw");
-        env.0.insert("DATA_DIR".to_owned(), data_dir.display().to_string());
-        let config = Config::from_yaml_str(yaml, &env)
-            .unwrap_or_else(|e| panic!("gateway rejected the test config: {e}\n---\n{yaml}"));
-        #[allow(clippy::expect_used)] // Harness cannot continue without a listener.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway listener");
-        #[allow(clippy::expect_used)]
-        let addr = listener.local_addr().expect("gateway local addr");
-        let token = CancellationToken::new();
-        let task = tokio::spawn(gateway::serve(config, listener, token.clone()));
-        GatewayUnderTest { addr, data_dir, token, task: Some(task) }
+    pub async fn start_with_env(yaml: &str, env: MapEnv) -> Self {
+        let spawned = spawn_gateway(yaml, env, "gw").await;
+        GatewayUnderTest {
+            addr: spawned.addr,
+            data_dir: spawned.data_dir,
+            token: spawned.token,
+            task: Some(spawned.task),
+        }
     }
 
     /// `http://127.0.0.1:port`.
@@ -86,6 +82,32 @@ impl Drop for GatewayUnderTest {
     fn drop(&mut self) {
         self.token.cancel();
     }
+}
+
+/// A gateway `serve` task on a fresh loopback port and data directory, as every harness starts one.
+pub struct Spawned {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: CancellationToken,
+    pub task: JoinHandle<Result<(), gateway::StartError>>,
+}
+
+/// Starts `gateway::serve` from YAML; `${DATA_DIR}` is a fresh temporary directory named after `tag`.
+///
+/// # Panics
+/// When the config is rejected or loopback cannot be bound.
+pub async fn spawn_gateway(yaml: &str, mut env: MapEnv, tag: &str) -> Spawned {
+    let data_dir = temp_dir(tag);
+    env.0.insert("DATA_DIR".to_owned(), data_dir.display().to_string());
+    let config = Config::from_yaml_str(yaml, &env)
+        .unwrap_or_else(|e| panic!("gateway rejected the test config: {e}\n---\n{yaml}"));
+    #[allow(clippy::expect_used)] // Harness cannot continue without a listener.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway listener");
+    #[allow(clippy::expect_used)]
+    let addr = listener.local_addr().expect("gateway local addr");
+    let token = CancellationToken::new();
+    let task = tokio::spawn(gateway::serve(config, listener, token.clone()));
+    Spawned { addr, data_dir, token, task }
 }
 
 /// A fresh empty directory under the system temp dir.
@@ -205,6 +227,15 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The mock that plays `flavor`.
+    pub fn mock(&self, flavor: crate::mock::Flavor) -> &MockUpstream {
+        match flavor {
+            crate::mock::Flavor::OpenAi => &self.openai,
+            crate::mock::Flavor::Anthropic => &self.anthropic,
+            crate::mock::Flavor::Ollama => &self.ollama,
+        }
+    }
+
     /// Starts three mocks and a gateway with default timeouts.
     pub async fn start() -> Self {
         Self::start_with(Timeouts::default(), "").await

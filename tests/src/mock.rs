@@ -54,6 +54,11 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// Every provider flavour, for tests that run once per provider.
+    pub const ALL: [Flavor; 3] = [Flavor::OpenAi, Flavor::Anthropic, Flavor::Ollama];
+}
+
+impl Flavor {
     /// The chat endpoint path of this provider.
     pub fn chat_path(self) -> &'static str {
         match self {

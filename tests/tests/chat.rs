@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use integration_tests::harness::{Stack, ANTHROPIC_KEY, OPENAI_KEY};
-use integration_tests::mock::{Answer, Flavor, MockUpstream, Reply, Stop, ToolCall, Usage};
+use integration_tests::mock::{Answer, Flavor, Reply, Stop, ToolCall, Usage};
 use integration_tests::schema::check_completion;
 use integration_tests::summary::StreamSummary;
 use serde_json::{json, Value};
@@ -43,15 +43,7 @@ fn upstream_model(flavor: Flavor) -> &'static str {
     }
 }
 
-fn mock(stack: &Stack, flavor: Flavor) -> &MockUpstream {
-    match flavor {
-        Flavor::OpenAi => &stack.openai,
-        Flavor::Anthropic => &stack.anthropic,
-        Flavor::Ollama => &stack.ollama,
-    }
-}
-
-const ALL: [Flavor; 3] = [Flavor::OpenAi, Flavor::Anthropic, Flavor::Ollama];
+const ALL: [Flavor; 3] = Flavor::ALL;
 
 #[tokio::test]
 async fn text_non_stream_each_provider() {
@@ -71,7 +63,7 @@ async fn text_non_stream_each_provider() {
         assert_eq!(v["usage"]["prompt_tokens"], 11, "{flavor:?}");
         assert_eq!(v["usage"]["completion_tokens"], 6, "{flavor:?}");
         assert_eq!(v["usage"]["total_tokens"], 17, "{flavor:?}");
-        let sent = mock(&stack, flavor).last_chat().await;
+        let sent = stack.mock(flavor).last_chat().await;
         assert_eq!(sent.body_json()["model"], upstream_model(flavor), "{flavor:?} upstream model");
     }
     stack.gateway.shutdown().await;
@@ -102,7 +94,7 @@ async fn text_stream_each_provider_with_usage() {
         for ch in &sum.chunks[..sum.chunks.len() - 1] {
             assert!(ch["usage"].is_null(), "{flavor:?}: usage null on all but the last chunk: {ch}");
         }
-        assert_eq!(mock(&stack, flavor).last_chat().await.body_json()["stream"], true, "{flavor:?}");
+        assert_eq!(stack.mock(flavor).last_chat().await.body_json()["stream"], true, "{flavor:?}");
     }
     stack.gateway.shutdown().await;
 }
@@ -141,7 +133,7 @@ async fn tool_calls_non_stream_each_provider() {
             Flavor::Anthropic => "toolu",
             Flavor::Ollama => "call_k3j9x2ab",
         });
-        mock(&stack, flavor).enqueue_chat(Reply::answer(Answer::tools(expected.clone()))).await;
+        stack.mock(flavor).enqueue_chat(Reply::answer(Answer::tools(expected.clone()))).await;
         let r = c
             .chat(&json!({"model": model_for(flavor), "tools": weather_tools(), "tool_choice": "auto",
                           "messages": [{"role": "user", "content": "Weather in Paris and Tokyo?"}]}))
@@ -176,7 +168,7 @@ async fn tool_calls_stream_each_provider_after_text() {
             Flavor::Ollama => "call_k3j9x2ab",
         });
         let answer = Answer::text("Let me check both.").with_tools(expected.clone());
-        mock(&stack, flavor).enqueue_chat(Reply::answer(answer)).await;
+        stack.mock(flavor).enqueue_chat(Reply::answer(answer)).await;
         let events = c
             .chat_stream(&json!({"model": model_for(flavor), "stream": true, "tools": weather_tools(),
                                  "messages": [{"role": "user", "content": "Weather?"}]}))
@@ -392,7 +384,7 @@ async fn stop_reasons_map_to_finish_reasons() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor).enqueue_chat(Reply::answer(Answer::text("cut").with_stop(Stop::Length))).await;
+        stack.mock(flavor).enqueue_chat(Reply::answer(Answer::text("cut").with_stop(Stop::Length))).await;
         let v = c
             .chat(&json!({"model": model_for(flavor), "messages": [{"role": "user", "content": "hi"}]}))
             .await
@@ -435,7 +427,8 @@ async fn one_byte_upstream_writes_give_the_same_stream() {
     for flavor in ALL {
         let answer =
             Answer::text("Split é 日本 ok").with_tools(vec![ToolCall::new("call_x1", "f", json!({"q": "é\"x"}))]);
-        mock(&stack, flavor)
+        stack
+            .mock(flavor)
             // A 1 ms gap makes every byte its own TCP segment; Anthropic (the richest SSE) gets it, the
             // others rely on the mock flushing every one-byte frame on its own.
             .enqueue_chat(Reply::answer(answer).split(1).gap(if flavor == Flavor::Anthropic {

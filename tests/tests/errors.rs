@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::client::{StreamEnd, TestResponse};
+use integration_tests::client::StreamEnd;
 use integration_tests::harness::{Stack, Timeouts};
-use integration_tests::mock::{Answer, BodyOutcome, Ending, Flavor, MockUpstream, Reply};
+use integration_tests::mock::{Answer, BodyOutcome, Ending, Flavor, Reply};
 use integration_tests::schema::check_error;
 use integration_tests::summary::StreamSummary;
 use serde_json::{json, Value};
 
-const ALL: [Flavor; 3] = [Flavor::OpenAi, Flavor::Anthropic, Flavor::Ollama];
+const ALL: [Flavor; 3] = Flavor::ALL;
 
 fn model_for(flavor: Flavor) -> &'static str {
     match flavor {
@@ -22,25 +22,8 @@ fn model_for(flavor: Flavor) -> &'static str {
     }
 }
 
-fn mock(stack: &Stack, flavor: Flavor) -> &MockUpstream {
-    match flavor {
-        Flavor::OpenAi => &stack.openai,
-        Flavor::Anthropic => &stack.anthropic,
-        Flavor::Ollama => &stack.ollama,
-    }
-}
-
 fn chat_body(flavor: Flavor, stream: bool) -> Value {
     json!({"model": model_for(flavor), "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// Asserts the status and the OpenAI error envelope; returns the `error` object.
-fn expect_error(r: &TestResponse, status: u16, what: &str) -> Value {
-    assert_eq!(r.status.as_u16(), status, "{what}: body {}", r.text());
-    assert!(r.header("content-type").unwrap_or("").starts_with("application/json"), "{what}: content-type");
-    let v = r.json();
-    check_error(&v).unwrap_or_else(|e| panic!("{what}: {e}"));
-    v["error"].clone()
 }
 
 #[tokio::test]
@@ -48,11 +31,12 @@ async fn upstream_429_keeps_status_and_retry_after() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor)
+        stack
+            .mock(flavor)
             .enqueue_chat(Reply::error(flavor, 429, "Rate limit reached").header("retry-after", "17"))
             .await;
         let r = c.chat(&chat_body(flavor, false)).await.unwrap();
-        expect_error(&r, 429, &format!("{flavor:?} 429"));
+        r.expect_error(429, &format!("{flavor:?} 429"));
         assert_eq!(r.header("retry-after"), Some("17"), "{flavor:?}: retry-after preserved");
     }
     // Same for a stream request: the error arrives before any byte of the stream.
@@ -61,7 +45,7 @@ async fn upstream_429_keeps_status_and_retry_after() {
         .enqueue_chat(Reply::error(Flavor::Anthropic, 429, "Rate limit reached").header("retry-after", "5"))
         .await;
     let r = c.chat(&chat_body(Flavor::Anthropic, true)).await.unwrap();
-    expect_error(&r, 429, "anthropic stream 429");
+    r.expect_error(429, "anthropic stream 429");
     assert_eq!(r.header("retry-after"), Some("5"));
     stack.gateway.shutdown().await;
 }
@@ -71,14 +55,14 @@ async fn anthropic_529_becomes_503_with_retry_after() {
     let stack = Stack::start().await;
     stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded")).await;
     let r = stack.client().chat(&chat_body(Flavor::Anthropic, false)).await.unwrap();
-    let e = expect_error(&r, 503, "529");
+    let e = r.expect_error(503, "529");
     assert!(e["message"].as_str().unwrap_or("").contains("Overloaded"), "upstream message kept: {e}");
     let ra = r.header("retry-after").unwrap_or_else(|| panic!("503 without retry-after; headers {:?}", r.headers));
     assert!(ra.parse::<u64>().is_ok(), "retry-after in seconds: {ra}");
 
     stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded").header("retry-after", "9")).await;
     let r = stack.client().chat(&chat_body(Flavor::Anthropic, true)).await.unwrap();
-    expect_error(&r, 503, "529 on a stream request");
+    r.expect_error(503, "529 on a stream request");
     assert_eq!(r.header("retry-after"), Some("9"), "upstream retry-after kept");
     stack.gateway.shutdown().await;
 }
@@ -88,9 +72,9 @@ async fn upstream_500_becomes_502() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor).enqueue_chat(Reply::error(flavor, 500, "internal")).await;
+        stack.mock(flavor).enqueue_chat(Reply::error(flavor, 500, "internal")).await;
         let r = c.chat(&chat_body(flavor, false)).await.unwrap();
-        let e = expect_error(&r, 502, &format!("{flavor:?} 500"));
+        let e = r.expect_error(502, &format!("{flavor:?} 500"));
         assert_eq!(e["type"], "server_error", "{flavor:?}");
     }
     stack.gateway.shutdown().await;
@@ -102,9 +86,9 @@ async fn upstream_401_becomes_502() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor).enqueue_chat(Reply::error(flavor, 401, "invalid x-api-key")).await;
+        stack.mock(flavor).enqueue_chat(Reply::error(flavor, 401, "invalid x-api-key")).await;
         let r = c.chat(&chat_body(flavor, false)).await.unwrap();
-        expect_error(&r, 502, &format!("{flavor:?} upstream 401"));
+        r.expect_error(502, &format!("{flavor:?} upstream 401"));
     }
     stack.gateway.shutdown().await;
 }
@@ -114,22 +98,22 @@ async fn upstream_html_error_page_becomes_502() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor).enqueue_chat(Reply::html(502)).await;
+        stack.mock(flavor).enqueue_chat(Reply::html(502)).await;
         let r = c.chat(&chat_body(flavor, false)).await.unwrap();
-        let e = expect_error(&r, 502, &format!("{flavor:?} html"));
+        let e = r.expect_error(502, &format!("{flavor:?} html"));
         assert_eq!(e["type"], "server_error");
         assert!(!r.text().contains("<html>"), "HTML must not leak into the envelope: {}", r.text());
     }
     // A 200 whose body is not a valid response is as bad (wire-formats.md §7 case 52).
     stack.anthropic.enqueue_chat(Reply::raw(200, "text/html", vec!["<html>hi</html>".into()])).await;
     let r = c.chat(&chat_body(Flavor::Anthropic, false)).await.unwrap();
-    expect_error(&r, 502, "anthropic 200 with an HTML body");
+    r.expect_error(502, "anthropic 200 with an HTML body");
     stack
         .ollama
         .enqueue_chat(Reply::json(200, &json!({"error": "an error was encountered while running the model"})))
         .await;
     let r = c.chat(&chat_body(Flavor::Ollama, false)).await.unwrap();
-    expect_error(&r, 502, "ollama 200 with an error object");
+    r.expect_error(502, "ollama 200 with an error object");
     stack.gateway.shutdown().await;
 }
 
@@ -142,7 +126,7 @@ async fn ollama_model_not_found_becomes_404() {
         .chat(&json!({"model": "ollama/nope", "messages": [{"role": "user", "content": "hi"}]}))
         .await
         .unwrap();
-    let e = expect_error(&r, 404, "ollama 404");
+    let e = r.expect_error(404, "ollama 404");
     assert_eq!(e["code"], "model_not_found");
     stack.gateway.shutdown().await;
 }
@@ -155,7 +139,7 @@ async fn anthropic_400_keeps_status_and_message() {
         .enqueue_chat(Reply::error(Flavor::Anthropic, 400, "messages: text content blocks must be non-empty"))
         .await;
     let r = stack.client().chat(&chat_body(Flavor::Anthropic, false)).await.unwrap();
-    let e = expect_error(&r, 400, "anthropic 400");
+    let e = r.expect_error(400, "anthropic 400");
     assert_eq!(e["type"], "invalid_request_error");
     assert!(e["message"].as_str().unwrap().contains("text content blocks must be non-empty"), "{e}");
     stack.gateway.shutdown().await;
@@ -167,7 +151,7 @@ async fn unknown_model_is_404_model_not_found() {
     let c = stack.client();
     for model in ["no-such-model-xyz", "nosuchprovider/gpt-4o"] {
         let r = c.chat(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
-        let e = expect_error(&r, 404, model);
+        let e = r.expect_error(404, model);
         assert_eq!(e["code"], "model_not_found", "{model}");
         assert_eq!(e["param"], "model", "{model}");
     }
@@ -185,19 +169,19 @@ async fn bad_json_is_400() {
         .raw(http::Method::POST, "/v1/chat/completions", &[("content-type", "application/json")], "{\"model\": ")
         .await
         .unwrap();
-    let e = expect_error(&r, 400, "truncated JSON");
+    let e = r.expect_error(400, "truncated JSON");
     assert_eq!(e["type"], "invalid_request_error");
     let r = c.chat(&json!({"model": "anthropic/claude-sonnet-4-5"})).await.unwrap();
-    expect_error(&r, 400, "missing messages");
+    r.expect_error(400, "missing messages");
     let r = c.chat(&json!({"messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
-    expect_error(&r, 400, "missing model");
+    r.expect_error(400, "missing model");
     let r = c
         .raw(http::Method::POST, "/v1/chat/completions", &[("content-type", "application/json")], "[1,2]")
         .await
         .unwrap();
-    expect_error(&r, 400, "JSON array body");
+    r.expect_error(400, "JSON array body");
     let r = c.chat(&json!({"model": "ollama/llama3.2", "messages": []})).await.unwrap();
-    expect_error(&r, 400, "empty messages (must never reach Ollama, where it loads the model)");
+    r.expect_error(400, "empty messages (must never reach Ollama, where it loads the model)");
     assert_eq!(stack.ollama.calls("/api/chat").await, 0);
     stack.gateway.shutdown().await;
 }
@@ -211,7 +195,7 @@ async fn oversized_body_is_413_before_upstream() {
         .chat(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": big}]}))
         .await
         .unwrap();
-    expect_error(&r, 413, "oversized body");
+    r.expect_error(413, "oversized body");
     assert_eq!(stack.openai.calls("/v1/chat/completions").await, 0);
     // Just under the limit still works.
     let r = stack
@@ -231,7 +215,7 @@ async fn n_greater_than_one_to_anthropic_is_400() {
         .chat(&json!({"model": "anthropic/claude-sonnet-4-5", "n": 2, "messages": [{"role": "user", "content": "hi"}]}))
         .await
         .unwrap();
-    let e = expect_error(&r, 400, "n=2 to anthropic");
+    let e = r.expect_error(400, "n=2 to anthropic");
     assert_eq!(e["param"], "n");
     assert_eq!(stack.anthropic.calls("/v1/messages").await, 0);
     stack.gateway.shutdown().await;
@@ -246,7 +230,7 @@ async fn stream_options_without_stream_is_400() {
                       "messages": [{"role": "user", "content": "hi"}]}))
         .await
         .unwrap();
-    let e = expect_error(&r, 400, "stream_options with stream=false");
+    let e = r.expect_error(400, "stream_options with stream=false");
     assert_eq!(e["param"], "stream_options");
     stack.gateway.shutdown().await;
 }
@@ -271,7 +255,8 @@ async fn upstream_disconnect_mid_stream_gives_error_event_without_done() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor)
+        stack
+            .mock(flavor)
             .enqueue_chat(
                 Reply::answer(Answer::text("one two three four five"))
                     .ending(Ending::DisconnectAfter(cut_after_text(flavor))),
@@ -293,7 +278,8 @@ async fn upstream_inband_error_mid_stream_gives_error_event_without_done() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor)
+        stack
+            .mock(flavor)
             .enqueue_chat(
                 Reply::answer(Answer::text("one two three four"))
                     .ending(Ending::InbandErrorAfter(cut_after_text(flavor))),
@@ -312,7 +298,7 @@ async fn client_cancel_mid_stream_closes_upstream_quickly() {
     let stack = Stack::start().await;
     let c = stack.client();
     for flavor in ALL {
-        let m = mock(&stack, flavor);
+        let m = stack.mock(flavor);
         m.enqueue_chat(Reply::answer(Answer::text("one two three four five six")).ending(Ending::StallAfter(3))).await;
         let mut s = c.chat_stream(&chat_body(flavor, true)).await.unwrap();
         assert_eq!(s.status, 200, "{flavor:?}");
@@ -338,10 +324,10 @@ async fn first_byte_timeout_is_504() {
     let stack = Stack::start_with(t, "").await;
     let c = stack.client();
     for (flavor, stream) in [(Flavor::OpenAi, false), (Flavor::Anthropic, true), (Flavor::Ollama, false)] {
-        mock(&stack, flavor).enqueue_chat(Reply::answer(Answer::text("late")).delay(Duration::from_secs(4))).await;
+        stack.mock(flavor).enqueue_chat(Reply::answer(Answer::text("late")).delay(Duration::from_secs(4))).await;
         let started = Instant::now();
         let r = c.chat(&chat_body(flavor, stream)).await.unwrap();
-        expect_error(&r, 504, &format!("{flavor:?} first byte timeout (stream={stream})"));
+        r.expect_error(504, &format!("{flavor:?} first byte timeout (stream={stream})"));
         assert!(started.elapsed() < Duration::from_secs(3), "{flavor:?}: 504 after {:?}", started.elapsed());
     }
     stack.gateway.shutdown().await;
@@ -353,7 +339,8 @@ async fn idle_timeout_mid_stream_gives_error_event() {
     let stack = Stack::start_with(t, "").await;
     let c = stack.client();
     for flavor in ALL {
-        mock(&stack, flavor)
+        stack
+            .mock(flavor)
             .enqueue_chat(Reply::answer(Answer::text("one two three four")).ending(Ending::StallAfter(3)))
             .await;
         let started = Instant::now();
@@ -362,7 +349,7 @@ async fn idle_timeout_mid_stream_gives_error_event() {
         assert_error_tail(&sum, &format!("{flavor:?} idle timeout"));
         assert!(started.elapsed() < Duration::from_secs(4), "{flavor:?}: error after {:?}", started.elapsed());
         assert!(
-            mock(&stack, flavor).wait_peer_closed(Duration::from_secs(2)).await.is_some(),
+            stack.mock(flavor).wait_peer_closed(Duration::from_secs(2)).await.is_some(),
             "{flavor:?}: the stalled upstream connection is closed after the idle timeout"
         );
     }

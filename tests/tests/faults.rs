@@ -33,7 +33,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// Serialises the memory-sensitive tests (RSS is per process and tests share it).
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const ALL: [Flavor; 3] = [Flavor::OpenAi, Flavor::Anthropic, Flavor::Ollama];
+const ALL: [Flavor; 3] = Flavor::ALL;
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
     if tokio::time::timeout(CASE_DEADLINE, f).await.is_err() {
@@ -74,13 +74,6 @@ async fn post(c: &TestClient, id: &str, body: &Value) -> TestResponse {
 
 async fn open_stream(c: &TestClient, id: &str, body: &Value) -> SseStream {
     c.stream("/v1/chat/completions", &[("x-request-id", id)], body).await.unwrap_or_else(|e| panic!("{id}: {e}"))
-}
-
-fn expect_error(r: &TestResponse, status: u16, what: &str) -> Value {
-    assert_eq!(r.status.as_u16(), status, "{what}: body {}", r.text());
-    let v = r.json();
-    check_error(&v).unwrap_or_else(|e| panic!("{what}: {e}"));
-    v["error"].clone()
 }
 
 /// One error event, no `[DONE]`, nothing after the error, no fake finish.
@@ -161,7 +154,7 @@ async fn upstream_refuses_connections_is_502() {
         ] {
             let started = Instant::now();
             let r = post(&c, id, &chat(m, stream)).await;
-            expect_error(&r, 502, id);
+            r.expect_error(502, id);
             assert!(started.elapsed() < Duration::from_secs(2), "{id}: refused fast, took {:?}", started.elapsed());
         }
         assert_still_serving(&gw).await;
@@ -243,7 +236,7 @@ async fn upstream_stall_before_first_byte_is_504_within_first_byte_ms() {
             let started = Instant::now();
             let r = post(&c, id, &chat(m, stream)).await;
             let took = started.elapsed();
-            expect_error(&r, 504, id);
+            r.expect_error(504, id);
             assert!(
                 took >= Duration::from_millis(300) && took < Duration::from_millis(1_800),
                 "{id}: 504 after {took:?}"
@@ -257,7 +250,7 @@ async fn upstream_stall_before_first_byte_is_504_within_first_byte_ms() {
         up.enqueue(Script::answer(Answer::text("late")).end(End::StallAfter(0))).await;
         let started = Instant::now();
         let r = post(&c, "stall-head-d", &chat("up/claude-sonnet-4-5", true)).await;
-        expect_error(&r, 504, "headers then silence");
+        r.expect_error(504, "headers then silence");
         assert!(started.elapsed() < Duration::from_millis(1_800), "504 after {:?}", started.elapsed());
         assert_still_serving(&gw).await;
         assert_no_leaks(&gw, &[&up, &oai]).await;
@@ -494,13 +487,13 @@ async fn rate_limited_429_retry_after_is_honoured_or_passed_on() {
 
         up.enqueue(Script::error(Flavor::Anthropic, 429, "Rate limit reached").header("retry-after", "7")).await;
         let r = post(&c, "429-passed", &chat("up/claude-sonnet-4-5", false)).await;
-        expect_error(&r, 429, "no retry on an explicit provider/model");
+        r.expect_error(429, "no retry on an explicit provider/model");
         assert_eq!(r.header("retry-after"), Some("7"), "retry-after passed to the client");
         assert_eq!(up.calls(), 3, "no retry");
 
         up.enqueue(Script::error(Flavor::Anthropic, 429, "Rate limit reached").header("retry-after", "3")).await;
         let r = post(&c, "429-passed-stream", &chat("up/claude-sonnet-4-5", true)).await;
-        expect_error(&r, 429, "stream request");
+        r.expect_error(429, "stream request");
         assert_eq!(r.header("retry-after"), Some("3"));
 
         assert_still_serving(&gw).await;
@@ -527,7 +520,7 @@ async fn overloaded_529_is_503_with_retry_after() {
         for (id, stream) in [("529-a", false), ("529-b", true)] {
             up.enqueue(Script::error(Flavor::Anthropic, 529, "Overloaded")).await;
             let r = post(&c, id, &chat("up/claude-sonnet-4-5", stream)).await;
-            expect_error(&r, 503, id);
+            r.expect_error(503, id);
             let ra = r.header("retry-after").unwrap_or_else(|| panic!("{id}: 503 without retry-after"));
             assert!(ra.parse::<u64>().is_ok(), "{id}: retry-after in seconds: {ra}");
         }

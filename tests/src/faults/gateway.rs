@@ -9,14 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gateway::{Config, MapEnv};
+use gateway::MapEnv;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TestClient;
-use crate::harness::temp_dir;
 
 /// A running gateway whose data directory is kept after [`FaultGateway::shutdown`].
 pub struct FaultGateway {
@@ -40,18 +38,8 @@ impl FaultGateway {
     /// # Panics
     /// When the config is rejected or loopback cannot be bound.
     pub async fn start(yaml: &str) -> Self {
-        let data_dir = temp_dir("faults");
-        let mut env = MapEnv::default();
-        env.0.insert("DATA_DIR".to_owned(), data_dir.display().to_string());
-        let config = Config::from_yaml_str(yaml, &env)
-            .unwrap_or_else(|e| panic!("gateway rejected the test config: {e}\n---\n{yaml}"));
-        #[allow(clippy::expect_used)]
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        #[allow(clippy::expect_used)]
-        let addr = listener.local_addr().expect("gateway addr");
-        let token = CancellationToken::new();
-        let task = tokio::spawn(gateway::serve(config, listener, token.clone()));
-        FaultGateway { addr, data_dir, token, task: Some(task) }
+        let spawned = crate::harness::spawn_gateway(yaml, MapEnv::default(), "faults").await;
+        FaultGateway { addr: spawned.addr, data_dir: spawned.data_dir, token: spawned.token, task: Some(spawned.task) }
     }
 
     /// `http://127.0.0.1:port`.
