@@ -3,6 +3,7 @@
 //! and the one place errors become OpenAI-shaped responses (`rescue`).
 
 pub mod admin;
+pub mod anthropic;
 pub mod body;
 pub mod chat;
 pub mod models;

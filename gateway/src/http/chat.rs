@@ -26,7 +26,7 @@ pub async fn handle(
     request_id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let reply = chat::complete(state, principal, request_id, req).await?;
+    let reply = chat::complete(state, principal, request_id, chat::Dialect::OpenAi, req).await?;
     Ok(reply.map(|b| match b {
         ReplyBody::Full(bytes) => body::full(bytes),
         ReplyBody::Stream(stream) => stream.boxed_unsync(),

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
-use super::{admin, chat, models, rescue, usage};
+use super::{admin, anthropic, chat, models, rescue, usage};
 use crate::services::{AppState, Error};
 
 /// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
@@ -21,29 +21,59 @@ pub async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
-    let mut resp = route(&state, req, &request_id).await.unwrap_or_else(|e| rescue::render(&e));
+    let anthropic_client = speaks_anthropic(&req);
+    let mut resp = route(&state, req, &request_id).await.unwrap_or_else(|e| {
+        if anthropic_client {
+            rescue::render_anthropic(&e, &request_id)
+        } else {
+            rescue::render(&e)
+        }
+    });
     if let Ok(v) = HeaderValue::try_from(request_id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     Ok(resp)
 }
 
+/// The path without the prefixes clients put in their base URL: `/v1`, and `/anthropic/v1` (the
+/// Anthropic SDKs and Claude Code pointed at `…/anthropic`).
+fn api_path(path: &str) -> &str {
+    let path = path.strip_prefix("/anthropic").filter(|p| p.starts_with('/')).unwrap_or(path);
+    path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path)
+}
+
+/// Whether errors (authentication included) go out in Anthropic's envelope: the Messages paths, and
+/// the shared `GET /v1/models` when the client is an Anthropic one.
+fn speaks_anthropic(req: &Request<Incoming>) -> bool {
+    match api_path(req.uri().path()) {
+        "/messages" | "/messages/count_tokens" => true,
+        "/models" => anthropic::is_anthropic_client(req.headers()),
+        p => p.starts_with("/models/") && anthropic::is_anthropic_client(req.headers()),
+    }
+}
+
 async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) -> Result<Response<Body>, Error> {
     let path = req.uri().path();
-    // Accept both `/v1/...` and bare paths: some clients set a base URL without `/v1`.
-    let api_path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    let api_path = api_path(path);
     // Public paths: probes and metrics. Everything else is authenticated first (deny by default), so
     // a route added later cannot skip it; what the principal may do is each service's decision.
     match (req.method(), api_path) {
         (&Method::GET, "/metrics") if path == "/metrics" => return Ok(metrics(state)),
         (&Method::GET, "/healthz") => return Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/readyz") => return Ok(readiness(state)),
+        // Claude Code's connection probe: any fast answer will do.
+        (&Method::HEAD, "/") => return Ok(text(StatusCode::OK, "")),
         (_, "/healthz" | "/readyz") => return Err(Error::MethodNotAllowed),
         _ => {}
     }
     let principal = state.auth.authenticate(req.headers()).await?;
     match (req.method(), api_path) {
         (&Method::POST, "/chat/completions") => chat::handle(state, &principal, request_id, req).await,
+        (&Method::POST, "/messages") => anthropic::messages(state, &principal, request_id, req).await,
+        (&Method::POST, "/messages/count_tokens") => anthropic::count_tokens(state, &principal, req).await,
+        (&Method::GET, "/models") if anthropic::is_anthropic_client(req.headers()) => {
+            anthropic::list_models(state, &principal, req.uri().query()).await
+        }
         (&Method::GET, "/models") => models::list(state, &principal).await,
         (&Method::GET, p) if p.starts_with("/models/") => {
             let tail = p["/models/".len()..].to_owned();
@@ -56,7 +86,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
         (&Method::GET, "/admin/usage") if path == "/admin/usage" => {
             usage::handle(state, &principal, req.uri().query(), usage::Which::All).await
         }
-        (_, "/chat/completions" | "/models") => Err(Error::MethodNotAllowed),
+        (_, "/chat/completions" | "/models" | "/messages" | "/messages/count_tokens") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
     }
 }

@@ -1,9 +1,13 @@
 //! Chat execution, shared by every front door that makes a model request: admit → route → attempt
 //! (with retries and fallbacks) → encode → upstream → translate → meter.
 //!
-//! [`complete`] takes the caller's [`Principal`] (only tenants make model requests), the request id and
-//! an OpenAI chat request (headers and a body still to be read), and returns the reply as plain
-//! parts: status, headers and either complete bytes or a translating stream. The meter records every
+//! [`complete`] takes the caller's [`Principal`] (only tenants make model requests), the request id, the
+//! client's [`Dialect`] and its request (headers and a body still to be read), and returns the reply as
+//! plain parts: status, headers and either complete bytes or a translating stream, in that dialect.
+//! OpenAI chat completions and Anthropic Messages share everything here (routing, admission, retries,
+//! fallbacks, breakers, metering); only reading the request and writing the reply depend on the
+//! dialect, through `translators` (hub and spoke: every pair goes through the OpenAI hub types, or
+//! is passed through when client and upstream speak the same format). The meter records every
 //! outcome exactly once, including errors and cancellations; rendering errors is the front door's job.
 
 use std::sync::Arc;
@@ -15,12 +19,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use translators::openai::{passthrough, ChatRequest, ErrorBody};
 use translators::stream::ResponseContext;
-use translators::{anthropic, ollama, StreamEvent, StreamTranslator};
+use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamTranslator};
 
 use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
 use super::state::AppState;
-use super::stream::{AnyTranslator, TranslatingBody};
+use super::stream::{AnyTranslator, Output, TranslatingBody};
 use crate::domain::config::ProviderKind;
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
@@ -45,6 +49,84 @@ const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// Upper bound on an upstream error body.
 const MAX_ERROR_BODY: usize = 256 * 1024;
 
+/// The wire format the client speaks: how its request is read and its reply (and errors) written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI chat completions (`POST /v1/chat/completions`).
+    OpenAi,
+    /// Anthropic Messages (`POST /v1/messages`): Claude Code and the `anthropic` SDKs.
+    Anthropic,
+}
+
+/// The client's request, read once in its dialect; the full parse is done lazily (only a translating
+/// target needs it).
+enum Inbound {
+    OpenAi { head: passthrough::RequestHead, chat: Option<ChatRequest> },
+    Anthropic { head: anthropic_ingress::MessagesHead, decoded: Option<anthropic_ingress::DecodedRequest> },
+}
+
+impl Inbound {
+    fn read(dialect: Dialect, body: &[u8]) -> Result<Self, Error> {
+        Ok(match dialect {
+            Dialect::OpenAi => Inbound::OpenAi { head: passthrough::parse_head(body)?, chat: None },
+            Dialect::Anthropic => Inbound::Anthropic { head: anthropic_ingress::parse_head(body)?, decoded: None },
+        })
+    }
+
+    fn model(&self) -> &str {
+        match self {
+            Inbound::OpenAi { head, .. } => &head.model,
+            Inbound::Anthropic { head, .. } => &head.model,
+        }
+    }
+
+    fn stream(&self) -> bool {
+        match self {
+            Inbound::OpenAi { head, .. } => head.stream,
+            Inbound::Anthropic { head, .. } => head.stream,
+        }
+    }
+
+    /// Whether the translated reply needs the final usage: asked by an OpenAI client, always for
+    /// Anthropic output (its `message_delta` carries the counts).
+    fn include_usage(&self) -> bool {
+        match self {
+            Inbound::OpenAi { head, .. } => head.include_usage,
+            Inbound::Anthropic { .. } => true,
+        }
+    }
+
+    /// The request as hub types, parsed on first use.
+    fn chat(&mut self, body: &[u8]) -> Result<&ChatRequest, Error> {
+        match self {
+            Inbound::OpenAi { chat, .. } => {
+                if chat.is_none() {
+                    *chat = Some(parse_chat_request(body)?);
+                }
+                chat.as_ref().ok_or_else(|| Error::Internal("request parse lost".into()))
+            }
+            Inbound::Anthropic { decoded, .. } => {
+                if decoded.is_none() {
+                    *decoded = Some(anthropic_ingress::decode_request(body)?);
+                }
+                decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
+            }
+        }
+    }
+
+    /// Anthropic features the translation dropped (for `x-gateway-dropped-params`).
+    fn dropped(&self) -> &[&'static str] {
+        match self {
+            Inbound::Anthropic { decoded: Some(d), .. } => &d.dropped,
+            Inbound::Anthropic { decoded: None, .. } | Inbound::OpenAi { .. } => &[],
+        }
+    }
+
+    fn thinking(&self) -> bool {
+        matches!(self, Inbound::Anthropic { decoded: Some(d), .. } if d.thinking)
+    }
+}
+
 /// The body of a chat reply: complete bytes, or a stream the front door polls.
 pub enum ReplyBody {
     Full(Bytes),
@@ -63,6 +145,7 @@ pub async fn complete<B>(
     state: &Arc<AppState>,
     principal: &Principal,
     request_id: &str,
+    dialect: Dialect,
     req: Request<B>,
 ) -> Result<ChatReply, Error>
 where
@@ -79,7 +162,7 @@ where
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
     let mut rate_headers = None;
-    match serve(state, req, &mut meter, &limits, &mut rate_headers).await {
+    match serve(state, req, dialect, &mut meter, &limits, &mut rate_headers).await {
         Ok(mut resp) => {
             if let Some(h) = rate_headers {
                 h.apply(resp.headers_mut());
@@ -104,6 +187,7 @@ where
 async fn serve<B>(
     state: &Arc<AppState>,
     req: Request<B>,
+    dialect: Dialect,
     meter: &mut RequestMeter,
     limits: &CallerLimits,
     rate_headers: &mut Option<RateHeaders>,
@@ -119,14 +203,13 @@ where
     let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
-    let head = passthrough::parse_head(&body)?;
-    meter.info.requested_model.clone_from(&head.model);
-    meter.info.stream = head.stream;
-    let route = routing::resolve(&state.config, &head.model)?;
+    let mut inbound = Inbound::read(dialect, &body)?;
+    meter.info.requested_model = inbound.model().to_owned();
+    meter.info.stream = inbound.stream();
+    let route = routing::resolve(&state.config, inbound.model())?;
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
     *rate_headers = admit(state, meter, limits, &body, &route).await?;
     let started = tokio::time::Instant::now();
-    let mut chat: Option<ChatRequest> = None;
     let mut excluded = Vec::new();
     let mut attempt = 0u32;
     loop {
@@ -144,7 +227,7 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
-        match try_target(state, &parts.headers, &body, &head, target, &mut chat, meter).await {
+        match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
             Ok(resp) => {
                 state.breakers.success(id);
                 return Ok(resp);
@@ -225,6 +308,43 @@ fn requested_max_tokens(body: &[u8]) -> Option<u64> {
     serde_json::from_slice::<MaxTokens>(body).ok().and_then(|m| m.max_completion_tokens.or(m.max_tokens))
 }
 
+/// `POST /v1/messages/count_tokens` for `principal`: forwarded to the routed model's provider when it
+/// is Anthropic (a real count), otherwise the tokenizer-free estimate the ledger uses for cut streams
+/// (system, messages and tools included; never 0). Not metered: nothing is generated.
+///
+/// # Errors
+/// 401 for the admin key; 400 for a bad body; routing errors; the upstream's error when it refuses.
+pub async fn count_tokens<B>(state: &Arc<AppState>, principal: &Principal, req: Request<B>) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    principal.caller()?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    let head = anthropic_ingress::parse_head(&body)?;
+    let route = routing::resolve(&state.config, &head.model)?;
+    let target = route.primary();
+    if target.provider.kind == ProviderKind::Anthropic {
+        let upstream = state
+            .upstream(&target.provider.id)
+            .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?;
+        let mut extra = Vec::new();
+        for beta in parts.headers.get_all(ANTHROPIC_BETA) {
+            extra.push((ANTHROPIC_BETA, beta.clone()));
+        }
+        let upstream_body = anthropic_ingress::rewrite_model(body, &head, &target.upstream_model)?;
+        let req = upstream.post_request(anthropic_ingress::COUNT_TOKENS_PATH, upstream_body, &extra)?;
+        let resp = upstream.send(req).await?;
+        if !resp.status().is_success() {
+            return Err(upstream_status_error(upstream, resp).await);
+        }
+        return read_upstream_body(upstream, resp.into_body()).await;
+    }
+    let n = anthropic_ingress::count_tokens(&body)?;
+    Ok(Bytes::from(anthropic_ingress::count_tokens_json(n)))
+}
+
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
 fn backoff(
     policy: &crate::domain::config::RetryPolicy,
@@ -250,21 +370,13 @@ fn retry_after_of(error: &Error) -> Option<std::time::Duration> {
     }
 }
 
-fn parsed<'a>(slot: &'a mut Option<ChatRequest>, body: &[u8]) -> Result<&'a ChatRequest, Error> {
-    if slot.is_none() {
-        *slot = Some(parse_chat_request(body)?);
-    }
-    slot.as_ref().ok_or_else(|| Error::Internal("request parse lost".into()))
-}
-
 /// One attempt against one target; errors before the first byte sent downstream may be retried.
 async fn try_target(
     state: &Arc<AppState>,
     client_headers: &http::HeaderMap,
     body: &Bytes,
-    head: &passthrough::RequestHead,
+    inbound: &mut Inbound,
     target: &routing::RouteTarget,
-    chat_slot: &mut Option<ChatRequest>,
     meter: &mut RequestMeter,
 ) -> Result<ChatReply, Error> {
     let upstream = state
@@ -275,30 +387,44 @@ async fn try_target(
     meter.info.provider_kind = Some(target.provider.kind);
     meter.info.upstream_model.clone_from(&target.upstream_model);
 
-    let ctx = ResponseContext {
-        id: new_completion_id(),
-        created: unix_now(),
-        model: head.model.clone(),
-        include_usage: head.include_usage,
-        include_reasoning: state.config.include_reasoning,
-        id_seed: fastrand::u64(..),
-    };
-
+    let client_stream = inbound.stream();
     let mut extra_headers = Vec::new();
     // Long non-streamed Anthropic generations are streamed upstream and folded back into one response:
     // Anthropic (and its SDK) refuse non-streaming requests expected to run past ~10 minutes.
-    let mut upstream_stream = head.stream;
-    let (upstream_body, dropped, json_mode) = match target.provider.kind {
-        ProviderKind::OpenAi => {
+    let mut upstream_stream = client_stream;
+    // Client and upstream speak the same format: the bytes pass through, only the model is renamed.
+    let same_dialect = matches!(
+        (&*inbound, target.provider.kind),
+        (Inbound::OpenAi { .. }, ProviderKind::OpenAi) | (Inbound::Anthropic { .. }, ProviderKind::Anthropic)
+    );
+    let (upstream_body, dropped, json_mode) = match (&*inbound, target.provider.kind) {
+        (Inbound::OpenAi { head, .. }, ProviderKind::OpenAi) => {
             (passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
         }
-        ProviderKind::Anthropic => {
-            let chat = parsed(chat_slot, body)?;
+        (Inbound::Anthropic { head, .. }, ProviderKind::Anthropic) => {
+            for beta in client_headers.get_all(ANTHROPIC_BETA) {
+                extra_headers.push((ANTHROPIC_BETA, beta.clone()));
+            }
+            (anthropic_ingress::rewrite_model(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
+        }
+        (Inbound::Anthropic { .. }, ProviderKind::OpenAi) => {
+            // Translated to an OpenAI chat request; the usage chunk is always asked for, since Anthropic's
+            // `message_delta` needs the final counts.
+            let mut chat = inbound.chat(body)?.clone();
+            chat.model.clone_from(&target.upstream_model);
+            chat.stream = Some(client_stream);
+            chat.stream_options = client_stream
+                .then(|| translators::openai::StreamOptions { include_usage: Some(true), ..Default::default() });
+            let encoded = serde_json::to_vec(&chat).map_err(|e| Error::Internal(e.to_string().into()))?;
+            (Bytes::from(encoded), inbound.dropped().to_vec(), None)
+        }
+        (_, ProviderKind::Anthropic) => {
+            let chat = inbound.chat(body)?;
             let max_tokens = chat
                 .max_output_tokens()
                 .or(target.provider.default_max_tokens)
                 .unwrap_or_else(|| anthropic::default_max_tokens(&target.upstream_model));
-            upstream_stream = head.stream || max_tokens > ANTHROPIC_NON_STREAM_MAX_TOKENS;
+            upstream_stream = client_stream || max_tokens > ANTHROPIC_NON_STREAM_MAX_TOKENS;
             let opts = anthropic::EncodeOptions {
                 upstream_model: &target.upstream_model,
                 stream: upstream_stream,
@@ -310,17 +436,27 @@ async fn try_target(
             }
             (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(chat))
         }
-        ProviderKind::Ollama => {
-            let chat = parsed(chat_slot, body)?;
+        (_, ProviderKind::Ollama) => {
+            let chat = inbound.chat(body)?;
             let opts = ollama::EncodeOptions {
                 upstream_model: &target.upstream_model,
-                stream: head.stream,
+                stream: client_stream,
                 num_ctx: target.provider.num_ctx,
                 keep_alive: target.provider.keep_alive.as_deref(),
             };
             let encoded = ollama::encode_request(chat, &opts)?;
-            (Bytes::from(encoded.body), encoded.dropped_params, None)
+            let mut dropped = encoded.dropped_params;
+            dropped.extend_from_slice(inbound.dropped());
+            (Bytes::from(encoded.body), dropped, None)
         }
+    };
+    let ctx = ResponseContext {
+        id: new_completion_id(),
+        created: unix_now(),
+        model: inbound.model().to_owned(),
+        include_usage: inbound.include_usage(),
+        include_reasoning: state.config.include_reasoning || inbound.thinking(),
+        id_seed: fastrand::u64(..),
     };
 
     meter.attempt();
@@ -338,16 +474,39 @@ async fn try_target(
         headers.push((X_GATEWAY_DROPPED_PARAMS, header_value(&dropped.join(","))));
     }
 
-    if head.stream {
+    let encode_ctx = || anthropic_ingress::EncodeContext {
+        message_id: String::new(),
+        model: inbound.model().to_owned(),
+        include_thinking: inbound.thinking(),
+        input_tokens_hint: 0,
+        id_seed: fastrand::u64(..),
+    };
+    // A hub response in the client's dialect.
+    let encode_hub = |decoded: &translators::openai::ChatResponse| -> Result<Bytes, Error> {
+        match &*inbound {
+            Inbound::OpenAi { .. } => serde_json::to_vec(decoded).map_err(|e| Error::Internal(e.to_string().into())),
+            Inbound::Anthropic { .. } => Ok(anthropic_ingress::encode_response(decoded, &encode_ctx())?),
+        }
+        .map(Bytes::from)
+    };
+
+    if client_stream {
         let translator = match target.provider.kind {
-            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(head.include_usage)),
+            ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(ctx.include_usage)),
             ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
                 Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
                 None => anthropic::StreamDecoder::new(ctx),
             }),
             ProviderKind::Ollama => AnyTranslator::Ollama(ollama::StreamDecoder::new(ctx)),
         };
-        stream_response(&upstream, resp, translator, headers, meter).await
+        let output = match &*inbound {
+            Inbound::OpenAi { .. } => Output::OpenAi,
+            Inbound::Anthropic { .. } if same_dialect => Output::AnthropicRelay,
+            Inbound::Anthropic { .. } => {
+                Output::Anthropic(Box::new(anthropic_ingress::StreamEncoder::new(encode_ctx())))
+            }
+        };
+        stream_response(&upstream, resp, translator, output, headers, meter).await
     } else {
         let (out, usage) = if upstream_stream {
             let decoder = match json_mode {
@@ -357,12 +516,11 @@ async fn try_target(
                 None => anthropic::StreamDecoder::new(ResponseContext { include_usage: true, ..ctx }),
             };
             let decoded = aggregate_stream(&upstream, resp.into_body(), AnyTranslator::Anthropic(decoder)).await?;
-            let usage = decoded.usage;
-            (Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?), usage)
+            (encode_hub(&decoded)?, decoded.usage)
         } else {
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
-            match target.provider.kind {
-                ProviderKind::OpenAi => {
+            match (same_dialect, target.provider.kind) {
+                (true, ProviderKind::OpenAi) => {
                     // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
                     // proxy, truncated or garbage bytes).
                     if serde_json::from_slice::<CompletionShape>(&bytes).is_err() {
@@ -374,24 +532,30 @@ async fn try_target(
                     let usage = passthrough::extract_usage(&bytes);
                     (bytes, usage)
                 }
-                ProviderKind::Anthropic => {
+                (true, ProviderKind::Anthropic) => {
+                    // Forwarded untouched (thinking signatures, cache fields and all); decoded only to
+                    // check it is a message and to read the usage.
+                    let usage = anthropic::decode_response(&bytes, &ctx)?.usage;
+                    (bytes, usage)
+                }
+                (false, ProviderKind::OpenAi) => {
+                    let decoded: translators::openai::ChatResponse = serde_json::from_slice(&bytes).map_err(|e| {
+                        UpstreamError::Protocol(
+                            format!("the upstream answered 200 with a body that is not a chat completion: {e}").into(),
+                        )
+                    })?;
+                    (encode_hub(&decoded)?, decoded.usage)
+                }
+                (_, ProviderKind::Anthropic) => {
                     let decoded = match json_mode {
                         Some(tool) => anthropic::decode_response_json_mode(&bytes, &ctx, tool)?,
                         None => anthropic::decode_response(&bytes, &ctx)?,
                     };
-                    let usage = decoded.usage;
-                    (
-                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
-                        usage,
-                    )
+                    (encode_hub(&decoded)?, decoded.usage)
                 }
-                ProviderKind::Ollama => {
+                (_, ProviderKind::Ollama) => {
                     let decoded = ollama::decode_response(&bytes, &ctx)?;
-                    let usage = decoded.usage;
-                    (
-                        Bytes::from(serde_json::to_vec(&decoded).map_err(|e| Error::Internal(e.to_string().into()))?),
-                        usage,
-                    )
+                    (encode_hub(&decoded)?, decoded.usage)
                 }
             }
         };
@@ -534,7 +698,11 @@ async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) ->
         (503, None) => Some(HeaderValue::from_static("1")),
         _ => None,
     };
-    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
+    let anthropic_verbatim = (upstream.config.kind == ProviderKind::Anthropic
+        && !matches!(status, 401 | 403)
+        && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["type"] == "error"))
+    .then(|| (status, body));
+    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id, anthropic_verbatim })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -543,11 +711,15 @@ async fn stream_response(
     upstream: &Arc<Upstream>,
     resp: Response<Incoming>,
     mut translator: AnyTranslator,
+    mut output: Output,
     headers: Vec<(HeaderName, HeaderValue)>,
     meter: &mut RequestMeter,
 ) -> Result<ChatReply, Error> {
     let mut incoming = resp.into_body();
     let mut events = Vec::new();
+    // What was read while peeking, for a relay (the client gets the upstream's own bytes).
+    let mut relayed = BytesMut::new();
+    let relay = matches!(output, Output::AnthropicRelay);
     let deadline = tokio::time::Instant::now() + upstream.config.timeouts.first_byte;
     let mut ended = false;
     while events.is_empty() && !translator.is_terminal() {
@@ -556,6 +728,9 @@ async fn stream_response(
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     translator.feed(&data, &mut events);
+                    if relay {
+                        relayed.extend_from_slice(&data);
+                    }
                 }
             }
             Ok(Some(Err(_))) | Ok(None) => {
@@ -580,14 +755,27 @@ async fn stream_response(
             return Err(in_band_error_to_status(body));
         }
     }
-    let mut buf = BytesMut::with_capacity(1024);
-    translators::openai::sse_out::encode_all(&events, &mut buf);
+    let first = match &mut output {
+        Output::OpenAi => {
+            let mut buf = BytesMut::with_capacity(1024);
+            translators::openai::sse_out::encode_all(&events, &mut buf);
+            buf
+        }
+        Output::Anthropic(encoder) => {
+            let mut buf = BytesMut::with_capacity(1024);
+            encoder.start(&mut buf);
+            encoder.push_all(&events, &mut buf);
+            buf
+        }
+        Output::AnthropicRelay => relayed,
+    };
     events.clear();
     meter.first_token();
     let body = TranslatingBody::new(
         incoming,
         translator,
-        buf.freeze(),
+        output,
+        first.freeze(),
         upstream.config.timeouts.idle,
         meter.hand_over(),
         ended,
@@ -618,6 +806,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
         mapped: translators::error::MappedError { status, body: body.clone() },
         retry_after,
         upstream_request_id: None,
+        anthropic_verbatim: None,
     })
 }
 

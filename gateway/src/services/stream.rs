@@ -1,4 +1,5 @@
-//! The streaming response body: polls the upstream, feeds the translator, yields SSE frames.
+//! The streaming response body: polls the upstream, feeds the translator, yields SSE frames in the
+//! client's dialect (OpenAI chat-completion chunks, or Anthropic Messages events).
 //!
 //! No task or channel per stream: the client's reads drive the upstream reads, so backpressure reaches the
 //! upstream and a slow client cannot make us buffer without bound. Dropping the body (client hang-up) drops
@@ -14,9 +15,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
+use translators::anthropic_ingress::StreamEncoder;
 use translators::openai::sse_out;
 use translators::openai::{passthrough, ErrorBody};
-use translators::{anthropic, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 use crate::services::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
 
@@ -75,6 +77,23 @@ pub fn tokens_of(summary: &StreamSummary, prompt_estimate: u64) -> Tokens {
     tokens
 }
 
+/// How hub events become the client's bytes.
+pub enum Output {
+    /// OpenAI chat-completion SSE (`data: {chunk}`), `[DONE]` after a completed stream.
+    OpenAi,
+    /// Anthropic Messages SSE re-encoded from hub events (Claude Code and the `anthropic` SDKs in front
+    /// of a non-Anthropic backend).
+    Anthropic(Box<StreamEncoder>),
+    /// The upstream's own SSE bytes relayed untouched (an Anthropic client in front of Anthropic): the
+    /// translator only accounts (usage, outcome). A stream that ends without `message_stop` gets one
+    /// Anthropic `error` event appended.
+    AnthropicRelay,
+}
+
+/// How often an Anthropic stream with a silent upstream gets a `ping` (Claude Code drops a stream that
+/// sends nothing for 5 minutes; its SDKs skip pings).
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
 enum Phase {
     Streaming,
     /// The upstream ended or the translator reached its terminal event: flush and record.
@@ -86,6 +105,9 @@ enum Phase {
 pub struct TranslatingBody {
     upstream: Option<Incoming>,
     translator: AnyTranslator,
+    output: Output,
+    /// Next keep-alive for Anthropic output (`None` for OpenAI output).
+    ping: Option<Pin<Box<Sleep>>>,
     events: Vec<StreamEvent>,
     buf: BytesMut,
     pending: Option<Bytes>,
@@ -100,6 +122,7 @@ impl TranslatingBody {
     pub fn new(
         upstream: Incoming,
         translator: AnyTranslator,
+        output: Output,
         first: Bytes,
         idle_timeout: Duration,
         meter: RequestMeter,
@@ -108,9 +131,15 @@ impl TranslatingBody {
         if let Some(m) = meter.metrics() {
             m.open_streams.inc();
         }
+        let ping = match output {
+            Output::OpenAi => None,
+            Output::Anthropic(_) | Output::AnthropicRelay => Some(Box::pin(tokio::time::sleep(PING_INTERVAL))),
+        };
         Self {
             upstream: if upstream_ended { None } else { Some(upstream) },
             translator,
+            output,
+            ping,
             events: Vec::with_capacity(8),
             // Starts empty: an idle stream should hold no buffer (10k idle streams × 4 KB adds up).
             buf: BytesMut::new(),
@@ -124,9 +153,13 @@ impl TranslatingBody {
 
     fn encode_events(&mut self) {
         if !self.events.is_empty() {
-            sse_out::encode_all(&self.events, &mut self.buf);
+            encode(&mut self.output, &self.events, &mut self.buf);
             self.events.clear();
-            self.pending = Some(self.buf.split().freeze());
+        }
+        if !self.buf.is_empty() {
+            let mut out = self.pending.take().map(BytesMut::from).unwrap_or_default();
+            out.extend_from_slice(&self.buf.split());
+            self.pending = Some(out.freeze());
         }
     }
 
@@ -143,6 +176,8 @@ impl TranslatingBody {
             self.translator.finish(&mut self.events)
         };
         self.encode_events();
+        finish_output(&mut self.output, &summary, &mut self.buf);
+        self.encode_events();
         self.meter.info.error_kind = match &summary.outcome {
             StreamOutcome::Completed => None,
             StreamOutcome::UpstreamError(_) => Some("stream_error"),
@@ -150,12 +185,7 @@ impl TranslatingBody {
             StreamOutcome::Truncated | StreamOutcome::Open => Some("stream_truncated"),
         };
         let outcome = match &summary.outcome {
-            StreamOutcome::Completed => {
-                let mut done = self.pending.take().map(BytesMut::from).unwrap_or_default();
-                done.extend_from_slice(sse_out::DONE);
-                self.pending = Some(done.freeze());
-                Outcome::Ok
-            }
+            StreamOutcome::Completed => Outcome::Ok,
             // The 200 and the first event already went out: whatever failed, the client got part of a stream.
             StreamOutcome::UpstreamError(_) | StreamOutcome::Truncated | StreamOutcome::Open => Outcome::Partial,
         };
@@ -163,6 +193,53 @@ impl TranslatingBody {
         self.meter.finish(outcome, tokens, 200);
         self.phase = Phase::Done;
     }
+}
+
+/// Hub events → the client's SSE bytes.
+fn encode(output: &mut Output, events: &[StreamEvent], buf: &mut BytesMut) {
+    match output {
+        Output::OpenAi => sse_out::encode_all(events, buf),
+        Output::Anthropic(encoder) => encoder.push_all(events, buf),
+        // The upstream's bytes are copied as they arrive; an event produced here is the gateway's own
+        // (a forced error: stall, shutdown), written in Anthropic's shape.
+        Output::AnthropicRelay => {
+            for event in events {
+                if let StreamEvent::Error(body) = event {
+                    write_anthropic_error(body, buf);
+                }
+            }
+        }
+    }
+}
+
+/// The end of the stream in the client's dialect: `[DONE]` for OpenAI after success; Anthropic's closing
+/// `message_delta`/`message_stop` (or an `error` event) when re-encoding; for a relay, an `error` event
+/// when the upstream ended without its own `message_stop`.
+fn finish_output(output: &mut Output, summary: &StreamSummary, buf: &mut BytesMut) {
+    match output {
+        Output::OpenAi => {
+            if summary.outcome == StreamOutcome::Completed {
+                buf.extend_from_slice(sse_out::DONE);
+            }
+        }
+        Output::Anthropic(encoder) => encoder.finish(summary, buf),
+        Output::AnthropicRelay => {}
+    }
+}
+
+fn write_ping(output: &mut Output, buf: &mut BytesMut) {
+    match output {
+        Output::OpenAi => {}
+        Output::Anthropic(encoder) => encoder.ping(buf),
+        Output::AnthropicRelay => buf.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
+    }
+}
+
+fn write_anthropic_error(body: &ErrorBody, buf: &mut BytesMut) {
+    let (kind, message) = anthropic_ingress::stream_error_type(body);
+    buf.extend_from_slice(b"event: error\ndata: ");
+    buf.extend_from_slice(&anthropic_ingress::error_json(kind, &message, None));
+    buf.extend_from_slice(b"\n\n");
 }
 
 impl HttpBody for TranslatingBody {
@@ -191,6 +268,14 @@ impl HttpBody for TranslatingBody {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Ok(data) = frame.into_data() {
                                 this.translator.feed(&data, &mut this.events);
+                                if matches!(this.output, Output::AnthropicRelay) {
+                                    // Relayed as received: the events only fed the accounting.
+                                    this.events.clear();
+                                    this.buf.extend_from_slice(&data);
+                                }
+                                if let Some(ping) = this.ping.as_mut() {
+                                    ping.as_mut().reset(tokio::time::Instant::now() + PING_INTERVAL);
+                                }
                                 let deadline = tokio::time::Instant::now() + this.idle_timeout;
                                 this.idle.as_mut().reset(deadline);
                                 this.encode_events();
@@ -198,6 +283,14 @@ impl HttpBody for TranslatingBody {
                         }
                         Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
                         Poll::Pending => {
+                            if let Some(ping) = this.ping.as_mut() {
+                                if ping.as_mut().poll(cx).is_ready() {
+                                    ping.as_mut().reset(tokio::time::Instant::now() + PING_INTERVAL);
+                                    write_ping(&mut this.output, &mut this.buf);
+                                    this.encode_events();
+                                    continue;
+                                }
+                            }
                             if this.idle.as_mut().poll(cx).is_ready() {
                                 let error = ErrorBody::new(
                                     "upstream stream stalled: no data within the idle timeout",

@@ -144,10 +144,10 @@ async fn model_requests_need_a_tenant() {
     let s = &f.state;
     let req = || http::Request::new(Full::new(Bytes::from_static(br#"{"model":"x","messages":[]}"#)));
 
-    let admin = chat::complete(s, &Principal::Admin, "req_1", req()).await;
+    let admin = chat::complete(s, &Principal::Admin, "req_1", chat::Dialect::OpenAi, req()).await;
     assert!(is_denied(&admin.map(|_| ()), Denied::NotATenant));
     // A tenant gets past authorization (and fails later, on routing: no provider is configured).
-    let acme = chat::complete(s, &tenant("acme"), "req_2", req()).await;
+    let acme = chat::complete(s, &tenant("acme"), "req_2", chat::Dialect::OpenAi, req()).await;
     assert!(matches!(acme, Err(Error::Route(_))), "{:?}", acme.map(|_| ()));
 
     // The catalog is readable by both.

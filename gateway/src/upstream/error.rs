@@ -15,7 +15,15 @@ pub enum UpstreamError {
     #[error("the upstream connection failed")]
     Transport,
     #[error("{}", .mapped.body.message)]
-    Status { mapped: MappedError, retry_after: Option<HeaderValue>, upstream_request_id: Option<HeaderValue> },
+    Status {
+        mapped: MappedError,
+        retry_after: Option<HeaderValue>,
+        upstream_request_id: Option<HeaderValue>,
+        /// An Anthropic provider's own status and error body, for Anthropic clients: Claude Code's
+        /// recovery matches on Anthropic's exact wording, so it is relayed verbatim to them (not for
+        /// 401/403, which are about the gateway's key, not the client's).
+        anthropic_verbatim: Option<(u16, bytes::Bytes)>,
+    },
     #[error("upstream protocol error: {0}")]
     Protocol(Cow<'static, str>),
     #[error("every upstream for this model is unavailable (circuit open); retry shortly")]

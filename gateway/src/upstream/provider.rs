@@ -83,6 +83,25 @@ impl Upstream {
         req
     }
 
+    /// A POST of `body` to `path` under the base URL (e.g. Anthropic's `/v1/messages/count_tokens`), with
+    /// auth and any extra per-request headers.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Protocol`] when the URL does not parse.
+    pub fn post_request(
+        &self,
+        path: &str,
+        body: Bytes,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let uri: Uri = format!("{}{}", self.config.base_url, path)
+            .parse()
+            .map_err(|_| UpstreamError::Protocol("bad upstream URL".into()))?;
+        let mut req = self.chat_request(body, extra);
+        *req.uri_mut() = uri;
+        Ok(req)
+    }
+
     /// A GET of `path_and_query` under the base URL (model listings).
     pub fn get_request(&self, path_and_query: &str) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let uri: Uri = format!("{}{}", self.config.base_url, path_and_query)
