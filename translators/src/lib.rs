@@ -12,6 +12,7 @@ pub mod framing;
 pub mod ids;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod rfc3339;
 pub mod stream;
 

@@ -1,0 +1,80 @@
+//! OpenAI Responses API (`POST /v1/responses`) ⇄ hub chat completions, for backends that do not speak it.
+//!
+//! Hub and spoke: a Responses request is decoded into an [`openai::ChatRequest`](crate::openai::ChatRequest)
+//! (then encoded for Anthropic/Ollama by their own translators), and the hub's answer, a
+//! [`ChatResponse`](crate::openai::ChatResponse) or a stream of [`StreamEvent`](crate::StreamEvent)s, is
+//! encoded back as a Responses `response` object or Responses SSE. Nothing here knows any provider.
+//!
+//! - [`decode_request`]: the stateless subset (research `ingress.md` §2.5). State (`previous_response_id`,
+//!   `conversation`, `background: true`), prompt templates and hosted tools are refused with `param`.
+//! - [`encode_response`]: `chat.completion` → `response` object, with every field the spec requires.
+//! - [`StreamEncoder`]: hub stream events → `event: <type>\ndata: <json>\n\n` frames.
+//! - [`passthrough`]: OpenAI-kind backends get `/v1/responses` untouched; usage is read for the ledger.
+//!
+//! Invariants:
+//! - Pure: ids and timestamps come from the caller ([`EncodeContext`]); no clock, no randomness.
+//! - The stream encoder's output depends only on the sequence of hub deltas, not on how they were cut
+//!   into chunks, and always ends with exactly one terminal event (`response.completed`,
+//!   `response.incomplete` or `response.failed`); no output item is left open.
+//! - `sequence_number` starts at 0 and increases by one per event.
+
+pub mod passthrough;
+mod request;
+mod response;
+mod stream;
+pub mod wire;
+
+pub use request::{decode_request, parse_head, DecodedRequest, Echo, RequestHead, CUSTOM_TOOL_INPUT};
+pub use response::{encode_response, response_usage, usage_from_response_usage};
+pub use stream::{write_sse, StreamEncoder};
+
+/// Path of the endpoint, appended to a base URL ending in `/v1`.
+pub const RESPONSES_PATH: &str = "/responses";
+/// Content type of the SSE answer.
+pub const SSE_CONTENT_TYPE: &str = "text/event-stream";
+
+/// What the caller supplies for one response: ids and times (the translators have no clock and no RNG).
+#[derive(Debug, Clone)]
+pub struct EncodeContext {
+    /// `id` of the response, e.g. from [`response_id`].
+    pub response_id: String,
+    /// `created_at`, unix seconds (when the gateway received the request).
+    pub created_at: u64,
+    /// `completed_at`, unix seconds, used when the status is `completed` (for a stream: the time the caller
+    /// calls [`StreamEncoder::finish`]; for a body: now).
+    pub completed_at: u64,
+    /// Seed of the output item ids (`msg_…`, `fc_…`, `rs_…`) and of synthesized call ids: random per request
+    /// in production, fixed in tests.
+    pub id_seed: u64,
+}
+
+/// `resp_` plus 48 lowercase hex digits derived from `seed` (the shape OpenAI uses).
+pub fn response_id(seed: u64) -> String {
+    prefixed_id("resp", seed, u32::MAX)
+}
+
+/// `<prefix>_` plus 48 hex digits from `seed` and a counter: distinct per (seed, counter), deterministic.
+pub(crate) fn prefixed_id(prefix: &str, seed: u64, counter: u32) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::with_capacity(prefix.len() + 49);
+    id.push_str(prefix);
+    id.push('_');
+    let mut x = mix(seed ^ mix(u64::from(counter).wrapping_add(0x2545_F491_4F6C_DD1D)));
+    for _ in 0..3 {
+        // splitmix64 steps: cheap and well distributed.
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let _ = write!(id, "{:016x}", mix(x));
+    }
+    id
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod spec_tests;
+#[cfg(test)]
+mod tests;
