@@ -754,4 +754,4 @@ pub fn write_sse(events: &[Event], out: &mut BytesMut) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

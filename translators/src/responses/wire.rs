@@ -64,6 +64,8 @@ pub struct Response {
     pub top_logprobs: Option<u64>,
     pub top_p: Option<f64>,
     pub truncation: String,
+    /// Absent until the terminal event (the spec's `usage` is not nullable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResponseUsage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
