@@ -75,6 +75,6 @@ fn mix(mut z: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod spec_tests;
+pub(crate) mod spec_tests;
 #[cfg(test)]
 mod tests;
