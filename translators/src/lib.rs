@@ -7,6 +7,7 @@
 //!   one megabyte, with SSE/NDJSON lines and UTF-8 sequences cut anywhere, and the output is the same.
 
 pub mod anthropic;
+pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod framing;
