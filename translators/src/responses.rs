@@ -11,6 +11,43 @@
 //! - [`StreamEncoder`]: hub stream events → `event: <type>\ndata: <json>\n\n` frames.
 //! - [`passthrough`]: OpenAI-kind backends get `/v1/responses` untouched; usage is read for the ledger.
 //!
+//! Intended use from the gateway's `/v1/responses` front door, for a non-OpenAI route (the provider
+//! translator is whichever the route names; Ollama here):
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use translators::responses::{self, EncodeContext};
+//! use translators::stream::ResponseContext;
+//! use translators::StreamTranslator;
+//!
+//! let body = br#"{"model":"ollama/qwen3","input":"Hi","stream":true,"store":true}"#;
+//! let head = responses::parse_head(body)?; // route on head.model; head.stateful_param → OpenAI only
+//! let decoded = responses::decode_request(body)?; // 400 with err.param() on refusal
+//! // decoded.chat goes through the usual route/encode path (`ollama::encode_request`, …).
+//! # let ndjson = br#"{"message":{"role":"assistant","content":"Hello"},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":1}"#;
+//! let hub_ctx = ResponseContext {
+//!     id: "chatcmpl-1".into(), created: 1_700_000_000, model: head.model.clone(),
+//!     include_usage: true, include_reasoning: true, id_seed: 42,
+//! };
+//! let mut upstream = translators::ollama::StreamDecoder::new(hub_ctx);
+//! let ctx = EncodeContext {
+//!     response_id: responses::response_id(42), created_at: 1_700_000_000, completed_at: 1_700_000_002, id_seed: 42,
+//! };
+//! let mut encoder = responses::StreamEncoder::new(decoded.echo, ctx);
+//! let (mut hub, mut events, mut sse) = (Vec::new(), Vec::new(), BytesMut::new());
+//! upstream.feed(ndjson, &mut hub);          // for each upstream body chunk
+//! encoder.push(&hub, &mut events);
+//! let summary = upstream.finish(&mut hub);  // at upstream EOF (summary.usage → ledger)
+//! encoder.push(&hub, &mut events);
+//! encoder.finish(Some(&summary), &mut events);
+//! responses::write_sse(&events, &mut sse);  // event: response.created … response.completed
+//! assert!(encoder.is_done());
+//! # assert!(std::str::from_utf8(&sse).unwrap().contains("event: response.completed"));
+//! # Ok::<(), translators::TranslateError>(())
+//! ```
+//!
+//! Non-streamed: `encode_response(&chat_response, &decoded.echo, &ctx)` and serialize it.
+//!
 //! Invariants:
 //! - Pure: ids and timestamps come from the caller ([`EncodeContext`]); no clock, no randomness.
 //! - The stream encoder's output depends only on the sequence of hub deltas, not on how they were cut
@@ -24,7 +61,10 @@ mod response;
 mod stream;
 pub mod wire;
 
-pub use request::{decode_request, parse_head, DecodedRequest, Echo, RequestHead, CUSTOM_TOOL_INPUT};
+pub use request::{
+    decode_request, decode_request_with, parse_head, DecodeOptions, DecodedRequest, Echo, RequestHead,
+    CUSTOM_TOOL_INPUT,
+};
 pub use response::{encode_response, response_usage, usage_from_response_usage};
 pub use stream::{write_sse, StreamEncoder};
 

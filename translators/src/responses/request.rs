@@ -16,7 +16,8 @@
 //!   - `item_reference` and hosted-tool items → 400, `param` naming the item.
 //! - `tools`: flat `function` tools → hub function tools; `custom` tools → a function with one string
 //!   parameter [`CUSTOM_TOOL_INPUT`] (a grammar is appended to the description, since no translated
-//!   backend can enforce it). Hosted tools → 400 `param: tools[i].type`.
+//!   backend can enforce it). Hosted tools → 400 `param: tools[i].type`, except that `web_search*` tools
+//!   (and `web_search_call` items) are dropped when [`DecodeOptions::drop_web_search`] is set (Codex).
 //! - `tool_choice`: `none`/`auto`/`required`, `{type: function|custom, name}`, `allowed_tools`.
 //! - `max_output_tokens` → `max_completion_tokens`; `reasoning.effort` → `reasoning_effort` (`max` →
 //!   `xhigh`, the hub's highest); `text.format` → `response_format`; `user` → `user`.
@@ -209,6 +210,21 @@ pub struct DecodedRequest {
     pub echo: Echo,
     /// For each hub message, the Responses field it came from (`instructions`, `input`, `input[3]`).
     pub message_origins: Vec<String>,
+    /// For each hub tool, the index of the Responses tool it came from (they differ when tools were
+    /// dropped).
+    pub tool_origins: Vec<usize>,
+    /// Request parts accepted but not honoured because [`DecodeOptions`] said so (e.g. `tools[3]`); the
+    /// gateway may report them as a warning header.
+    pub dropped: Vec<String>,
+}
+
+/// Gateway policy knobs for [`decode_request_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Drop `web_search*` tools (and `web_search_call` history items) instead of refusing the request.
+    /// Codex declares `web_search` whenever it is enabled; dropping it lets Codex run on backends without
+    /// search (the model simply cannot search). Off by default: silently missing tools surprise people.
+    pub drop_web_search: bool,
 }
 
 impl DecodedRequest {
@@ -241,6 +257,10 @@ impl DecodedRequest {
         if let Some(rest) = hub_param.strip_prefix("tools[") {
             if let Some((index, suffix)) = rest.split_once(']') {
                 let suffix = suffix.strip_prefix(".function").unwrap_or(suffix);
+                let index = match index.parse::<usize>().ok().and_then(|i| self.tool_origins.get(i)) {
+                    Some(origin) => origin.to_string(),
+                    None => index.to_owned(),
+                };
                 return format!("tools[{index}]{suffix}");
             }
         }
@@ -254,6 +274,11 @@ impl DecodedRequest {
 /// e.g. `input[2].content[0].image_url`); `Unsupported` for stateful features, prompt templates, hosted
 /// tools and item types the stateless translation cannot honour.
 pub fn decode_request(body: &[u8]) -> Result<DecodedRequest, TranslateError> {
+    decode_request_with(body, &DecodeOptions::default())
+}
+
+/// [`decode_request`] with gateway policy options.
+pub fn decode_request_with(body: &[u8], opts: &DecodeOptions) -> Result<DecodedRequest, TranslateError> {
     let head = parse_head(body)?;
     let root: Map<String, Value> = serde_json::from_slice(body).map_err(|e| TranslateError::InvalidRequest {
         message: format!("request body is not a valid JSON object: {e}").into(),
@@ -264,6 +289,8 @@ pub fn decode_request(body: &[u8]) -> Result<DecodedRequest, TranslateError> {
     let mut echo = Echo::new(head.model.clone());
     let mut chat = ChatRequest { model: head.model, ..ChatRequest::default() };
     let mut origins = Vec::new();
+    let mut tool_origins = Vec::new();
+    let mut dropped = Vec::new();
 
     if head.stream {
         chat.stream = Some(true);
@@ -278,9 +305,15 @@ pub fn decode_request(body: &[u8]) -> Result<DecodedRequest, TranslateError> {
         };
         let mut hub_tools = Vec::with_capacity(tools.len());
         for (i, tool) in tools.iter().enumerate() {
+            let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
+            if opts.drop_web_search && kind.starts_with("web_search") {
+                dropped.push(format!("tools[{i}]"));
+                continue;
+            }
             let (hub, echoed) = decode_tool(tool, i, &mut echo.custom_tools)?;
             hub_tools.push(hub);
             echo.tools.push(echoed);
+            tool_origins.push(i);
         }
         if !hub_tools.is_empty() {
             chat.tools = Some(hub_tools);
@@ -315,6 +348,10 @@ pub fn decode_request(body: &[u8]) -> Result<DecodedRequest, TranslateError> {
         Some(Value::Array(items)) => {
             let mut decoder = ItemDecoder { messages: &mut chat.messages, origins: &mut origins, pending: None };
             for (i, item) in items.iter().enumerate() {
+                if opts.drop_web_search && item.get("type").and_then(Value::as_str) == Some("web_search_call") {
+                    dropped.push(format!("input[{i}]"));
+                    continue;
+                }
                 decoder.item(item, i)?;
             }
             decoder.flush();
@@ -388,7 +425,7 @@ pub fn decode_request(body: &[u8]) -> Result<DecodedRequest, TranslateError> {
     echo.safety_identifier = opt_string(&root, "safety_identifier")?;
     echo.service_tier = opt_string(&root, "service_tier")?;
 
-    Ok(DecodedRequest { chat, echo, message_origins: origins })
+    Ok(DecodedRequest { chat, echo, message_origins: origins, tool_origins, dropped })
 }
 
 fn refuse_stateful(root: &Map<String, Value>) -> Result<(), TranslateError> {

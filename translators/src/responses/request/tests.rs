@@ -325,3 +325,21 @@ fn hub_params_are_mapped_back_to_responses_paths() {
     assert_eq!(decoded.responses_param("tools[2].function.parameters"), "tools[2].parameters");
     assert_eq!(decoded.responses_param("temperature"), "temperature");
 }
+
+#[test]
+fn web_search_can_be_dropped_by_policy() {
+    let body = json!({"model": "m", "tools": [{"type": "web_search"}, {"type": "function", "name": "f"}],
+                      "input": [{"type": "web_search_call", "id": "ws_1"}, {"role": "user", "content": "hi"}]});
+    let e = decode_request(body.to_string().as_bytes()).unwrap_err();
+    assert_eq!(e.param(), Some("tools[0].type"), "refused by default");
+    let decoded = decode_request_with(body.to_string().as_bytes(), &DecodeOptions { drop_web_search: true }).unwrap();
+    assert_eq!(decoded.dropped, ["tools[0]", "input[0]"]);
+    assert_eq!(decoded.chat.tools.as_ref().unwrap().len(), 1);
+    assert_eq!(decoded.echo.tools, [json!({"type": "function", "name": "f", "parameters": null, "strict": null})]);
+    assert_eq!(decoded.tool_origins, [1]);
+    assert_eq!(decoded.responses_param("tools[0].function.parameters"), "tools[1].parameters");
+    // Other hosted tools are still refused.
+    let body = json!({"model": "m", "tools": [{"type": "file_search"}], "input": "x"});
+    let e = decode_request_with(body.to_string().as_bytes(), &DecodeOptions { drop_web_search: true }).unwrap_err();
+    assert_eq!(e.param(), Some("tools[0].type"));
+}
