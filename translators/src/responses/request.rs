@@ -753,7 +753,8 @@ impl ItemDecoder<'_> {
             }
             // The hub carries no reasoning input and there is no encrypted content to replay.
             "reasoning" => Ok(()),
-            "compaction" => {
+            // Codex has used both names for its compaction summary item.
+            "compaction" | "compaction_summary" => {
                 let summary = match obj.get("encrypted_content") {
                     Some(Value::String(s)) => s.clone(),
                     _ => {

@@ -343,3 +343,63 @@ fn web_search_can_be_dropped_by_policy() {
     let e = decode_request_with(body.to_string().as_bytes(), &DecodeOptions { drop_web_search: true }).unwrap_err();
     assert_eq!(e.param(), Some("tools[0].type"));
 }
+
+/// The shape Codex CLI sends on a second turn (field set per codex-rs `ResponsesApiRequest`): developer and
+/// user messages, a reasoning item with encrypted content, a shell call and an apply_patch custom call with
+/// their outputs, `include`, `prompt_cache_key`, `store: false`.
+#[test]
+fn codex_style_second_turn() {
+    let body = json!({
+        "model": "anthropic/claude-sonnet-4-5",
+        "instructions": "You are Codex.",
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "<permissions>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "fix the bug"}]},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Look first"}], "content": null, "encrypted_content": "gAAAA"},
+            {"type": "function_call", "name": "shell", "arguments": "{\"command\":[\"ls\"]}", "call_id": "call_1"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "src\n"},
+            {"type": "custom_tool_call", "status": "completed", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"},
+            {"type": "custom_tool_call_output", "call_id": "call_2", "output": "Done"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Fixed."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "thanks"}]}
+        ],
+        "tools": [
+            {"type": "function", "name": "shell", "description": "Runs a command", "strict": false,
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}, "required": ["command"], "additionalProperties": false}},
+            {"type": "custom", "name": "apply_patch", "description": "Edit files",
+             "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+        ],
+        "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "store": false,
+        "stream": true,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "0199a1b2-session",
+        "text": {"verbosity": "medium"}
+    });
+    let decoded = decode(body);
+    let roles: Vec<String> = serde_json::to_value(&decoded.chat.messages)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        roles,
+        ["developer", "developer", "user", "assistant", "tool", "assistant", "tool", "assistant", "user"]
+    );
+    let chat = serde_json::to_value(&decoded.chat).unwrap();
+    assert_eq!(
+        chat["messages"][5]["tool_calls"][0]["function"]["arguments"],
+        "{\"input\":\"*** Begin Patch\\n*** End Patch\"}"
+    );
+    assert_eq!(chat["reasoning_effort"], "medium");
+    assert_eq!(chat["parallel_tool_calls"], false);
+    assert_eq!(chat["stream_options"]["include_usage"], true);
+    assert!(chat.get("response_format").is_none());
+    assert!(decoded.echo.reasoning_summary);
+    assert!(!decoded.echo.store);
+    assert!(decoded.echo.custom_tools.contains("apply_patch"));
+}
