@@ -48,6 +48,14 @@
 //!
 //! Non-streamed: `encode_response(&chat_response, &decoded.echo, &ctx)` and serialize it.
 //!
+//! The provider translator's `ResponseContext` must have `include_usage: true` (the terminal event
+//! carries usage) and `include_reasoning: true` (reasoning becomes a `reasoning` item). Request errors from
+//! the provider encoders name hub paths; [`DecodedRequest::responses_param`] turns them into Responses paths.
+//!
+//! Accepted but not translated: `top_logprobs` and `include: ["message.output_text.logprobs"]` (no
+//! logprobs), `max_tool_calls` (hosted tools only), `truncation: "auto"`, `text.verbosity` (reported by the
+//! encoders as dropped), `reasoning` input items (dropped: no encrypted content to replay).
+//!
 //! Invariants:
 //! - Pure: ids and timestamps come from the caller ([`EncodeContext`]); no clock, no randomness.
 //! - The stream encoder's output depends only on the sequence of hub deltas, not on how they were cut
