@@ -70,8 +70,8 @@ mod stream;
 pub mod wire;
 
 pub use request::{
-    decode_request, decode_request_with, parse_head, DecodeOptions, DecodedRequest, Echo, RequestHead,
-    CUSTOM_TOOL_INPUT,
+    decode_request, decode_request_with, namespaced_name, parse_head, DecodeOptions, DecodedRequest, Echo, RequestHead,
+    CUSTOM_TOOL_INPUT, NAMESPACE_SEPARATOR,
 };
 pub use response::{encode_response, response_usage, usage_from_response_usage};
 pub use stream::{write_sse, StreamEncoder};

@@ -16,7 +16,9 @@
 //!   - `item_reference` and hosted-tool items → 400, `param` naming the item.
 //! - `tools`: flat `function` tools → hub function tools; `custom` tools → a function with one string
 //!   parameter [`CUSTOM_TOOL_INPUT`] (a grammar is appended to the description, since no translated
-//!   backend can enforce it). Hosted tools → 400 `param: tools[i].type`, except that `web_search*` tools
+//!   backend can enforce it). `namespace` tools (Codex's MCP and collaboration groups) are flattened to
+//!   hub functions named [`namespaced_name`] (`<namespace>__<name>`); `function_call` items with a
+//!   `namespace` map the same way, and output items get `namespace` and `name` back. Hosted tools → 400 `param: tools[i].type`, except that `web_search*` tools
 //!   (and `web_search_call` items) are dropped when [`DecodeOptions::drop_web_search`] is set (Codex).
 //! - `tool_choice`: `none`/`auto`/`required`, `{type: function|custom, name}`, `allowed_tools`.
 //! - `max_output_tokens` → `max_completion_tokens`; `reasoning.effort` → `reasoning_effort` (`max` →
@@ -29,7 +31,7 @@
 //! - Refused (400, `param` = the field): `previous_response_id`, `conversation`, `background: true`,
 //!   `prompt`, `context_management`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -61,8 +63,16 @@ const HOSTED_TOOLS: &[&str] = &[
     "shell",
     "apply_patch",
     "tool_search",
-    "namespace",
 ];
+
+/// Separator of the hub name of a tool inside a `namespace` tool: `<namespace>__<name>` (tool names
+/// must match `^[a-zA-Z0-9_-]+$` at OpenAI and Anthropic, so no dot).
+pub const NAMESPACE_SEPARATOR: &str = "__";
+
+/// The hub function name of tool `name` in namespace `namespace`.
+pub fn namespaced_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}{NAMESPACE_SEPARATOR}{name}")
+}
 
 /// What the gateway needs before choosing a route, read without building the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,12 +176,23 @@ pub struct Echo {
     pub service_tier: Option<String>,
     /// Names of the `custom` tools: hub calls of these become `custom_tool_call` items.
     pub custom_tools: BTreeSet<String>,
+    /// Hub name → (namespace, name) for the tools of `namespace` tools, which the hub sees flattened
+    /// ([`namespaced_name`]); output items get the client's `name` and `namespace` back.
+    pub namespaced: BTreeMap<String, (String, String)>,
     /// The client asked for a reasoning summary (`reasoning.summary`): reasoning text is sent as
     /// `summary` parts; otherwise as `reasoning_text` content.
     pub reasoning_summary: bool,
 }
 
 impl Echo {
+    /// The client's (namespace, name) of a hub tool name: namespaced tools are un-flattened.
+    pub fn client_tool_name<'a>(&'a self, hub_name: &'a str) -> (Option<&'a str>, &'a str) {
+        match self.namespaced.get(hub_name) {
+            Some((namespace, name)) => (Some(namespace.as_str()), name.as_str()),
+            None => (None, hub_name),
+        }
+    }
+
     /// An echo with every field at its default, for `model`.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
@@ -195,6 +216,7 @@ impl Echo {
             safety_identifier: None,
             service_tier: None,
             custom_tools: BTreeSet::new(),
+            namespaced: BTreeMap::new(),
             reasoning_summary: false,
         }
     }
@@ -310,7 +332,35 @@ pub fn decode_request_with(body: &[u8], opts: &DecodeOptions) -> Result<DecodedR
                 dropped.push(format!("tools[{i}]"));
                 continue;
             }
-            let (hub, echoed) = decode_tool(tool, i, &mut echo.custom_tools)?;
+            let param = format!("tools[{i}]");
+            if kind == "namespace" {
+                // Codex groups MCP and collaboration tools in namespaces; the hub sees them flattened.
+                let namespace = match tool.get("name") {
+                    Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                    _ => return Err(TranslateError::invalid("namespace name is required", format!("{param}.name"))),
+                };
+                let Some(Value::Array(children)) = tool.get("tools") else {
+                    return Err(TranslateError::invalid("namespace tools must be an array", format!("{param}.tools")));
+                };
+                for (j, child) in children.iter().enumerate() {
+                    let param = format!("{param}.tools[{j}]");
+                    // The flat name is what the model sees: a child of the wrong type is refused like a tool.
+                    let name = match child.get("name") {
+                        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                        _ => return Err(TranslateError::invalid("tool name is required", format!("{param}.name"))),
+                    };
+                    let flat = namespaced_name(&namespace, &name);
+                    let mut renamed = child.clone();
+                    renamed["name"] = Value::from(flat.clone());
+                    let (hub, _) = decode_tool(&renamed, &param, &mut echo.custom_tools)?;
+                    hub_tools.push(hub);
+                    tool_origins.push(i);
+                    echo.namespaced.insert(flat, (namespace.clone(), name));
+                }
+                echo.tools.push(tool.clone());
+                continue;
+            }
+            let (hub, echoed) = decode_tool(tool, &param, &mut echo.custom_tools)?;
             hub_tools.push(hub);
             echo.tools.push(echoed);
             tool_origins.push(i);
@@ -466,37 +516,37 @@ fn refuse_stateful(root: &Map<String, Value>) -> Result<(), TranslateError> {
 }
 
 /// One Responses tool → (hub tool, echoed tool).
-fn decode_tool(tool: &Value, i: usize, custom_tools: &mut BTreeSet<String>) -> Result<(Tool, Value), TranslateError> {
+fn decode_tool(
+    tool: &Value,
+    param: &str,
+    custom_tools: &mut BTreeSet<String>,
+) -> Result<(Tool, Value), TranslateError> {
     let Value::Object(obj) = tool else {
-        return Err(TranslateError::invalid("each tool must be an object", format!("tools[{i}]")));
+        return Err(TranslateError::invalid("each tool must be an object", param.to_owned()));
     };
     let kind = obj.get("type").and_then(Value::as_str).unwrap_or("function");
     let name = || -> Result<String, TranslateError> {
         match obj.get("name") {
             Some(Value::String(name)) if !name.is_empty() => Ok(name.clone()),
-            _ => Err(TranslateError::invalid("tool name is required", format!("tools[{i}].name"))),
+            _ => Err(TranslateError::invalid("tool name is required", format!("{param}.name"))),
         }
     };
     let description = match obj.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => Some(d.clone()),
-        Some(_) => {
-            return Err(TranslateError::invalid("description must be a string", format!("tools[{i}].description")))
-        }
+        Some(_) => return Err(TranslateError::invalid("description must be a string", format!("{param}.description"))),
     };
     match kind {
         "function" => {
             let name = name()?;
             let parameters = obj.get("parameters").filter(|p| !p.is_null()).cloned();
             if parameters.as_ref().is_some_and(|p| !p.is_object()) {
-                return Err(TranslateError::invalid("parameters must be an object", format!("tools[{i}].parameters")));
+                return Err(TranslateError::invalid("parameters must be an object", format!("{param}.parameters")));
             }
             let strict = match obj.get("strict") {
                 None | Some(Value::Null) => None,
                 Some(Value::Bool(b)) => Some(*b),
-                Some(_) => {
-                    return Err(TranslateError::invalid("strict must be a boolean", format!("tools[{i}].strict")))
-                }
+                Some(_) => return Err(TranslateError::invalid("strict must be a boolean", format!("{param}.strict"))),
             };
             let mut echoed = obj.clone();
             echoed.insert("type".to_owned(), Value::from("function"));
@@ -547,12 +597,12 @@ fn decode_tool(tool: &Value, i: usize, custom_tools: &mut BTreeSet<String>) -> R
         other if HOSTED_TOOLS.contains(&other) || other.starts_with("web_search") || other.starts_with("computer") => {
             Err(TranslateError::unsupported(
                 format!("hosted tool `{other}` is only available on OpenAI models; use function tools here"),
-                format!("tools[{i}].type"),
+                format!("{param}.type"),
             ))
         }
         other => Err(TranslateError::unsupported(
             format!("tool type `{other}` is not supported for this model (only function and custom tools)"),
-            format!("tools[{i}].type"),
+            format!("{param}.type"),
         )),
     }
 }
@@ -705,7 +755,10 @@ impl ItemDecoder<'_> {
             "message" => self.message(obj, &param),
             "function_call" | "custom_tool_call" => {
                 let call_id = required_str(obj, "call_id", &param)?;
-                let name = required_str(obj, "name", &param)?;
+                let mut name = required_str(obj, "name", &param)?;
+                if let Some(Value::String(namespace)) = obj.get("namespace") {
+                    name = namespaced_name(namespace, &name);
+                }
                 let arguments = if kind == "function_call" {
                     match obj.get("arguments") {
                         Some(Value::String(a)) => a.clone(),

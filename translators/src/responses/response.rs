@@ -146,19 +146,25 @@ pub(super) fn tool_call_item(
     arguments: String,
     status: ItemStatus,
 ) -> OutputItem {
-    if echo.custom_tools.contains(&name) {
+    let custom = echo.custom_tools.contains(&name);
+    let (namespace, client_name) = echo.client_tool_name(&name);
+    let namespace = namespace.map(str::to_owned);
+    let client_name = client_name.to_owned();
+    if custom {
         OutputItem::CustomToolCall(CustomToolCall {
             id: prefixed_id("ctc", ctx.id_seed, index as u32),
             call_id,
+            namespace,
+            name: client_name,
             input: custom_input(&arguments),
-            name,
             status,
         })
     } else {
         OutputItem::FunctionCall(FunctionToolCall {
             id: prefixed_id("fc", ctx.id_seed, index as u32),
             call_id,
-            name,
+            namespace,
+            name: client_name,
             arguments,
             status,
         })

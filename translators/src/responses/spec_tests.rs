@@ -172,6 +172,11 @@ fn rich_chat_response(finish: FinishReason) -> ChatResponse {
                         kind: "function".into(),
                         function: FunctionCall { name: "patch".into(), arguments: "{\"input\":\"x\"}".into() },
                     },
+                    ToolCall {
+                        id: "call_3".into(),
+                        kind: "function".into(),
+                        function: FunctionCall { name: "ns__g".into(), arguments: "{}".into() },
+                    },
                 ]),
                 reasoning_content: Some("thinking".into()),
             },
@@ -188,7 +193,8 @@ fn rich_echo(summary: bool) -> Echo {
         "model": "m", "instructions": "sys", "input": "x",
         "tools": [
             {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}},
-            {"type": "custom", "name": "patch", "format": {"type": "grammar", "syntax": "lark", "definition": "s"}}
+            {"type": "custom", "name": "patch", "format": {"type": "grammar", "syntax": "lark", "definition": "s"}},
+            {"type": "namespace", "name": "ns", "description": "group", "tools": [{"type": "function", "name": "g"}]}
         ],
         "tool_choice": "required", "temperature": 0.3, "top_p": 0.8, "max_output_tokens": 100,
         "text": {"format": {"type": "json_schema", "name": "o", "schema": {"type": "object"}, "strict": true}},
@@ -206,6 +212,7 @@ fn responses_validate_against_the_spec() {
         for summary in [false, true] {
             let response =
                 serde_json::to_value(encode_response(&rich_chat_response(finish), &rich_echo(summary), &ctx)).unwrap();
+            assert_eq!(response["output"].as_array().unwrap().last().unwrap()["namespace"], "ns");
             let errors = validate_named(schemas, "Response", &response);
             assert!(errors.is_empty(), "{finish:?}: {errors:#?}\n{response:#}");
         }

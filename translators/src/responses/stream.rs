@@ -498,12 +498,15 @@ impl StreamEncoder {
                     .unwrap_or_else(|| crate::ids::tool_call_id(self.ctx.id_seed, call.index));
                 let name = call.name.clone().unwrap_or_default();
                 let custom = self.echo.custom_tools.contains(&name);
+                let (namespace, client_name) = self.echo.client_tool_name(&name);
+                let (namespace, client_name) = (namespace.map(str::to_owned), client_name.to_owned());
                 let (id, item) = if custom {
                     let id = prefixed_id("ctc", self.ctx.id_seed, output_index as u32);
                     let item = OutputItem::CustomToolCall(CustomToolCall {
                         id: id.clone(),
                         call_id: call_id.clone(),
-                        name: name.clone(),
+                        namespace,
+                        name: client_name,
                         input: String::new(),
                         status: ItemStatus::InProgress,
                     });
@@ -513,7 +516,8 @@ impl StreamEncoder {
                     let item = OutputItem::FunctionCall(FunctionToolCall {
                         id: id.clone(),
                         call_id: call_id.clone(),
-                        name: name.clone(),
+                        namespace,
+                        name: client_name,
                         arguments: String::new(),
                         status: ItemStatus::InProgress,
                     });
@@ -587,13 +591,19 @@ impl StreamEncoder {
                         sequence_number,
                     });
                 }
-                OutputItem::CustomToolCall(CustomToolCall { id, call_id, name, input, status })
+                match tool_call_item(&self.echo, &self.ctx, output_index, call_id, name, arguments, status) {
+                    OutputItem::CustomToolCall(mut c) => {
+                        c.id = id;
+                        OutputItem::CustomToolCall(c)
+                    }
+                    other => other,
+                }
             } else {
                 let sequence_number = self.seq();
                 out.push(Event::FunctionCallArgumentsDone {
                     item_id: id.clone(),
                     output_index,
-                    name: name.clone(),
+                    name: self.echo.client_tool_name(&name).1.to_owned(),
                     arguments: arguments.clone(),
                     sequence_number,
                 });

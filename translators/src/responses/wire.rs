@@ -176,6 +176,9 @@ pub struct FunctionToolCall {
     pub id: String,
     /// The id the client answers with in `function_call_output.call_id` (the hub's tool-call id).
     pub call_id: String,
+    /// The tool's `namespace` when it was declared inside a `namespace` tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub name: String,
     /// JSON-encoded arguments, as the model produced them.
     pub arguments: String,
@@ -188,6 +191,8 @@ pub struct CustomToolCall {
     /// `ctc_…`.
     pub id: String,
     pub call_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub name: String,
     pub input: String,
     /// Not in the spec's `CustomToolCall` properties, but OpenAI sends it and the SDKs read it.

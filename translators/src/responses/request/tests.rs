@@ -403,3 +403,32 @@ fn codex_style_second_turn() {
     assert!(!decoded.echo.store);
     assert!(decoded.echo.custom_tools.contains("apply_patch"));
 }
+
+#[test]
+fn namespace_tools_are_flattened_and_calls_follow() {
+    let decoded = decode(json!({
+        "model": "m",
+        "tools": [{"type": "namespace", "name": "collaboration", "description": "Agents", "tools": [
+            {"type": "function", "name": "spawn_agent", "description": "Spawns", "parameters": {"type": "object"}},
+            {"type": "custom", "name": "exec"}
+        ]}],
+        "input": [
+            {"type": "function_call", "call_id": "c1", "namespace": "collaboration", "name": "spawn_agent", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "namespace": "collaboration", "output": "ok"}
+        ]
+    }));
+    let chat = serde_json::to_value(&decoded.chat).unwrap();
+    assert_eq!(chat["tools"][0]["function"]["name"], "collaboration__spawn_agent");
+    assert_eq!(chat["tools"][0]["function"]["description"], "Spawns");
+    assert_eq!(chat["tools"][1]["function"]["name"], "collaboration__exec");
+    assert_eq!(chat["messages"][0]["tool_calls"][0]["function"]["name"], "collaboration__spawn_agent");
+    assert!(decoded.echo.custom_tools.contains("collaboration__exec"));
+    assert_eq!(decoded.echo.client_tool_name("collaboration__spawn_agent"), (Some("collaboration"), "spawn_agent"));
+    assert_eq!(decoded.echo.client_tool_name("other"), (None, "other"));
+    assert_eq!(decoded.echo.tools[0]["type"], "namespace", "echoed as sent");
+    assert_eq!(decoded.tool_origins, [0, 0]);
+    let e = error(
+        json!({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "mcp"}]}]}),
+    );
+    assert_eq!(e.param(), Some("tools[0].tools[0].name"));
+}

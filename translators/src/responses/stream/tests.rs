@@ -580,3 +580,18 @@ proptest! {
         let _ = check_stream(&out);
     }
 }
+
+#[test]
+fn namespaced_calls_get_their_namespace_back() {
+    let mut echo = Echo::new("m");
+    echo.namespaced.insert("collaboration__spawn_agent".into(), ("collaboration".into(), "spawn_agent".into()));
+    let events = run(echo, &[tool(0, Some("call_1"), Some("collaboration__spawn_agent"), "{}")], None);
+    let response = check_stream(&events);
+    let added = events.iter().find(|e| e["type"] == "response.output_item.added").unwrap();
+    assert_eq!(added["item"]["name"], "spawn_agent");
+    assert_eq!(added["item"]["namespace"], "collaboration");
+    let done = events.iter().find(|e| e["type"] == "response.function_call_arguments.done").unwrap();
+    assert_eq!(done["name"], "spawn_agent");
+    assert_eq!(response["output"][0]["name"], "spawn_agent");
+    assert_eq!(response["output"][0]["namespace"], "collaboration");
+}
