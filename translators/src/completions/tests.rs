@@ -259,3 +259,10 @@ proptest! {
         prop_assert_eq!(whole.last(), split.last());
     }
 }
+
+proptest! {
+    #[test]
+    fn decode_never_panics(body in "\\PC{0,120}") {
+        let _ = decode_request(body.as_bytes());
+    }
+}

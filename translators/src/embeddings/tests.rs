@@ -180,3 +180,13 @@ proptest! {
         prop_assert_eq!(resp.usage.prompt_tokens, bodies.len() as u64);
     }
 }
+
+proptest! {
+    #[test]
+    fn parse_and_decode_never_panic(body in "\\PC{0,120}", upstream in proptest::collection::vec(any::<u8>(), 0..120)) {
+        let _ = parse_request(body.as_bytes());
+        let r = EmbeddingsRequest { model: "m".into(), input: vec!["x".into()], encoding_format: EncodingFormat::Base64, dimensions: Some(2), user: None };
+        let _ = decode_ollama(&[&upstream], &r);
+        let _ = extract_usage(&upstream);
+    }
+}

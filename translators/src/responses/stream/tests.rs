@@ -595,3 +595,12 @@ fn namespaced_calls_get_their_namespace_back() {
     assert_eq!(response["output"][0]["name"], "spawn_agent");
     assert_eq!(response["output"][0]["namespace"], "collaboration");
 }
+
+proptest! {
+    #[test]
+    fn arbitrary_raw_payloads_never_break_the_stream(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..8)) {
+        let events: Vec<StreamEvent> = payloads.into_iter().map(|p| StreamEvent::Raw(Bytes::from(p))).collect();
+        let out = run(Echo::new("m"), &events, None);
+        let _ = check_stream(&out);
+    }
+}
