@@ -8,8 +8,9 @@
 //!   `message` item.
 //! - Each hub tool call (by its hub `index`) gets its own output item, opened at its first fragment. Tool
 //!   items stay open until the hub stream ends, so fragments of parallel calls may arrive in any order;
-//!   they are closed in output order before the terminal event. A `custom` tool's input is unwrapped from
-//!   the hub's `{"input": …}` arguments, so it is sent in one `custom_tool_call_input.delta` at the end.
+//!   they are closed in output order before the terminal event. A `custom` tool's input is decoded from
+//!   the hub's `{"input": "…"}` arguments as they arrive (escapes split across fragments wait for their
+//!   rest); arguments of another shape are unwrapped at the end and sent in one delta.
 //! - Terminal, exactly once: `response.completed`, or `response.incomplete` (`finish_reason` `length` →
 //!   `max_output_tokens`, `content_filter`), or `response.failed` for a hub error event or a stream that
 //!   ended without completing. Items still open are closed first (`incomplete` when the response is not
@@ -39,9 +40,22 @@ use crate::stream::{truncated_error, StreamEvent, StreamOutcome, StreamSummary};
 #[derive(Debug)]
 enum Slot {
     Done(OutputItem),
-    Message { id: String, parts: Vec<ContentPart> },
-    Reasoning { id: String, text: String },
-    Tool { id: String, call_id: String, name: String, arguments: String, custom: bool },
+    Message {
+        id: String,
+        parts: Vec<ContentPart>,
+    },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Tool {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+        /// `Some` for a call of a `custom` tool: its `input` is decoded from the arguments as they arrive.
+        custom: Option<CustomInput>,
+    },
 }
 
 /// What one hub delta says, whatever event shape it came in.
@@ -525,6 +539,7 @@ impl StreamEncoder {
                 };
                 let sequence_number = self.seq();
                 out.push(Event::OutputItemAdded { output_index, item, sequence_number });
+                let custom = custom.then(CustomInput::default);
                 self.output.push(Slot::Tool { id, call_id, name, arguments: String::new(), custom });
                 self.tools.insert(call.index, output_index);
                 // The name was consumed by the added item.
@@ -550,10 +565,17 @@ impl StreamEncoder {
         }
         let Some(delta) = arguments.filter(|a| !a.is_empty()) else { return };
         args.push_str(&delta);
-        if !*custom {
-            let item_id = id.clone();
-            self.next_sequence += 1;
-            out.push(Event::FunctionCallArgumentsDelta { item_id, output_index, delta, sequence_number });
+        let item_id = id.clone();
+        match custom {
+            None => {
+                self.next_sequence += 1;
+                out.push(Event::FunctionCallArgumentsDelta { item_id, output_index, delta, sequence_number });
+            }
+            Some(input) => {
+                let Some(delta) = input.advance(args).filter(|d| !d.is_empty()) else { return };
+                self.next_sequence += 1;
+                out.push(Event::CustomToolCallInputDelta { item_id, output_index, delta, sequence_number });
+            }
         }
     }
 
@@ -566,34 +588,31 @@ impl StreamEncoder {
             }
             let slot = std::mem::replace(&mut self.output[output_index], Slot::Done(placeholder()));
             let Slot::Tool { id, call_id, name, arguments, custom } = slot else { continue };
-            let item = if custom {
-                let input = custom_input(&arguments);
-                let sequence_number = self.seq();
-                if !input.is_empty() {
+            let item = if let Some(streamed) = custom {
+                // Streamed incrementally: the decoded text is the input (so the deltas add up to it).
+                // Otherwise (not the `{"input": "…"}` shape) the whole input goes in one delta now.
+                let streaming = streamed.is_streaming();
+                let input = if streaming { streamed.decoded } else { custom_input(&arguments) };
+                if !streaming && !input.is_empty() {
+                    let sequence_number = self.seq();
                     out.push(Event::CustomToolCallInputDelta {
                         item_id: id.clone(),
                         output_index,
                         delta: input.clone(),
                         sequence_number,
                     });
-                    let sequence_number = self.seq();
-                    out.push(Event::CustomToolCallInputDone {
-                        item_id: id.clone(),
-                        output_index,
-                        input: input.clone(),
-                        sequence_number,
-                    });
-                } else {
-                    out.push(Event::CustomToolCallInputDone {
-                        item_id: id.clone(),
-                        output_index,
-                        input: input.clone(),
-                        sequence_number,
-                    });
                 }
+                let sequence_number = self.seq();
+                out.push(Event::CustomToolCallInputDone {
+                    item_id: id.clone(),
+                    output_index,
+                    input: input.clone(),
+                    sequence_number,
+                });
                 match tool_call_item(&self.echo, &self.ctx, output_index, call_id, name, arguments, status) {
                     OutputItem::CustomToolCall(mut c) => {
                         c.id = id;
+                        c.input = input;
                         OutputItem::CustomToolCall(c)
                     }
                     other => other,
@@ -621,6 +640,136 @@ impl StreamEncoder {
             self.output[output_index] = Slot::Done(item);
         }
     }
+}
+
+/// Incremental decoder of the `input` string of a custom tool's hub arguments, which the model writes as
+/// `{"input": "<JSON string>"}` a fragment at a time. Only that canonical shape is streamed; anything
+/// else is left to [`custom_input`] at the end. Escapes split across fragments wait for their rest.
+#[derive(Debug, Default)]
+struct CustomInput {
+    /// Byte offset in the arguments where the string value starts (after its opening quote).
+    start: Option<usize>,
+    /// Byte offset up to which the value has been decoded.
+    pos: usize,
+    decoded: String,
+    /// The closing quote was seen.
+    closed: bool,
+    /// The arguments do not have the canonical shape.
+    gave_up: bool,
+}
+
+impl CustomInput {
+    /// True when the input is being streamed (the canonical prefix was seen).
+    fn is_streaming(&self) -> bool {
+        self.start.is_some() && !self.gave_up
+    }
+
+    /// Decodes as much of the value as `args` (all arguments so far) allows; returns the new text.
+    fn advance(&mut self, args: &str) -> Option<String> {
+        if self.gave_up || self.closed {
+            return None;
+        }
+        let bytes = args.as_bytes();
+        if self.start.is_none() {
+            match value_start(bytes) {
+                Prefix::Incomplete => return None,
+                Prefix::Mismatch => {
+                    self.gave_up = true;
+                    return None;
+                }
+                Prefix::Found(at) => {
+                    self.start = Some(at);
+                    self.pos = at;
+                }
+            }
+        }
+        let before = self.decoded.len();
+        while self.pos < bytes.len() {
+            match bytes[self.pos] {
+                b'"' => {
+                    self.closed = true;
+                    break;
+                }
+                b'\\' => {
+                    let Some((c, len)) = unescape(&bytes[self.pos..]) else { break };
+                    self.decoded.push(c);
+                    self.pos += len;
+                }
+                _ => {
+                    let Some(c) = args.get(self.pos..).and_then(|rest| rest.chars().next()) else { break };
+                    self.decoded.push(c);
+                    self.pos += c.len_utf8();
+                }
+            }
+        }
+        Some(self.decoded[before..].to_owned())
+    }
+}
+
+enum Prefix {
+    Incomplete,
+    Mismatch,
+    Found(usize),
+}
+
+/// Matches `ws* { ws* "input" ws* : ws* "` at the start of the arguments.
+fn value_start(bytes: &[u8]) -> Prefix {
+    let expected: &[&[u8]] = &[b"{", b"\"input\"", b":", b"\""];
+    let mut pos = 0;
+    for token in expected {
+        while bytes.get(pos).is_some_and(u8::is_ascii_whitespace) {
+            pos += 1;
+        }
+        let rest = &bytes[pos.min(bytes.len())..];
+        if rest.len() < token.len() {
+            return if token.starts_with(rest) { Prefix::Incomplete } else { Prefix::Mismatch };
+        }
+        if !rest.starts_with(token) {
+            return Prefix::Mismatch;
+        }
+        pos += token.len();
+    }
+    Prefix::Found(pos)
+}
+
+/// One JSON escape at the start of `bytes` (which begins with a backslash): the character and the bytes
+/// it used, or `None` when the escape is not complete yet. Invalid `\\u` escapes decode as U+FFFD.
+fn unescape(bytes: &[u8]) -> Option<(char, usize)> {
+    let simple = match *bytes.get(1)? {
+        b'n' => '\n',
+        b't' => '\t',
+        b'r' => '\r',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'u' => {
+            let Some(high) = hex4(bytes.get(2..6)?) else { return Some((char::REPLACEMENT_CHARACTER, 2)) };
+            if (0xD800..0xDC00).contains(&high) {
+                // A surrogate pair: wait for the low half.
+                let tail = bytes.get(6..12)?;
+                if tail.starts_with(b"\\u") {
+                    let low = hex4(&tail[2..]).unwrap_or(0);
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return Some((char::REPLACEMENT_CHARACTER, 6));
+                    }
+                    let c = char::from_u32(0x10000 + ((high - 0xD800) << 10) + low.wrapping_sub(0xDC00))
+                        .unwrap_or(char::REPLACEMENT_CHARACTER);
+                    return Some((c, 12));
+                }
+                return Some((char::REPLACEMENT_CHARACTER, 6));
+            }
+            return Some((char::from_u32(high).unwrap_or(char::REPLACEMENT_CHARACTER), 6));
+        }
+        other => char::from(other),
+    };
+    Some((simple, 2))
+}
+
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    // `from_str_radix` would accept a leading `+`.
+    if !bytes.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok().and_then(|s| u32::from_str_radix(s, 16).ok())
 }
 
 /// A value for the moment a slot is moved out and before it is replaced.

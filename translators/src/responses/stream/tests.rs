@@ -604,3 +604,64 @@ proptest! {
         let _ = check_stream(&out);
     }
 }
+
+fn custom_echo() -> Echo {
+    let mut echo = Echo::new("m");
+    echo.custom_tools.insert("apply_patch".into());
+    echo
+}
+
+#[test]
+fn custom_input_streams_as_it_arrives() {
+    let events = run(
+        custom_echo(),
+        &[
+            tool(0, Some("call_p"), Some("apply_patch"), "{\"inp"),
+            tool(0, None, None, "ut\": \"line1\\"),
+            tool(0, None, None, "nline2 \\u00"),
+            tool(0, None, None, "e9 \\ud83d"),
+            tool(0, None, None, "\\ude00\"}"),
+        ],
+        None,
+    );
+    let response = check_stream(&events);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "response.custom_tool_call_input.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ["line1", "\nline2 ", "é ", "😀"]);
+    assert_eq!(response["output"][0]["input"], "line1\nline2 é 😀");
+}
+
+#[test]
+fn non_canonical_custom_arguments_are_sent_at_the_end() {
+    let events = run(custom_echo(), &[tool(0, Some("c"), Some("apply_patch"), "{\"x\":1,\"input\":\"a\"}")], None);
+    let response = check_stream(&events);
+    let deltas: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "response.custom_tool_call_input.delta").map(|e| &e["delta"]).collect();
+    assert_eq!(deltas, [&json!("a")]);
+    assert_eq!(response["output"][0]["input"], "a");
+    // Not JSON at all: the raw arguments are the input.
+    let response = check_stream(&run(custom_echo(), &[tool(0, Some("c"), Some("apply_patch"), "raw text")], None));
+    assert_eq!(response["output"][0]["input"], "raw text");
+}
+
+proptest! {
+    #[test]
+    fn custom_input_is_split_invariant(text in "[a-z\"\\\\\n\té😀\u{1}]{0,24}", cuts in proptest::collection::vec(0usize..200, 0..6)) {
+        let args = serde_json::to_string(&json!({"input": text})).unwrap();
+        let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (args.len() + 1)).filter(|&c| args.is_char_boundary(c)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut events = Vec::new();
+        let mut start = 0;
+        for (k, p) in points.into_iter().chain([args.len()]).enumerate() {
+            let first = k == 0;
+            events.push(tool(0, first.then_some("c"), first.then_some("apply_patch"), &args[start..p]));
+            start = p;
+        }
+        let response = check_stream(&run(custom_echo(), &events, None));
+        prop_assert_eq!(&response["output"][0]["input"], &json!(text));
+    }
+}
