@@ -8,11 +8,14 @@
 
 pub mod anthropic;
 pub mod anthropic_ingress;
+pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod framing;
 pub mod ids;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 pub mod rfc3339;
 pub mod stream;
 
