@@ -238,12 +238,20 @@ pub struct TenantConfig {
     pub limits: crate::domain::limits::LimitSpec,
 }
 
-/// Tenant ids: letters, digits, `-`, `_` and `.`, 1 to 128 characters.
+/// Tenant ids: 1 to 128 ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit (so
+/// `.` and `..`, which no URL path can address, are refused). The same rule for the config file, the
+/// admin API and JWT claims; ids are unique regardless of case.
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
+    id.len() <= MAX_TENANT_ID
+        && id.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
+
+/// Longest tenant id, in bytes.
+pub const MAX_TENANT_ID: usize = 128;
+
+/// Largest value of a count limit (`rpm`, `tpm`, `max_concurrent`): what the stores hold (`BIGINT`).
+pub const MAX_LIMIT: u64 = i64::MAX as u64;
 
 /// A configured key: the plain key, or the SHA-256 of it.
 #[derive(Debug, Clone)]

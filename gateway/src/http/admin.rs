@@ -72,7 +72,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
         (&Method::POST, ["admin", "tenants", id, "keys"]) => {
             let id = (*id).to_owned();
             let body: KeyBody = read_json(req).await?;
-            let request = NewKeyRequest { name: body.name, limits: body.limits.patch() };
+            let request = body.request();
             let issued = tenants::create_key(state, principal, &id, &request).await?;
             let mut v = key_json(&issued.key);
             v["key"] = Value::String(issued.secret);
@@ -96,8 +96,10 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
     }
 }
 
-/// A tenant's limits in a create or patch body. Absent fields keep their value; `null` clears.
+/// A tenant create or patch body. Absent fields keep their value; `null` clears. Unknown fields
+/// (`rmp`, `monthly_budget`) are refused, as in the config file: a typo must not silently set nothing.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantBody {
     id: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -111,29 +113,53 @@ struct TenantBody {
     disabled: Option<bool>,
 }
 
+/// A new key's body: its name and limits. The limit fields are spelled out rather than flattened from
+/// [`TenantBody`]: serde's `deny_unknown_fields` does not work through `flatten`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyBody {
     name: Option<String>,
-    #[serde(flatten)]
-    limits: TenantBody,
+    #[serde(default, deserialize_with = "double_option")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_concurrent: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    monthly_budget_usd: Option<Option<RawUsd>>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
+fn budget_patch(budget: &Option<Option<RawUsd>>) -> Option<Option<String>> {
+    budget.as_ref().map(|b| b.as_ref().map(RawUsd::as_text))
+}
+
 impl TenantBody {
-    fn patch(&self) -> LimitsPatch {
-        LimitsPatch {
+    fn change(&self) -> TenantChange {
+        TenantChange {
+            limits: LimitsPatch {
+                rpm: self.rpm,
+                tpm: self.tpm,
+                max_concurrent: self.max_concurrent,
+                monthly_budget_usd: budget_patch(&self.monthly_budget_usd),
+            },
+            disabled: self.disabled,
+        }
+    }
+}
+
+impl KeyBody {
+    fn request(self) -> NewKeyRequest {
+        let limits = LimitsPatch {
             rpm: self.rpm,
             tpm: self.tpm,
             max_concurrent: self.max_concurrent,
-            monthly_budget_usd: self.monthly_budget_usd.as_ref().map(|b| b.as_ref().map(RawUsd::as_text)),
-        }
-    }
-
-    fn change(&self) -> TenantChange {
-        TenantChange { limits: self.patch(), disabled: self.disabled }
+            monthly_budget_usd: budget_patch(&self.monthly_budget_usd),
+        };
+        NewKeyRequest { name: self.name, limits }
     }
 }
 
@@ -145,7 +171,14 @@ async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incomi
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::bad_request(format!("Invalid JSON body: {e}"), None))
+    // The path of the offending field becomes the error's `param` (`rpm`, `rmp`, ...).
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = format!("Invalid JSON body: {}", e.inner());
+        let param = (path != ".").then_some(path);
+        Error::BadRequest { message: message.into(), param: param.map(Into::into), code: Some("invalid_value") }
+    })
 }
 
 fn tenant_json(t: &Tenant) -> Value {

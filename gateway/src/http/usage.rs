@@ -76,9 +76,16 @@ fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
     Ok((q, csv))
 }
 
+/// Writes one CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, as OWASP recommends against CSV injection: model
+/// and tenant names are client-chosen text.
 fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let neutralise = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if neutralise || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if neutralise {
+            out.push('\'');
+        }
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -137,5 +144,24 @@ mod tests {
         };
         let csv = to_csv(&[row]);
         assert_eq!(csv.lines().nth(1).unwrap(), "\"a,b\",,\"m\"\"x\",,2,10,5,1,0,0.0000015");
+    }
+
+    /// Issue #11, item 10: cells a spreadsheet would evaluate as formulas are neutralised with `'`.
+    #[test]
+    fn csv_neutralises_formula_cells() {
+        let cell = |v: &str| {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            out
+        };
+        assert_eq!(cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(cell("+1"), "\"'+1\"");
+        assert_eq!(cell("-2+3"), "\"'-2+3\"");
+        assert_eq!(cell("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(cell("\tx"), "\"'\tx\"");
+        assert_eq!(cell("\rx"), "\"'\rx\"");
+        // Ordinary names, and a dash inside a name, are left alone.
+        assert_eq!(cell("gpt-4o"), "gpt-4o");
+        assert_eq!(cell(""), "");
     }
 }

@@ -25,6 +25,7 @@ use crate::domain::config::ProviderKind;
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
+use crate::domain::text::MAX_CLIENT_STRING;
 use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
 
 /// Which provider served the request.
@@ -120,6 +121,8 @@ where
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
     let head = passthrough::parse_head(&body)?;
+    // Bounded before it is kept anywhere (ledger row, log line, metric label, echoed header).
+    check_model_name(&head.model)?;
     meter.info.requested_model.clone_from(&head.model);
     meter.info.stream = head.stream;
     let route = routing::resolve(&state.config, &head.model)?;
@@ -621,7 +624,28 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     })
 }
 
+/// Refuses a model name longer than [`MAX_CLIENT_STRING`] bytes (issue #11, item 7: a 2 MiB name was
+/// stored, echoed, logged and kept as a metric label).
+///
+/// # Errors
+/// 400 with `param: "model"`.
+fn check_model_name(model: &str) -> Result<(), Error> {
+    if model.len() > MAX_CLIENT_STRING {
+        return Err(Error::BadRequest {
+            message: format!("`model` is longer than {MAX_CLIENT_STRING} bytes.").into(),
+            param: Some("model".into()),
+            code: Some("invalid_value"),
+        });
+    }
+    Ok(())
+}
+
+/// A response header value; `-` for text that is not a valid header value or longer than
+/// [`MAX_CLIENT_STRING`] bytes (we never echo an unbounded value).
 fn header_value(s: &str) -> HeaderValue {
+    if s.len() > MAX_CLIENT_STRING {
+        return HeaderValue::from_static("-");
+    }
     HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 

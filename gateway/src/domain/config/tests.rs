@@ -174,3 +174,31 @@ jwt:
     let errors = Config::from_yaml_str("tenants:\n  - id: keyless\n", &env(&[])).unwrap_err().0;
     assert!(errors.iter().any(|e| e.path == "tenants[0].api_keys"));
 }
+
+/// Issue #11, item 12: `.`/`..` and ids not starting with a letter or digit are refused, ids are unique
+/// ignoring case, and limits beyond what the stores hold are refused (in the file as in the admin API).
+#[test]
+fn tenant_ids_and_limits_are_strict() {
+    for bad in [".", "..", "-a", "_a", ".a", "", "a/b", "a b"] {
+        assert!(!is_valid_tenant_id(bad), "{bad:?}");
+    }
+    for good in ["a", "Acme", "acme-1.eu_west", "9lives"] {
+        assert!(is_valid_tenant_id(good), "{good:?}");
+    }
+    assert!(!is_valid_tenant_id(&"a".repeat(129)));
+    let yaml = r#"
+tenants:
+  - id: ".."
+    api_keys: ["sk-dots-12345"]
+  - id: Acme
+    api_keys: ["sk-acme-12345"]
+  - id: acme
+    api_keys: ["sk-acme-67890"]
+    rpm: 9223372036854775808
+"#;
+    let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    for expected in ["tenants[0].id", "tenants[2].id", "tenants[2].rpm"] {
+        assert!(paths.contains(&expected), "missing {expected} in {errs:?}");
+    }
+}

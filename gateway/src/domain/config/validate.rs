@@ -480,10 +480,19 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         raw.tenants.into_iter().enumerate()
     {
         if !super::is_valid_tenant_id(&id) {
-            c.push(format!("tenants[{i}].id"), "tenant ids may contain only letters, digits, '-', '_' and '.'");
+            c.push(
+                format!("tenants[{i}].id"),
+                "tenant ids may contain only letters, digits, '-', '_' and '.', start with a letter or digit, and have at most 128 characters",
+            );
         }
-        if !seen_tenants.insert(id.clone()) {
-            c.push(format!("tenants[{i}].id"), format!("duplicate tenant `{id}`"));
+        // Unique regardless of case, as in the tenant store: `Acme` and `acme` would be two tenants.
+        if !seen_tenants.insert(id.to_ascii_lowercase()) {
+            c.push(format!("tenants[{i}].id"), format!("duplicate tenant `{id}` (ids are compared ignoring case)"));
+        }
+        for (field, v) in [("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent)] {
+            if v.is_some_and(|v| v > super::MAX_LIMIT) {
+                c.push(format!("tenants[{i}].{field}"), format!("must be at most {}", super::MAX_LIMIT));
+            }
         }
         if api_keys.is_empty() && jwt.is_none() {
             c.push(format!("tenants[{i}].api_keys"), "a tenant needs at least one key");
@@ -593,6 +602,9 @@ fn limit_settings(
     for (field, v) in [("rpm", defaults.rpm), ("tpm", defaults.tpm), ("max_concurrent", defaults.max_concurrent)] {
         if v == Some(0) {
             c.push(format!("limits.{field}"), "must be greater than 0 (leave it out for no limit)");
+        }
+        if v.is_some_and(|v| v > super::MAX_LIMIT) {
+            c.push(format!("limits.{field}"), format!("must be at most {}", super::MAX_LIMIT));
         }
     }
     let redis_url = redis_url
