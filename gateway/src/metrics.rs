@@ -14,6 +14,9 @@ use prometheus::{
 pub const MAX_MODEL_LABELS: usize = 200;
 /// Longest model name used as a label value, in bytes; longer ones are reported as `other`.
 pub const MAX_MODEL_LABEL_LEN: usize = 128;
+/// Metric families that carry model names, tenants, tokens or cost: business data, shown only to the
+/// admin key or on the operations listener (`docs/ARCHITECTURE.md`, README security notes).
+pub const BUSINESS_FAMILIES: &[&str] = &["aggregator_requests_total", "aggregator_tokens_total", "aggregator_cost_usd_total"];
 /// Latency buckets from milliseconds to minutes (LLM calls span both).
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -197,6 +200,12 @@ impl Metrics {
 
     /// The text exposition of every metric, with ledger gauges refreshed from `ledger`.
     pub fn render(&self, ledger: Option<&LedgerStats>) -> Vec<u8> {
+        self.render_scoped(ledger, true)
+    }
+
+    /// Like [`Metrics::render`]; without `business`, the series labelled by model or tenant (requests,
+    /// tokens, cost: [`BUSINESS_FAMILIES`]) are left out.
+    pub fn render_scoped(&self, ledger: Option<&LedgerStats>, business: bool) -> Vec<u8> {
         if let Some(s) = ledger {
             self.ledger_queue_depth.set(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
             for (kind, v) in [
@@ -211,7 +220,11 @@ impl Metrics {
             self.ledger_up.set(if s.database_ok { 1.0 } else { 0.0 });
         }
         let mut out = Vec::with_capacity(16 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        if !business {
+            families.retain(|f| !BUSINESS_FAMILIES.contains(&f.name()));
+        }
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         out

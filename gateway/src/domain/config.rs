@@ -47,6 +47,36 @@ pub struct Config {
     pub limits: LimitSettings,
     /// JWT bearer tokens, when accepted.
     pub jwt: Option<JwtSettings>,
+    /// Downstream connection timeouts (`server:`).
+    pub server: ServerSettings,
+}
+
+/// `server:`: how long the gateway waits on a downstream client before closing its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// A client must send a request's complete headers within this time (slowloris guard; HTTP/1).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this time: one that never sends a
+    /// byte, an HTTP/1 keep-alive connection between requests, an idle h2c connection (GOAWAY).
+    pub idle_timeout: Duration,
+    /// Longest silence while reading a request body; then 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 PING interval (`None`: no pings); a peer that does not answer within
+    /// `h2_keep_alive_timeout` is dropped.
+    pub h2_keep_alive_interval: Option<Duration>,
+    pub h2_keep_alive_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(30),
+            h2_keep_alive_interval: Some(Duration::from_secs(30)),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// `limits:` and `REDIS_URL`, validated.

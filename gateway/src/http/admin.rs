@@ -17,7 +17,6 @@
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,6 +25,7 @@ use super::body::{self, Body};
 use crate::domain::config::RawUsd;
 use crate::domain::money::format_usd_micro;
 use crate::domain::principal::Principal;
+use crate::services::chat;
 use crate::services::tenants::{self, KeyRow, LimitsPatch, NewKeyRequest, Tenant, TenantChange, TenantSource};
 use crate::services::{AppState, Error};
 
@@ -43,7 +43,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::POST, ["admin", "tenants"]) => {
-            let body: TenantBody = read_json(req).await?;
+            let body: TenantBody = read_json(state, req).await?;
             let id = body.id.as_deref().unwrap_or_default();
             let tenant = tenants::create_tenant(state, principal, id, &body.change()).await?;
             Ok(json_response(StatusCode::CREATED, &tenant_json(&tenant)))
@@ -58,7 +58,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
         }
         (&Method::PATCH, ["admin", "tenants", id]) => {
             let id = (*id).to_owned();
-            let body: TenantBody = read_json(req).await?;
+            let body: TenantBody = read_json(state, req).await?;
             if body.id.as_deref().is_some_and(|b| b != id) {
                 return Err(Error::bad_request("A tenant's id cannot change.", Some("id")));
             }
@@ -71,7 +71,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
         }
         (&Method::POST, ["admin", "tenants", id, "keys"]) => {
             let id = (*id).to_owned();
-            let body: KeyBody = read_json(req).await?;
+            let body: KeyBody = read_json(state, req).await?;
             let request = body.request();
             let issued = tenants::create_key(state, principal, &id, &request).await?;
             let mut v = key_json(&issued.key);
@@ -163,11 +163,18 @@ impl KeyBody {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T, Error> {
-    let bytes = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return Err(Error::PayloadTooLarge { limit: MAX_ADMIN_BODY as u64 }),
-    };
+async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<T, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = chat::read_body(
+        body,
+        parts.headers.get(http::header::CONTENT_LENGTH),
+        MAX_ADMIN_BODY as u64,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -50,6 +50,30 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// `DELETE /admin/usage?before=<time>`: prunes older records (admin only, see
+/// [`usage::prune`]); answers `{"object":"usage.prune","before":…,"deleted":n}`.
+///
+/// # Errors
+/// 400 without a valid `before` or with another parameter, otherwise as [`usage::prune`].
+pub async fn prune(state: &AppState, principal: &Principal, query: Option<&str>) -> Result<Response<Body>, Error> {
+    let mut before = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "before" => before = Some(parse_time(&v).map_err(|e| Error::bad_request(e, Some("before")))?),
+            _ => return Err(Error::bad_request(format!("Unknown query parameter `{}`.", k.chars().take(64).collect::<String>()), None)),
+        }
+    }
+    let before = before.ok_or_else(|| Error::bad_request("`before` is required (unix ms, YYYY-MM-DD or RFC 3339).", Some("before")))?;
+    let deleted = usage::prune(state, principal, before).await?;
+    let json = serde_json::to_vec(&serde_json::json!({"object": "usage.prune", "before": before, "deleted": deleted}))
+        .map_err(|e| Error::Internal(e.to_string().into()))?;
+    let mut resp = Response::new(body::full(Bytes::from(json)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
 /// Parses `from`, `to`, `tenant`, `provider`, `model`, `group_by` and `format` (json|csv).
 fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
     let mut q = UsageFilter::default();

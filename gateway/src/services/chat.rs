@@ -117,7 +117,13 @@ where
         return Err(Error::ShuttingDown);
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        parts.headers.get(CONTENT_LENGTH),
+        state.config.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
     let head = passthrough::parse_head(&body)?;
@@ -440,8 +446,18 @@ fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
     }
 }
 
-/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
-async fn read_body<B>(body: B, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error>
+/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest, and a
+/// body that sends nothing for `idle` (408: a stalled upload must not hold its buffer forever).
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`]; [`Error::BodyTimeout`]; a 400 for a malformed body (broken chunked
+/// encoding); [`Error::ClientDisconnected`] when the client hung up while sending it.
+pub async fn read_body<B>(
+    body: B,
+    content_length: Option<&HeaderValue>,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<Bytes, Error>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -451,17 +467,45 @@ where
             return Err(Error::PayloadTooLarge { limit });
         }
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Err(Error::PayloadTooLarge { limit })
-            } else {
-                // The client hung up (or broke its chunked encoding) while sending the body.
-                Err(Error::ClientDisconnected)
-            }
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = std::pin::pin!(Limited::new(body, limit_bytes));
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Error::BodyTimeout { secs: idle.as_secs() }),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(body_error(&*e, limit)),
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
         }
     }
+    Ok(buf.freeze())
+}
+
+/// Why reading a request body failed: over the limit (413), malformed (400: hyper's decoder reports
+/// a bad chunk size or framing as `InvalidInput`/`InvalidData`), or the client went away (its
+/// connection closed mid-body: `UnexpectedEof`, an incomplete message, a reset stream).
+fn body_error(e: &(dyn std::error::Error + Send + Sync + 'static), limit: u64) -> Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        return Error::PayloadTooLarge { limit };
+    }
+    let e: &(dyn std::error::Error + 'static) = e;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) {
+                return Error::BadRequest {
+                    message: format!("Malformed request body: {io}.").into(),
+                    param: None,
+                    code: Some("invalid_body"),
+                };
+            }
+        }
+        cause = c.source();
+    }
+    Error::ClientDisconnected
 }
 
 /// Parses the full OpenAI request for translated providers, with the JSON path of any type error.

@@ -202,3 +202,23 @@ tenants:
         assert!(paths.contains(&expected), "missing {expected} in {errs:?}");
     }
 }
+
+/// Issue #11, item 8: the downstream timeouts are configurable and validated.
+#[test]
+fn server_timeouts_are_configurable_and_validated() {
+    let cfg = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(cfg.server, ServerSettings::default());
+    let yaml = "server:\n  idle_timeout_secs: 5\n  body_read_timeout_secs: 2\n  h2_keep_alive_interval_secs: 0\n";
+    let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.server.body_read_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.server.h2_keep_alive_interval, None);
+    let bad = "server:\n  idle_timeout_secs: 0\n  header_read_timeout_secs: 100000\n  idle_secs: 3\n";
+    let errs = Config::from_yaml_str(bad, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.iter().any(|p| p.starts_with("server")), "{errs:?}");
+    let bad = "server:\n  idle_timeout_secs: 0\n  header_read_timeout_secs: 100000\n";
+    let errs = Config::from_yaml_str(bad, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["server.header_read_timeout_secs", "server.idle_timeout_secs"]);
+}
