@@ -16,7 +16,8 @@ pub const MAX_MODEL_LABELS: usize = 200;
 pub const MAX_MODEL_LABEL_LEN: usize = 128;
 /// Metric families that carry model names, tenants, tokens or cost: business data, shown only to the
 /// admin key or on the operations listener (`docs/ARCHITECTURE.md`, README security notes).
-pub const BUSINESS_FAMILIES: &[&str] = &["aggregator_requests_total", "aggregator_tokens_total", "aggregator_cost_usd_total"];
+pub const BUSINESS_FAMILIES: &[&str] =
+    &["aggregator_requests_total", "aggregator_tokens_total", "aggregator_cost_usd_total"];
 /// Latency buckets from milliseconds to minutes (LLM calls span both).
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];

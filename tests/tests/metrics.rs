@@ -55,7 +55,8 @@ async fn scrape_full(client: &integration_tests::client::TestClient) -> integrat
 #[tokio::test]
 async fn scrape_after_mixed_traffic_shows_correct_counts() {
     // Issue #11, item 11: business series (requests, tokens by model) need the admin key on the public port.
-    let s = Stack::start_with(integration_tests::harness::Timeouts::default(), &format!("admin_api_key: {ADMIN}\n")).await;
+    let s =
+        Stack::start_with(integration_tests::harness::Timeouts::default(), &format!("admin_api_key: {ADMIN}\n")).await;
     let client = s.client();
     for _ in 0..3 {
         s.openai.enqueue_chat(Reply::answer(Answer::text("hi").with_usage(Usage::new(10, 4)))).await;

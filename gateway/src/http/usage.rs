@@ -62,10 +62,16 @@ pub async fn prune(state: &AppState, principal: &Principal, query: Option<&str>)
         let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
         match k {
             "before" => before = Some(parse_time(&v).map_err(|e| Error::bad_request(e, Some("before")))?),
-            _ => return Err(Error::bad_request(format!("Unknown query parameter `{}`.", k.chars().take(64).collect::<String>()), None)),
+            _ => {
+                return Err(Error::bad_request(
+                    format!("Unknown query parameter `{}`.", k.chars().take(64).collect::<String>()),
+                    None,
+                ))
+            }
         }
     }
-    let before = before.ok_or_else(|| Error::bad_request("`before` is required (unix ms, YYYY-MM-DD or RFC 3339).", Some("before")))?;
+    let before = before
+        .ok_or_else(|| Error::bad_request("`before` is required (unix ms, YYYY-MM-DD or RFC 3339).", Some("before")))?;
     let deleted = usage::prune(state, principal, before).await?;
     let json = serde_json::to_vec(&serde_json::json!({"object": "usage.prune", "before": before, "deleted": deleted}))
         .map_err(|e| Error::Internal(e.to_string().into()))?;
