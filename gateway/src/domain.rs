@@ -8,4 +8,5 @@ pub mod money;
 pub mod pricing;
 pub mod principal;
 pub mod routing;
+pub mod text;
 pub mod time;

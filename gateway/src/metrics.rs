@@ -12,6 +12,12 @@ use prometheus::{
 
 /// Most distinct model names used as label values; later ones are reported as `other`.
 pub const MAX_MODEL_LABELS: usize = 200;
+/// Longest model name used as a label value, in bytes; longer ones are reported as `other`.
+pub const MAX_MODEL_LABEL_LEN: usize = 128;
+/// Metric families that carry model names, tenants, tokens or cost: business data, shown only to the
+/// admin key or on the operations listener (`docs/ARCHITECTURE.md`, README security notes).
+pub const BUSINESS_FAMILIES: &[&str] =
+    &["aggregator_requests_total", "aggregator_tokens_total", "aggregator_cost_usd_total"];
 /// Latency buckets from milliseconds to minutes (LLM calls span both).
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -171,10 +177,15 @@ impl Metrics {
         self.tenant_label
     }
 
-    /// A model name as a label value: the first `MAX_MODEL_LABELS` distinct names, then `other`.
+    /// A model name as a label value: the first `MAX_MODEL_LABELS` distinct names of at most
+    /// `MAX_MODEL_LABEL_LEN` bytes, then `other`. Both bounds keep `/metrics` and memory bounded
+    /// whatever names clients send.
     pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
         if model.is_empty() {
             return "none";
+        }
+        if model.len() > MAX_MODEL_LABEL_LEN {
+            return "other";
         }
         if self.model_labels.contains_key(model) {
             return model;
@@ -190,6 +201,12 @@ impl Metrics {
 
     /// The text exposition of every metric, with ledger gauges refreshed from `ledger`.
     pub fn render(&self, ledger: Option<&LedgerStats>) -> Vec<u8> {
+        self.render_scoped(ledger, true)
+    }
+
+    /// Like [`Metrics::render`]; without `business`, the series labelled by model or tenant (requests,
+    /// tokens, cost: [`BUSINESS_FAMILIES`]) are left out.
+    pub fn render_scoped(&self, ledger: Option<&LedgerStats>, business: bool) -> Vec<u8> {
         if let Some(s) = ledger {
             self.ledger_queue_depth.set(i64::try_from(s.queue_depth).unwrap_or(i64::MAX));
             for (kind, v) in [
@@ -204,7 +221,11 @@ impl Metrics {
             self.ledger_up.set(if s.database_ok { 1.0 } else { 0.0 });
         }
         let mut out = Vec::with_capacity(16 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        if !business {
+            families.retain(|f| !BUSINESS_FAMILIES.contains(&f.name()));
+        }
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         out
@@ -265,5 +286,15 @@ mod tests {
         }
         assert_eq!(m.model_label("one-too-many"), "other");
         assert_eq!(m.model_label("m0"), "m0");
+    }
+
+    /// Issue #11, item 7: a long name is never a label value, and does not use up a slot.
+    #[test]
+    fn long_model_names_are_not_labels() {
+        let m = Metrics::new(false);
+        let long = "x".repeat(MAX_MODEL_LABEL_LEN + 1);
+        assert_eq!(m.model_label(&long), "other");
+        assert_eq!(m.model_label(&"y".repeat(MAX_MODEL_LABEL_LEN)), "y".repeat(MAX_MODEL_LABEL_LEN));
+        assert_eq!(m.model_labels.len(), 1);
     }
 }

@@ -45,9 +45,18 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+const ADMIN: &str = "admin-key-0123456789abcdef";
+
+async fn scrape_full(client: &integration_tests::client::TestClient) -> integration_tests::client::TestResponse {
+    let auth = format!("Bearer {ADMIN}");
+    client.raw(http::Method::GET, "/metrics", &[("authorization", &auth)], "").await.unwrap()
+}
+
 #[tokio::test]
 async fn scrape_after_mixed_traffic_shows_correct_counts() {
-    let s = Stack::start().await;
+    // Issue #11, item 11: business series (requests, tokens by model) need the admin key on the public port.
+    let s =
+        Stack::start_with(integration_tests::harness::Timeouts::default(), &format!("admin_api_key: {ADMIN}\n")).await;
     let client = s.client();
     for _ in 0..3 {
         s.openai.enqueue_chat(Reply::answer(Answer::text("hi").with_usage(Usage::new(10, 4)))).await;
@@ -76,7 +85,7 @@ async fn scrape_after_mixed_traffic_shows_correct_counts() {
 
     // Recorded when each request ends; give the last stream's end a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let scrape = client.get("/metrics").await.unwrap();
+    let scrape = scrape_full(&client).await;
     assert_eq!(scrape.status, 200);
     assert!(scrape.header("content-type").unwrap().starts_with("text/plain"));
     let m = parse(&scrape.text());
@@ -108,7 +117,7 @@ async fn scrape_after_mixed_traffic_shows_correct_counts() {
     // Every request reaches the ledger; the scrape reports it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let m = parse(&client.get("/metrics").await.unwrap().text());
+        let m = parse(&scrape_full(&client).await.text());
         let written = value(&m, "aggregator_ledger_records", &[("kind", "written")]);
         if written >= 7.0 || tokio::time::Instant::now() > deadline {
             assert_eq!(written, 7.0);

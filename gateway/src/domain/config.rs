@@ -47,6 +47,36 @@ pub struct Config {
     pub limits: LimitSettings,
     /// JWT bearer tokens, when accepted.
     pub jwt: Option<JwtSettings>,
+    /// Downstream connection timeouts (`server:`).
+    pub server: ServerSettings,
+}
+
+/// `server:`: how long the gateway waits on a downstream client before closing its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// A client must send a request's complete headers within this time (slowloris guard; HTTP/1).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this time: one that never sends a
+    /// byte, an HTTP/1 keep-alive connection between requests, an idle h2c connection (GOAWAY).
+    pub idle_timeout: Duration,
+    /// Longest silence while reading a request body; then 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 PING interval (`None`: no pings); a peer that does not answer within
+    /// `h2_keep_alive_timeout` is dropped.
+    pub h2_keep_alive_interval: Option<Duration>,
+    pub h2_keep_alive_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(30),
+            h2_keep_alive_interval: Some(Duration::from_secs(30)),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// `limits:` and `REDIS_URL`, validated.
@@ -238,12 +268,20 @@ pub struct TenantConfig {
     pub limits: crate::domain::limits::LimitSpec,
 }
 
-/// Tenant ids: letters, digits, `-`, `_` and `.`, 1 to 128 characters.
+/// Tenant ids: 1 to 128 ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit (so
+/// `.` and `..`, which no URL path can address, are refused). The same rule for the config file, the
+/// admin API and JWT claims; ids are unique regardless of case.
 pub fn is_valid_tenant_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
+    id.len() <= MAX_TENANT_ID
+        && id.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
+
+/// Longest tenant id, in bytes.
+pub const MAX_TENANT_ID: usize = 128;
+
+/// Largest value of a count limit (`rpm`, `tpm`, `max_concurrent`): what the stores hold (`BIGINT`).
+pub const MAX_LIMIT: u64 = i64::MAX as u64;
 
 /// A configured key: the plain key, or the SHA-256 of it.
 #[derive(Debug, Clone)]

@@ -160,6 +160,35 @@ impl Principal {
     }
 }
 
+/// What a `/metrics` scrape may show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsScope {
+    /// Health of the gateway only: in-flight requests, open streams, latency by provider, upstream
+    /// errors, limiter and ledger state. No model names, tenants, tokens or cost.
+    Operational,
+    /// Everything, including the business series (requests, tokens and cost by model and tenant).
+    Full,
+}
+
+/// Where a scrape arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public API port: anyone can reach it.
+    Public,
+    /// The operations listener (`--admin-listen`), meant for a private network.
+    Ops,
+}
+
+/// What a scrape by `principal` (none: no credentials) on `listener` may show: everything on the
+/// operations listener or with the admin key; only operational metrics otherwise, since model names
+/// and spend are every tenant's business data (a tenant key does not see other tenants' either).
+pub fn metrics_scope(principal: Option<&Principal>, listener: Listener) -> MetricsScope {
+    match (listener, principal) {
+        (Listener::Ops, _) | (Listener::Public, Some(Principal::Admin)) => MetricsScope::Full,
+        (Listener::Public, None | Some(Principal::Tenant(_))) => MetricsScope::Operational,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +224,15 @@ mod tests {
         assert_eq!(tenant("acme").tenant_scope("acme2").err(), Some(Denied::OtherTenant));
         assert_eq!(tenant("acme").tenant_scope("ACME").err(), Some(Denied::OtherTenant));
         assert!(Principal::Admin.tenant_scope("globex").is_ok());
+    }
+
+    /// Issue #11, item 11: business metrics only for the admin or on the operations listener.
+    #[test]
+    fn metrics_are_scoped() {
+        assert_eq!(metrics_scope(None, Listener::Public), MetricsScope::Operational);
+        assert_eq!(metrics_scope(Some(&tenant("a")), Listener::Public), MetricsScope::Operational);
+        assert_eq!(metrics_scope(Some(&Principal::Admin), Listener::Public), MetricsScope::Full);
+        assert_eq!(metrics_scope(None, Listener::Ops), MetricsScope::Full);
     }
 
     #[test]

@@ -17,7 +17,6 @@
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,6 +25,7 @@ use super::body::{self, Body};
 use crate::domain::config::RawUsd;
 use crate::domain::money::format_usd_micro;
 use crate::domain::principal::Principal;
+use crate::services::chat;
 use crate::services::tenants::{self, KeyRow, LimitsPatch, NewKeyRequest, Tenant, TenantChange, TenantSource};
 use crate::services::{AppState, Error};
 
@@ -43,7 +43,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::POST, ["admin", "tenants"]) => {
-            let body: TenantBody = read_json(req).await?;
+            let body: TenantBody = read_json(state, req).await?;
             let id = body.id.as_deref().unwrap_or_default();
             let tenant = tenants::create_tenant(state, principal, id, &body.change()).await?;
             Ok(json_response(StatusCode::CREATED, &tenant_json(&tenant)))
@@ -58,7 +58,7 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
         }
         (&Method::PATCH, ["admin", "tenants", id]) => {
             let id = (*id).to_owned();
-            let body: TenantBody = read_json(req).await?;
+            let body: TenantBody = read_json(state, req).await?;
             if body.id.as_deref().is_some_and(|b| b != id) {
                 return Err(Error::bad_request("A tenant's id cannot change.", Some("id")));
             }
@@ -71,8 +71,8 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
         }
         (&Method::POST, ["admin", "tenants", id, "keys"]) => {
             let id = (*id).to_owned();
-            let body: KeyBody = read_json(req).await?;
-            let request = NewKeyRequest { name: body.name, limits: body.limits.patch() };
+            let body: KeyBody = read_json(state, req).await?;
+            let request = body.request();
             let issued = tenants::create_key(state, principal, &id, &request).await?;
             let mut v = key_json(&issued.key);
             v["key"] = Value::String(issued.secret);
@@ -96,8 +96,10 @@ pub async fn handle(state: &AppState, principal: &Principal, req: Request<Incomi
     }
 }
 
-/// A tenant's limits in a create or patch body. Absent fields keep their value; `null` clears.
+/// A tenant create or patch body. Absent fields keep their value; `null` clears. Unknown fields
+/// (`rmp`, `monthly_budget`) are refused, as in the config file: a typo must not silently set nothing.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantBody {
     id: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -111,41 +113,79 @@ struct TenantBody {
     disabled: Option<bool>,
 }
 
+/// A new key's body: its name and limits. The limit fields are spelled out rather than flattened from
+/// [`TenantBody`]: serde's `deny_unknown_fields` does not work through `flatten`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyBody {
     name: Option<String>,
-    #[serde(flatten)]
-    limits: TenantBody,
+    #[serde(default, deserialize_with = "double_option")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_concurrent: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    monthly_budget_usd: Option<Option<RawUsd>>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
-impl TenantBody {
-    fn patch(&self) -> LimitsPatch {
-        LimitsPatch {
-            rpm: self.rpm,
-            tpm: self.tpm,
-            max_concurrent: self.max_concurrent,
-            monthly_budget_usd: self.monthly_budget_usd.as_ref().map(|b| b.as_ref().map(RawUsd::as_text)),
-        }
-    }
+fn budget_patch(budget: &Option<Option<RawUsd>>) -> Option<Option<String>> {
+    budget.as_ref().map(|b| b.as_ref().map(RawUsd::as_text))
+}
 
+impl TenantBody {
     fn change(&self) -> TenantChange {
-        TenantChange { limits: self.patch(), disabled: self.disabled }
+        TenantChange {
+            limits: LimitsPatch {
+                rpm: self.rpm,
+                tpm: self.tpm,
+                max_concurrent: self.max_concurrent,
+                monthly_budget_usd: budget_patch(&self.monthly_budget_usd),
+            },
+            disabled: self.disabled,
+        }
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned + Default>(req: Request<Incoming>) -> Result<T, Error> {
-    let bytes = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return Err(Error::PayloadTooLarge { limit: MAX_ADMIN_BODY as u64 }),
-    };
+impl KeyBody {
+    fn request(self) -> NewKeyRequest {
+        let limits = LimitsPatch {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            max_concurrent: self.max_concurrent,
+            monthly_budget_usd: budget_patch(&self.monthly_budget_usd),
+        };
+        NewKeyRequest { name: self.name, limits }
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<T, Error> {
+    let (parts, body) = req.into_parts();
+    let bytes = chat::read_body(
+        body,
+        parts.headers.get(http::header::CONTENT_LENGTH),
+        MAX_ADMIN_BODY as u64,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::bad_request(format!("Invalid JSON body: {e}"), None))
+    // The path of the offending field becomes the error's `param` (`rpm`, `rmp`, ...).
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = format!("Invalid JSON body: {}", e.inner());
+        let param = (path != ".").then_some(path);
+        Error::BadRequest { message: message.into(), param: param.map(Into::into), code: Some("invalid_value") }
+    })
 }
 
 fn tenant_json(t: &Tenant) -> Value {

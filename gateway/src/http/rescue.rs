@@ -4,7 +4,7 @@
 //! service error either way.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use translators::openai::{ErrorBody, ErrorEnvelope};
 
@@ -81,6 +81,11 @@ fn respond(error: &Error, status: StatusCode, json: Vec<u8>) -> Response<Body> {
         && !h.contains_key(RETRY_AFTER)
     {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    // A stalled body is still unread: the connection cannot carry another request, so say so and
+    // let hyper close it (HTTP/1; HTTP/2 resets the stream and drops the header).
+    if matches!(error, Error::BodyTimeout { .. }) {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         // (529 is a server error too: Anthropic's SDKs retry it.)

@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::{admin, anthropic, chat, models, rescue, usage};
-use crate::services::{AppState, Error};
+use crate::domain::principal::{metrics_scope, Listener, MetricsScope};
+use crate::services::{self, AppState, Error};
+
+/// `X-API-Key`, the other header a credential may arrive in.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,7 +62,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
     // Public paths: probes and metrics. Everything else is authenticated first (deny by default), so
     // a route added later cannot skip it; what the principal may do is each service's decision.
     match (req.method(), api_path) {
-        (&Method::GET, "/metrics") if path == "/metrics" => return Ok(metrics(state)),
+        (&Method::GET, "/metrics") if path == "/metrics" => return public_metrics(state, &req).await,
         (&Method::GET, "/healthz") => return Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/readyz") => return Ok(readiness(state)),
         // Claude Code's connection probe: any fast answer will do.
@@ -86,6 +90,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
         (&Method::GET, "/admin/usage") if path == "/admin/usage" => {
             usage::handle(state, &principal, req.uri().query(), usage::Which::All).await
         }
+        (&Method::DELETE, "/admin/usage") if path == "/admin/usage" => {
+            usage::prune(state, &principal, req.uri().query()).await
+        }
         (_, "/chat/completions" | "/models" | "/messages" | "/messages/count_tokens") => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
     }
@@ -97,7 +104,7 @@ pub async fn dispatch_ops(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics(&state),
+        (&Method::GET, "/metrics") => metrics(&state, metrics_scope(None, Listener::Ops)),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readiness(&state),
         _ => rescue::render(&Error::NotFound("The operations listener serves /metrics, /healthz and /readyz.".into())),
@@ -105,12 +112,23 @@ pub async fn dispatch_ops(
     Ok(resp)
 }
 
-fn metrics(state: &AppState) -> Response<Body> {
-    let Some(sink) = &state.sink else {
+/// `/metrics` on the public port: operational metrics for anyone; with credentials, what that
+/// principal may see (the admin key: everything). Bad credentials are a 401, not a silent downgrade.
+async fn public_metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let h = req.headers();
+    let principal = if h.contains_key(AUTHORIZATION) || h.contains_key(X_API_KEY) {
+        Some(state.auth.authenticate(h).await?)
+    } else {
+        None
+    };
+    Ok(metrics(state, metrics_scope(principal.as_ref(), Listener::Public)))
+}
+
+fn metrics(state: &AppState, scope: MetricsScope) -> Response<Body> {
+    let Some(text) = services::usage::metrics_text(state, scope) else {
         return text(StatusCode::NOT_FOUND, "metrics disabled\n");
     };
-    let stats = sink.ledger().map(|l| l.stats());
-    let mut resp = Response::new(body::full(Bytes::from(sink.metrics().render(stats.as_ref()))));
+    let mut resp = Response::new(body::full(Bytes::from(text)));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
 }

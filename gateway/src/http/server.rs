@@ -1,21 +1,31 @@
 //! The accept loop: HTTP/1.1 keep-alive and HTTP/2 (h2c, prior knowledge) on one listener, with
-//! `TCP_NODELAY` on every accepted socket and graceful shutdown.
+//! `TCP_NODELAY` on every accepted socket, idle-connection limits and graceful shutdown.
+//!
+//! Every connection is driven by its own task, which closes it gracefully (HTTP/1: at once when idle;
+//! HTTP/2: GOAWAY) when it has had no request in flight for `server.idle_timeout_secs`, or when the
+//! gateway shuts down. That covers what hyper's own timers do not: a client that connects and never
+//! sends a byte (the HTTP/1-or-2 sniffing waits for the first bytes with no timer), and an h2c
+//! connection kept open by a client that answers pings but sends nothing.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::body::Body;
 use super::routes;
+use crate::domain::config::ServerSettings;
 use crate::services::state::AppState;
-
-/// Slowloris guard: a client must finish sending its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` is cancelled, then stops accepting and waits up to `grace` for open
 /// connections (in-flight requests and streams) to finish.
@@ -35,10 +45,16 @@ async fn accept_loop(
     grace: Duration,
     ops_only: bool,
 ) {
+    let limits: ServerSettings = state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
-    let graceful = GracefulShutdown::new();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(limits.h2_keep_alive_interval)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout);
+    let connections = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -55,20 +71,43 @@ async fn accept_loop(
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
                 let state = state.clone();
+                let activity = Arc::new(Activity::new());
+                let tracked = activity.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
+                    // Taken before the request is served and released when its response body is
+                    // dropped: the connection is not idle while a request or a stream is open.
+                    let guard = InFlight::begin(&tracked);
                     async move {
-                        if ops_only {
+                        let resp = if ops_only {
                             routes::dispatch_ops(state, req).await
                         } else {
                             routes::dispatch(state, req).await
-                        }
+                        };
+                        resp.map(|r| r.map(|inner| TrackedBody { inner, _guard: guard }))
                     }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                let shutdown = shutdown.clone();
+                let idle = limits.idle_timeout;
+                connections.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let result = tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        () = activity.idle_for(idle) => {
+                            tracing::debug!(idle_secs = idle.as_secs(), "closing an idle connection");
+                            None
+                        }
+                        () = shutdown.cancelled() => None,
+                    };
+                    let result = match result {
+                        Some(r) => r,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::trace!(error = %e, "connection ended with an error");
                     }
                 });
@@ -77,8 +116,86 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    connections.close();
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = connections.wait() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections"),
+    }
+}
+
+/// One connection's requests in flight and when the last one ended.
+struct Activity {
+    origin: Instant,
+    inflight: AtomicUsize,
+    /// Milliseconds after `origin` when the connection last became idle.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { origin: Instant::now(), inflight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.origin + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let now = Instant::now();
+            let due = self.idle_since() + idle;
+            let busy = self.inflight.load(Ordering::Acquire) > 0;
+            if !busy && now >= due {
+                return;
+            }
+            // Busy: look again in `idle` (the end of the request moves `idle_since` forward).
+            tokio::time::sleep_until(if busy || now >= due { now + idle } else { due }).await;
+        }
+    }
+}
+
+/// A request in flight on its connection, from the service call until its response body is dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.inflight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it.
+struct TrackedBody {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

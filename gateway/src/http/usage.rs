@@ -50,6 +50,36 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// `DELETE /admin/usage?before=<time>`: prunes older records (admin only, see
+/// [`usage::prune`]); answers `{"object":"usage.prune","before":…,"deleted":n}`.
+///
+/// # Errors
+/// 400 without a valid `before` or with another parameter, otherwise as [`usage::prune`].
+pub async fn prune(state: &AppState, principal: &Principal, query: Option<&str>) -> Result<Response<Body>, Error> {
+    let mut before = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "before" => before = Some(parse_time(&v).map_err(|e| Error::bad_request(e, Some("before")))?),
+            _ => {
+                return Err(Error::bad_request(
+                    format!("Unknown query parameter `{}`.", k.chars().take(64).collect::<String>()),
+                    None,
+                ))
+            }
+        }
+    }
+    let before = before
+        .ok_or_else(|| Error::bad_request("`before` is required (unix ms, YYYY-MM-DD or RFC 3339).", Some("before")))?;
+    let deleted = usage::prune(state, principal, before).await?;
+    let json = serde_json::to_vec(&serde_json::json!({"object": "usage.prune", "before": before, "deleted": deleted}))
+        .map_err(|e| Error::Internal(e.to_string().into()))?;
+    let mut resp = Response::new(body::full(Bytes::from(json)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
 /// Parses `from`, `to`, `tenant`, `provider`, `model`, `group_by` and `format` (json|csv).
 fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
     let mut q = UsageFilter::default();
@@ -76,9 +106,16 @@ fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
     Ok((q, csv))
 }
 
+/// Writes one CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, as OWASP recommends against CSV injection: model
+/// and tenant names are client-chosen text.
 fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let neutralise = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if neutralise || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if neutralise {
+            out.push('\'');
+        }
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -137,5 +174,24 @@ mod tests {
         };
         let csv = to_csv(&[row]);
         assert_eq!(csv.lines().nth(1).unwrap(), "\"a,b\",,\"m\"\"x\",,2,10,5,1,0,0.0000015");
+    }
+
+    /// Issue #11, item 10: cells a spreadsheet would evaluate as formulas are neutralised with `'`.
+    #[test]
+    fn csv_neutralises_formula_cells() {
+        let cell = |v: &str| {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            out
+        };
+        assert_eq!(cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(cell("+1"), "\"'+1\"");
+        assert_eq!(cell("-2+3"), "\"'-2+3\"");
+        assert_eq!(cell("@SUM(A1)"), "\"'@SUM(A1)\"");
+        assert_eq!(cell("\tx"), "\"'\tx\"");
+        assert_eq!(cell("\rx"), "\"'\rx\"");
+        // Ordinary names, and a dash inside a name, are left alone.
+        assert_eq!(cell("gpt-4o"), "gpt-4o");
+        assert_eq!(cell(""), "");
     }
 }

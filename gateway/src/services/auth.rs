@@ -234,7 +234,7 @@ impl Authenticator {
             Some(row) => Ok(row.limits.or(self.defaults)),
             None if auto_create => {
                 store.create_tenant(tenant).await?;
-                tracing::info!(tenant, "Tenant created from a valid JWT (auto_create_tenants)");
+                tracing::info!(tenant = %crate::domain::text::Escaped(tenant), "Tenant created from a valid JWT (auto_create_tenants)");
                 Ok(self.defaults)
             }
             None => Err(AuthError::UnknownTenant),

@@ -29,6 +29,7 @@ use crate::domain::config::ProviderKind;
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
+use crate::domain::text::MAX_CLIENT_STRING;
 use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
 
 /// Which provider served the request.
@@ -200,10 +201,18 @@ where
         return Err(Error::ShuttingDown);
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        parts.headers.get(CONTENT_LENGTH),
+        state.config.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
     let mut inbound = Inbound::read(dialect, &body)?;
+    // Bounded before it is kept anywhere (ledger row, log line, metric label, echoed header).
+    check_model_name(inbound.model())?;
     meter.info.requested_model = inbound.model().to_owned();
     meter.info.stream = inbound.stream();
     let route = routing::resolve(&state.config, inbound.model())?;
@@ -321,8 +330,15 @@ where
 {
     principal.caller()?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, parts.headers.get(CONTENT_LENGTH), state.config.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        parts.headers.get(CONTENT_LENGTH),
+        state.config.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     let head = anthropic_ingress::parse_head(&body)?;
+    check_model_name(&head.model)?;
     let route = routing::resolve(&state.config, &head.model)?;
     let target = route.primary();
     if target.provider.kind == ProviderKind::Anthropic {
@@ -601,8 +617,18 @@ fn json_mode_tool(chat: &ChatRequest) -> Option<&'static str> {
     }
 }
 
-/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest.
-async fn read_body<B>(body: B, content_length: Option<&HeaderValue>, limit: u64) -> Result<Bytes, Error>
+/// Reads the request body, refusing more than `limit` bytes (413) without reading the rest, and a
+/// body that sends nothing for `idle` (408: a stalled upload must not hold its buffer forever).
+///
+/// # Errors
+/// [`Error::PayloadTooLarge`]; [`Error::BodyTimeout`]; a 400 for a malformed body (broken chunked
+/// encoding); [`Error::ClientDisconnected`] when the client hung up while sending it.
+pub async fn read_body<B>(
+    body: B,
+    content_length: Option<&HeaderValue>,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<Bytes, Error>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -612,17 +638,45 @@ where
             return Err(Error::PayloadTooLarge { limit });
         }
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Err(Error::PayloadTooLarge { limit })
-            } else {
-                // The client hung up (or broke its chunked encoding) while sending the body.
-                Err(Error::ClientDisconnected)
-            }
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = std::pin::pin!(Limited::new(body, limit_bytes));
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Error::BodyTimeout { secs: idle.as_secs() }),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(body_error(&*e, limit)),
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
         }
     }
+    Ok(buf.freeze())
+}
+
+/// Why reading a request body failed: over the limit (413), malformed (400: hyper's decoder reports
+/// a bad chunk size or framing as `InvalidInput`/`InvalidData`), or the client went away (its
+/// connection closed mid-body: `UnexpectedEof`, an incomplete message, a reset stream).
+fn body_error(e: &(dyn std::error::Error + Send + Sync + 'static), limit: u64) -> Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        return Error::PayloadTooLarge { limit };
+    }
+    let e: &(dyn std::error::Error + 'static) = e;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) {
+                return Error::BadRequest {
+                    message: format!("Malformed request body: {io}.").into(),
+                    param: None,
+                    code: Some("invalid_body"),
+                };
+            }
+        }
+        cause = c.source();
+    }
+    Error::ClientDisconnected
 }
 
 /// Parses the full OpenAI request for translated providers, with the JSON path of any type error.
@@ -810,7 +864,28 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     })
 }
 
+/// Refuses a model name longer than [`MAX_CLIENT_STRING`] bytes (issue #11, item 7: a 2 MiB name was
+/// stored, echoed, logged and kept as a metric label).
+///
+/// # Errors
+/// 400 with `param: "model"`.
+fn check_model_name(model: &str) -> Result<(), Error> {
+    if model.len() > MAX_CLIENT_STRING {
+        return Err(Error::BadRequest {
+            message: format!("`model` is longer than {MAX_CLIENT_STRING} bytes.").into(),
+            param: Some("model".into()),
+            code: Some("invalid_value"),
+        });
+    }
+    Ok(())
+}
+
+/// A response header value; `-` for text that is not a valid header value or longer than
+/// [`MAX_CLIENT_STRING`] bytes (we never echo an unbounded value).
 fn header_value(s: &str) -> HeaderValue {
+    if s.len() > MAX_CLIENT_STRING {
+        return HeaderValue::from_static("-");
+    }
     HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 

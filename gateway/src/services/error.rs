@@ -73,6 +73,10 @@ pub enum Error {
     ShuttingDown,
     #[error("The client closed the connection while sending the request.")]
     ClientDisconnected,
+    /// The request body stalled for longer than `server.body_read_timeout_secs` (408; the
+    /// connection is closed).
+    #[error("The request body was not received in time (no data for {secs} s).")]
+    BodyTimeout { secs: u64 },
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
 }
@@ -118,7 +122,7 @@ impl Error {
                 }
             }
             Error::Upstream(_) => Side::Upstream,
-            Error::ClientDisconnected => Side::Downstream,
+            Error::ClientDisconnected | Error::BodyTimeout { .. } => Side::Downstream,
             Error::ShuttingDown | Error::Internal(_) => Side::Internal,
         }
     }
@@ -164,6 +168,7 @@ impl Error {
             }
             // nginx's "client closed request": nobody reads it, but logs and metrics see why.
             Error::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -208,6 +213,7 @@ impl Error {
             Error::Upstream(UpstreamError::Transport | UpstreamError::Protocol(_)) => Some("upstream_error"),
             Error::Upstream(UpstreamError::Status { .. }) => None,
             Error::ClientDisconnected => Some("client_disconnected"),
+            Error::BodyTimeout { .. } => Some("request_timeout"),
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
         }
@@ -249,6 +255,7 @@ impl Error {
             | Error::Translate(_)
             | Error::ShuttingDown
             | Error::ClientDisconnected
+            | Error::BodyTimeout { .. }
             | Error::Internal(_) => false,
         }
     }
@@ -275,6 +282,7 @@ impl Error {
             Error::Upstream(UpstreamError::Status { .. }) => "upstream_status",
             Error::Upstream(UpstreamError::Protocol(_)) => "upstream_protocol",
             Error::ClientDisconnected => "client_disconnected",
+            Error::BodyTimeout { .. } => "body_timeout",
             Error::ShuttingDown => "shutting_down",
             Error::Internal(_) => "internal",
         }

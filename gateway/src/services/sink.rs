@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::pricing::{cost_nano_usd, Price};
+use crate::domain::text::Escaped;
 use crate::metrics::Metrics;
 use crate::services::metering::{Outcome, RequestInfo, Tokens};
 use crate::stores::ledger::{LedgerHandle, LedgerRecord, RecordStatus};
@@ -116,7 +117,9 @@ impl Sink {
         let m = &self.metrics;
         let i = done.info;
         let provider = i.provider.as_deref().unwrap_or("none");
-        let model = m.model_label(&i.upstream_model);
+        // Only a request that reached an upstream names a model: a refused one (bad name, unknown
+        // model, limit) must not turn client text into a label value.
+        let model = if done.attempts == 0 { "none" } else { m.model_label(&i.upstream_model) };
         let status = match done.outcome {
             Outcome::Ok => "2xx",
             Outcome::ClientError => "4xx",
@@ -152,14 +155,15 @@ impl Sink {
 }
 
 /// The one info-level line per request. Carries ids, counts and timings: never keys or prompt text.
+/// Client-chosen strings are escaped ([`Escaped`]): a newline in a model name cannot start a forged line.
 pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
     let i = done.info;
     tracing::info!(
-        request_id = %i.request_id,
-        tenant = %i.tenant,
+        request_id = %Escaped(&i.request_id),
+        tenant = %Escaped(&i.tenant),
         provider = i.provider.as_deref().unwrap_or("-"),
-        model = %i.requested_model,
-        upstream_model = %i.upstream_model,
+        model = %Escaped(&i.requested_model),
+        upstream_model = %Escaped(&i.upstream_model),
         stream = i.stream,
         status = done.outcome.as_str(),
         http_status = done.http_status,

@@ -8,10 +8,11 @@
 use super::auth::{sha256, KeyCache, ANONYMOUS};
 use super::error::Error;
 use super::state::AppState;
-use crate::domain::config::is_valid_tenant_id;
+use crate::domain::config::{is_valid_tenant_id, MAX_LIMIT};
 use crate::domain::limits::LimitSpec;
 use crate::domain::money::parse_usd_micro;
 use crate::domain::principal::{Principal, TenantScope};
+use crate::domain::text::{has_control, Escaped, MAX_CLIENT_STRING};
 pub use crate::stores::tenants::KeyRow;
 use crate::stores::tenants::{NewKey, StoreError, TenantRow};
 
@@ -87,8 +88,12 @@ impl LimitsPatch {
                 if v == Some(0) {
                     return Err(Error::bad_request(
                         format!("`{name}` must be greater than 0 (null for no limit)."),
-                        None,
+                        Some(name),
                     ));
+                }
+                // Refused, not clamped: the stores hold a signed 64-bit count.
+                if v.is_some_and(|v| v > MAX_LIMIT) {
+                    return Err(Error::bad_request(format!("`{name}` must be at most {MAX_LIMIT}."), Some(name)));
                 }
                 *field = v;
             }
@@ -137,18 +142,23 @@ pub async fn create_tenant(
     }
     if !is_valid_tenant_id(id) {
         return Err(Error::bad_request(
-            "Tenant ids may contain only letters, digits, '-', '_' and '.' (at most 128).",
+            "Tenant ids may contain only letters, digits, '-', '_' and '.', must start with a letter or digit, \
+             and have at most 128 characters.",
             Some("id"),
         ));
     }
-    if state.auth.is_config_tenant(id) || id == ANONYMOUS {
+    // Ids are unique regardless of case (the store checks its own rows the same way).
+    let reserved = id.eq_ignore_ascii_case(ANONYMOUS)
+        || state.auth.is_config_tenant(id)
+        || state.config.tenants.iter().any(|t| t.id.eq_ignore_ascii_case(id));
+    if reserved {
         return Err(Error::Conflict(format!("Tenant `{id}` is defined in the config file.").into()));
     }
     let limits = change.limits.apply(LimitSpec::default())?;
     let cache = store(state)?;
     let row = cache.store().create_tenant(id, limits).await.map_err(store_error)?;
     cache.changed_tenant(id).await;
-    tracing::info!(tenant = id, "Tenant created");
+    tracing::info!(tenant = %Escaped(id), "Tenant created");
     Ok(stored(&row))
 }
 
@@ -203,7 +213,7 @@ pub async fn update_tenant(
         .map_err(store_error)?
         .ok_or_else(|| not_found("tenant", id))?;
     cache.changed_tenant(id).await;
-    tracing::info!(tenant = %id, disabled, "Tenant updated");
+    tracing::info!(tenant = %Escaped(id), disabled, "Tenant updated");
     Ok(stored(&row))
 }
 
@@ -231,6 +241,9 @@ pub async fn create_key(
     if row.disabled {
         return Err(Error::Conflict(format!("Tenant `{tenant}` is disabled.").into()));
     }
+    if let Some(name) = &request.name {
+        check_key_name(name)?;
+    }
     let limits = request.limits.apply(LimitSpec::default())?;
     let secret = new_secret()?;
     let digest = sha256(secret.as_bytes());
@@ -249,7 +262,7 @@ pub async fn create_key(
         .await
         .map_err(store_error)?;
     cache.changed_key(Some(&digest)).await;
-    tracing::info!(tenant = %tenant, key_id = %key.id, "API key created");
+    tracing::info!(tenant = %Escaped(tenant), key_id = %Escaped(&key.id), "API key created");
     Ok(IssuedKey { key, secret })
 }
 
@@ -278,8 +291,23 @@ pub async fn revoke_key(state: &AppState, principal: &Principal, key_id: &str) -
     }
     let row = cache.store().revoke_key(key_id).await.map_err(store_error)?.ok_or_else(|| not_found("key", key_id))?;
     cache.changed_key(None).await;
-    tracing::info!(tenant = %row.tenant_id, key_id = %row.id, "API key revoked");
+    tracing::info!(tenant = %Escaped(&row.tenant_id), key_id = %Escaped(&row.id), "API key revoked");
     Ok(row)
+}
+
+/// A key's `name`: at most [`MAX_CLIENT_STRING`] bytes, no control characters (a NUL used to reach
+/// Postgres and come back as a 503; a newline would end up in logs and listings).
+///
+/// # Errors
+/// 400 with `param: "name"`.
+fn check_key_name(name: &str) -> Result<(), Error> {
+    if name.len() > MAX_CLIENT_STRING {
+        return Err(Error::bad_request(format!("`name` is longer than {MAX_CLIENT_STRING} bytes."), Some("name")));
+    }
+    if has_control(name) {
+        return Err(Error::bad_request("`name` must not contain control characters.", Some("name")));
+    }
+    Ok(())
 }
 
 async fn existing(state: &AppState, scope: &TenantScope) -> Result<TenantRow, Error> {

@@ -3,7 +3,8 @@
 
 use super::error::Error;
 use super::state::AppState;
-use crate::domain::principal::{Denied, Principal, UsageScope};
+use crate::domain::principal::{Denied, MetricsScope, Principal, UsageScope};
+use crate::domain::time::{month_start_ms, now_unix_ms};
 use crate::stores::ledger::UsageQuery;
 pub use crate::stores::ledger::{GroupBy, LedgerError, UsageRow};
 
@@ -48,4 +49,37 @@ async fn run(state: &AppState, scope: UsageScope, filter: UsageFilter) -> Result
         LedgerError::Query(message) => Error::bad_request(message, None),
         other => Error::Internal(other.to_string().into()),
     })
+}
+
+/// Deletes ledger records older than `before_unix_ms` (admin only): retention, e.g. 13 months for
+/// invoicing. Bounded: the cut-off must be at or before the start of the current UTC month, so this
+/// month's usage (which budgets are computed from) cannot be deleted. Logged at info with the count.
+///
+/// # Errors
+/// 401 for a tenant caller; 400 for a cut-off inside the current month; 500 when the ledger fails.
+pub async fn prune(state: &AppState, principal: &Principal, before_unix_ms: i64) -> Result<u64, Error> {
+    principal.admin()?;
+    let month_start = month_start_ms(now_unix_ms());
+    if before_unix_ms > month_start {
+        return Err(Error::bad_request(
+            "`before` must be at or before the start of the current month (UTC): this month's usage is kept.",
+            Some("before"),
+        ));
+    }
+    let ledger = state
+        .sink
+        .as_ref()
+        .and_then(|s| s.ledger())
+        .ok_or_else(|| Error::Internal("the ledger is not running".into()))?;
+    let deleted = ledger.prune_before(before_unix_ms).await.map_err(|e| Error::Internal(e.to_string().into()))?;
+    tracing::info!(before_unix_ms, deleted, "Usage records pruned through the admin API");
+    Ok(deleted)
+}
+
+/// The `/metrics` text for `scope`: business series (model, tenant, tokens, cost) only in
+/// [`MetricsScope::Full`]. `None` when metrics are disabled.
+pub fn metrics_text(state: &AppState, scope: MetricsScope) -> Option<Vec<u8>> {
+    let sink = state.sink.as_ref()?;
+    let stats = sink.ledger().map(|l| l.stats());
+    Some(sink.metrics().render_scoped(stats.as_ref(), scope == MetricsScope::Full))
 }

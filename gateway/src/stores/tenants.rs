@@ -23,6 +23,9 @@ const PG_SQL: &str = include_str!("../../migrations/postgres/0002_tenants_keys.s
 const SQLITE_SQL: &str = include_str!("../../migrations/sqlite/0002_tenants_keys.sql");
 /// The ledger's migration lock (`ledger/postgres.rs`): one migrator at a time across replicas.
 const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
+/// Serialises tenant creation across replicas (Postgres), so the case-insensitive uniqueness check and
+/// the insert are one step: `Acme` and `acme` cannot both be created by two racing requests.
+const TENANT_CREATE_LOCK: i64 = 0x5445_4e41_4e54;
 /// The ledger's embedded database file.
 const SQLITE_FILE: &str = "ledger.sqlite3";
 const POOL_SIZE: usize = 4;
@@ -331,39 +334,54 @@ impl TenantStore {
         }
     }
 
-    /// Inserts a tenant.
+    /// Inserts a tenant. Ids are unique regardless of ASCII case: `Acme` is refused when `acme`
+    /// exists. (Rows stored before this rule are kept, and stay addressable by their exact id.)
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the id exists; [`StoreError::Unavailable`].
+    /// [`StoreError::Conflict`] when the id exists in any case; [`StoreError::Unavailable`].
     pub async fn create_tenant(&self, id: &str, limits: LimitSpec) -> Result<TenantRow, StoreError> {
         let now = crate::domain::time::now_unix_ms();
         let row =
             TenantRow { id: id.to_owned(), limits, disabled: false, created_at_unix_ms: now, updated_at_unix_ms: now };
         let sql = "INSERT INTO tenants (id, rpm, tpm, max_concurrent, monthly_budget_micro_usd, disabled, \
-                   created_at_unix_ms, updated_at_unix_ms) VALUES ";
+                   created_at_unix_ms, updated_at_unix_ms) SELECT ";
         let res = match self {
             TenantStore::Postgres { .. } => {
-                let c = self.pg().await?;
-                c.execute(
-                    &format!("{sql}($1, $2, $3, $4, $5, FALSE, $6, $6)"),
-                    &[
-                        &id,
-                        &to_db(limits.rpm),
-                        &to_db(limits.tpm),
-                        &to_db(limits.max_concurrent),
-                        &limits.monthly_budget_micro_usd,
-                        &now,
-                    ],
-                )
+                let mut c = self.pg().await?;
+                async {
+                    let tx = c.transaction().await?;
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TENANT_CREATE_LOCK]).await?;
+                    let n = tx
+                        .execute(
+                            &format!(
+                                "{sql}$1, $2, $3, $4, $5, FALSE, $6, $6 \
+                                 WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE lower(id) = lower($1))"
+                            ),
+                            &[
+                                &id,
+                                &to_db(limits.rpm),
+                                &to_db(limits.tpm),
+                                &to_db(limits.max_concurrent),
+                                &limits.monthly_budget_micro_usd,
+                                &now,
+                            ],
+                        )
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, tokio_postgres::Error>(n)
+                }
                 .await
-                .map(|_| ())
                 .map_err(StoreError::from)
             }
             TenantStore::Sqlite { .. } => {
                 let id = id.to_owned();
+                // One statement: SQLite runs it under its write lock, check and insert together.
                 self.lite(move |c| {
                     c.execute(
-                        &format!("{sql}(?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)"),
+                        &format!(
+                            "{sql}?1, ?2, ?3, ?4, ?5, 0, ?6, ?6 \
+                             WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE lower(id) = lower(?1))"
+                        ),
                         params![
                             id,
                             to_db(limits.rpm),
@@ -373,14 +391,14 @@ impl TenantStore {
                             now
                         ],
                     )
-                    .map(|_| ())
+                    .map(|n| n as u64)
                 })
                 .await
             }
         };
         match res {
-            Ok(()) => Ok(row),
-            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(id.to_owned())),
+            Ok(0) | Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(id.to_owned())),
+            Ok(_) => Ok(row),
             Err(e) => Err(e),
         }
     }

@@ -28,6 +28,18 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     pub limits: Option<RawLimits>,
     pub jwt: Option<RawJwt>,
+    pub server: Option<RawServer>,
+}
+
+/// `server:`: downstream connection limits, in seconds.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub h2_keep_alive_interval_secs: Option<u64>,
+    pub h2_keep_alive_timeout_secs: Option<u64>,
 }
 
 /// One entry of `providers:`.

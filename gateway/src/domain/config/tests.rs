@@ -174,3 +174,51 @@ jwt:
     let errors = Config::from_yaml_str("tenants:\n  - id: keyless\n", &env(&[])).unwrap_err().0;
     assert!(errors.iter().any(|e| e.path == "tenants[0].api_keys"));
 }
+
+/// Issue #11, item 12: `.`/`..` and ids not starting with a letter or digit are refused, ids are unique
+/// ignoring case, and limits beyond what the stores hold are refused (in the file as in the admin API).
+#[test]
+fn tenant_ids_and_limits_are_strict() {
+    for bad in [".", "..", "-a", "_a", ".a", "", "a/b", "a b"] {
+        assert!(!is_valid_tenant_id(bad), "{bad:?}");
+    }
+    for good in ["a", "Acme", "acme-1.eu_west", "9lives"] {
+        assert!(is_valid_tenant_id(good), "{good:?}");
+    }
+    assert!(!is_valid_tenant_id(&"a".repeat(129)));
+    let yaml = r#"
+tenants:
+  - id: ".."
+    api_keys: ["sk-dots-12345"]
+  - id: Acme
+    api_keys: ["sk-acme-12345"]
+  - id: acme
+    api_keys: ["sk-acme-67890"]
+    rpm: 9223372036854775808
+"#;
+    let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    for expected in ["tenants[0].id", "tenants[2].id", "tenants[2].rpm"] {
+        assert!(paths.contains(&expected), "missing {expected} in {errs:?}");
+    }
+}
+
+/// Issue #11, item 8: the downstream timeouts are configurable and validated.
+#[test]
+fn server_timeouts_are_configurable_and_validated() {
+    let cfg = Config::from_env(&env(&[])).unwrap();
+    assert_eq!(cfg.server, ServerSettings::default());
+    let yaml = "server:\n  idle_timeout_secs: 5\n  body_read_timeout_secs: 2\n  h2_keep_alive_interval_secs: 0\n";
+    let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+    assert_eq!(cfg.server.idle_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.server.body_read_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.server.h2_keep_alive_interval, None);
+    let bad = "server:\n  idle_timeout_secs: 0\n  header_read_timeout_secs: 100000\n  idle_secs: 3\n";
+    let errs = Config::from_yaml_str(bad, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.iter().any(|p| p.starts_with("server")), "{errs:?}");
+    let bad = "server:\n  idle_timeout_secs: 0\n  header_read_timeout_secs: 100000\n";
+    let errs = Config::from_yaml_str(bad, &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["server.header_read_timeout_secs", "server.idle_timeout_secs"]);
+}

@@ -64,6 +64,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "redis_url",
     "limits",
     "jwt",
+    "server",
 ];
 
 /// Built-in routes for bare names, appended after the configured ones.
@@ -167,6 +168,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(redis_url);
     scalar!(limits);
     scalar!(jwt);
+    scalar!(server);
     if let Some(mut v) = top.remove("ledger") {
         expand_tree(&mut v, "ledger", env, c);
         raw.ledger = c.section::<RawLedger>(v, "ledger");
@@ -480,10 +482,19 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         raw.tenants.into_iter().enumerate()
     {
         if !super::is_valid_tenant_id(&id) {
-            c.push(format!("tenants[{i}].id"), "tenant ids may contain only letters, digits, '-', '_' and '.'");
+            c.push(
+                format!("tenants[{i}].id"),
+                "tenant ids may contain only letters, digits, '-', '_' and '.', start with a letter or digit, and have at most 128 characters",
+            );
         }
-        if !seen_tenants.insert(id.clone()) {
-            c.push(format!("tenants[{i}].id"), format!("duplicate tenant `{id}`"));
+        // Unique regardless of case, as in the tenant store: `Acme` and `acme` would be two tenants.
+        if !seen_tenants.insert(id.to_ascii_lowercase()) {
+            c.push(format!("tenants[{i}].id"), format!("duplicate tenant `{id}` (ids are compared ignoring case)"));
+        }
+        for (field, v) in [("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent)] {
+            if v.is_some_and(|v| v > super::MAX_LIMIT) {
+                c.push(format!("tenants[{i}].{field}"), format!("must be at most {}", super::MAX_LIMIT));
+            }
         }
         if api_keys.is_empty() && jwt.is_none() {
             c.push(format!("tenants[{i}].api_keys"), "a tenant needs at least one key");
@@ -535,6 +546,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         c.push("max_body_bytes", "must be greater than 0");
     }
 
+    let server = server_settings(raw.server.unwrap_or_default(), &mut c);
+
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -563,7 +576,40 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         },
         limits,
         jwt,
+        server,
     })
+}
+
+/// Longest accepted downstream timeout: a day. Beyond that a "timeout" is a typo.
+const MAX_SERVER_TIMEOUT_SECS: u64 = 86_400;
+
+/// `server:`: every timeout between 1 s and a day; `h2_keep_alive_interval_secs: 0` turns pings off.
+fn server_settings(raw: super::raw::RawServer, c: &mut Collector) -> super::ServerSettings {
+    let d = super::ServerSettings::default();
+    let mut secs = |field: &str, v: Option<u64>, default: Duration| match v {
+        None => default,
+        Some(s) if (1..=MAX_SERVER_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            c.push(format!("server.{field}"), format!("must be between 1 and {MAX_SERVER_TIMEOUT_SECS} seconds"));
+            default
+        }
+    };
+    let header_read_timeout = secs("header_read_timeout_secs", raw.header_read_timeout_secs, d.header_read_timeout);
+    let idle_timeout = secs("idle_timeout_secs", raw.idle_timeout_secs, d.idle_timeout);
+    let body_read_timeout = secs("body_read_timeout_secs", raw.body_read_timeout_secs, d.body_read_timeout);
+    let h2_keep_alive_timeout =
+        secs("h2_keep_alive_timeout_secs", raw.h2_keep_alive_timeout_secs, d.h2_keep_alive_timeout);
+    let h2_keep_alive_interval = match raw.h2_keep_alive_interval_secs {
+        Some(0) => None,
+        v => Some(secs("h2_keep_alive_interval_secs", v, d.h2_keep_alive_interval.unwrap_or(Duration::from_secs(30)))),
+    };
+    super::ServerSettings {
+        header_read_timeout,
+        idle_timeout,
+        body_read_timeout,
+        h2_keep_alive_interval,
+        h2_keep_alive_timeout,
+    }
 }
 
 fn usd(v: Option<&RawUsd>, path: &str, c: &mut Collector) -> Option<i64> {
@@ -593,6 +639,9 @@ fn limit_settings(
     for (field, v) in [("rpm", defaults.rpm), ("tpm", defaults.tpm), ("max_concurrent", defaults.max_concurrent)] {
         if v == Some(0) {
             c.push(format!("limits.{field}"), "must be greater than 0 (leave it out for no limit)");
+        }
+        if v.is_some_and(|v| v > super::MAX_LIMIT) {
+            c.push(format!("limits.{field}"), format!("must be at most {}", super::MAX_LIMIT));
         }
     }
     let redis_url = redis_url

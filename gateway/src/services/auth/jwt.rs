@@ -111,7 +111,7 @@ fn parse_jwks(text: &str) -> Result<Vec<KeyEntry>, String> {
     for jwk in &set.keys {
         let kid = jwk.common.key_id.clone();
         let (Some(algorithm), Ok(key)) = (jwk_algorithm(jwk), DecodingKey::from_jwk(jwk)) else {
-            tracing::warn!(kid = kid.as_deref().unwrap_or("-"), "Skipping a JWKS key of an unsupported type");
+            tracing::warn!(kid = %crate::domain::text::Escaped(kid.as_deref().unwrap_or("-")), "Skipping a JWKS key of an unsupported type");
             continue;
         };
         out.push(KeyEntry { kid, algorithm, key });

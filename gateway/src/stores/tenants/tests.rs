@@ -121,3 +121,45 @@ async fn postgres_concurrent_first_use_does_not_exhaust_the_pool() {
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     assert!(all.is_ok(), "concurrent first use timed out");
 }
+
+/// Issue #11, item 12: tenant ids are unique regardless of case, on both stores.
+async fn ids_are_case_insensitively_unique(store: &TenantStore) {
+    store.create_tenant("Acme", LimitSpec::default()).await.unwrap();
+    for other in ["acme", "ACME", "aCmE"] {
+        assert!(
+            matches!(store.create_tenant(other, LimitSpec::default()).await, Err(StoreError::Conflict(id)) if id == other),
+            "{other} must conflict with Acme"
+        );
+    }
+    let ids: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["Acme"]);
+    // Racing creates of two spellings: exactly one wins.
+    let (a, b) = tokio::join!(
+        store.create_tenant("globex", LimitSpec::default()),
+        store.create_tenant("GLOBEX", LimitSpec::default())
+    );
+    assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn sqlite_tenant_ids_are_case_insensitively_unique() {
+    let dir = temp_dir();
+    let store = TenantStore::open(None, &dir).await.unwrap();
+    ids_are_case_insensitively_unique(&store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn postgres_tenant_ids_are_case_insensitively_unique() {
+    let Ok((client, conn)) = tokio_postgres::connect(PG_URL, tokio_postgres::NoTls).await else {
+        eprintln!("skipped: no Postgres at {PG_URL}");
+        return;
+    };
+    tokio::spawn(conn);
+    let schema = format!("tenants_case_{}_{}", std::process::id(), fastrand::u32(..));
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let url = format!("{PG_URL}?options=-c%20search_path%3D{schema}");
+    let store = TenantStore::open(Some(&url), &temp_dir()).await.unwrap();
+    ids_are_case_insensitively_unique(&store).await;
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

@@ -1,0 +1,51 @@
+//! Client-chosen text as the gateway keeps, echoes and logs it: one length bound for every name and
+//! id we store or send back (issue #11, item 7), and an escaping wrapper for log fields so that a
+//! newline or an ESC byte in a model name cannot forge a log line or drive a terminal (item 9).
+
+use std::fmt;
+
+/// Longest client string (model names, key names, ids) the gateway stores, echoes or labels, in bytes.
+/// Longer ones are refused with a 400 naming the field. Real model names are under 100 bytes.
+pub const MAX_CLIENT_STRING: usize = 256;
+
+/// True when `s` holds a control character (C0, DEL or C1: NUL, newline, ESC, ...).
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Displays a client string with every control character escaped (`\n`, `\u{1b}`, ...) and nothing
+/// else changed, so the log line stays one line and carries no terminal escape. Allocates nothing.
+///
+/// Use it for every logged string a client chose: `tracing::info!(model = %Escaped(&name))`.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or('\0');
+            // `escape_default` spells `\n`, `\r`, `\t` and `\u{1b}`: readable and unambiguous.
+            fmt::Display::fmt(&c.escape_default(), f)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #11, item 9: control bytes in a logged client string come out escaped.
+    #[test]
+    fn escapes_control_characters_only() {
+        assert_eq!(Escaped("a\nb\x1b[31m").to_string(), "a\\nb\\u{1b}[31m");
+        assert_eq!(Escaped("\r\t\0\u{7f}\u{9b}").to_string(), "\\r\\t\\u{0}\\u{7f}\\u{9b}");
+        assert_eq!(Escaped("gpt-4o \"x\" é").to_string(), "gpt-4o \"x\" é");
+        assert!(!Escaped("a\nb\x1b[31m").to_string().chars().any(char::is_control));
+        assert!(has_control("a\0b"));
+        assert!(!has_control("claude-sonnet-4-5"));
+    }
+}
