@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod metering;
 pub mod models;

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use translators::openai::{passthrough, ChatRequest, ErrorBody};
 use translators::stream::ResponseContext;
-use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamTranslator};
+use translators::{anthropic, anthropic_ingress, completions, ollama, responses, StreamEvent, StreamTranslator};
 
 use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
@@ -57,6 +57,11 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic Messages (`POST /v1/messages`): Claude Code and the `anthropic` SDKs.
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`): Codex, the Agents SDK. Passed through to OpenAI-kind
+    /// backends (state lives there); a stateless translation for the others.
+    Responses,
+    /// Legacy completions (`POST /v1/completions`), translated through chat for every backend.
+    Completions,
 }
 
 /// The client's request, read once in its dialect; the full parse is done lazily (only a translating
@@ -64,6 +69,8 @@ pub enum Dialect {
 enum Inbound {
     OpenAi { head: passthrough::RequestHead, chat: Option<ChatRequest> },
     Anthropic { head: anthropic_ingress::MessagesHead, decoded: Option<anthropic_ingress::DecodedRequest> },
+    Responses { head: responses::RequestHead, decoded: Option<Box<responses::DecodedRequest>> },
+    Completions { decoded: Box<completions::DecodedCompletion> },
 }
 
 impl Inbound {
@@ -71,6 +78,8 @@ impl Inbound {
         Ok(match dialect {
             Dialect::OpenAi => Inbound::OpenAi { head: passthrough::parse_head(body)?, chat: None },
             Dialect::Anthropic => Inbound::Anthropic { head: anthropic_ingress::parse_head(body)?, decoded: None },
+            Dialect::Responses => Inbound::Responses { head: responses::parse_head(body)?, decoded: None },
+            Dialect::Completions => Inbound::Completions { decoded: Box::new(completions::decode_request(body)?) },
         })
     }
 
@@ -78,6 +87,8 @@ impl Inbound {
         match self {
             Inbound::OpenAi { head, .. } => &head.model,
             Inbound::Anthropic { head, .. } => &head.model,
+            Inbound::Responses { head, .. } => &head.model,
+            Inbound::Completions { decoded } => &decoded.model,
         }
     }
 
@@ -85,6 +96,8 @@ impl Inbound {
         match self {
             Inbound::OpenAi { head, .. } => head.stream,
             Inbound::Anthropic { head, .. } => head.stream,
+            Inbound::Responses { head, .. } => head.stream,
+            Inbound::Completions { decoded } => decoded.chat.is_stream(),
         }
     }
 
@@ -93,7 +106,7 @@ impl Inbound {
     fn include_usage(&self) -> bool {
         match self {
             Inbound::OpenAi { head, .. } => head.include_usage,
-            Inbound::Anthropic { .. } => true,
+            Inbound::Anthropic { .. } | Inbound::Responses { .. } | Inbound::Completions { .. } => true,
         }
     }
 
@@ -112,6 +125,23 @@ impl Inbound {
                 }
                 decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
             }
+            Inbound::Responses { head, decoded } => {
+                if let Some(param) = head.stateful_param {
+                    return Err(Error::BadRequest {
+                        message: format!(
+                            "`{param}` needs server-side state, which only OpenAI-kind backends keep; this model is served statelessly."
+                        )
+                        .into(),
+                        param: Some(param.into()),
+                        code: Some("unsupported_parameter"),
+                    });
+                }
+                if decoded.is_none() {
+                    *decoded = Some(Box::new(responses::decode_request(body)?));
+                }
+                decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
+            }
+            Inbound::Completions { decoded } => Ok(&decoded.chat),
         }
     }
 
@@ -119,12 +149,20 @@ impl Inbound {
     fn dropped(&self) -> &[&'static str] {
         match self {
             Inbound::Anthropic { decoded: Some(d), .. } => &d.dropped,
-            Inbound::Anthropic { decoded: None, .. } | Inbound::OpenAi { .. } => &[],
+            Inbound::Anthropic { decoded: None, .. }
+            | Inbound::OpenAi { .. }
+            | Inbound::Responses { .. }
+            | Inbound::Completions { .. } => &[],
         }
     }
 
     fn thinking(&self) -> bool {
-        matches!(self, Inbound::Anthropic { decoded: Some(d), .. } if d.thinking)
+        match self {
+            Inbound::Anthropic { decoded: Some(d), .. } => d.thinking,
+            // Responses carry reasoning items whenever the backend reasons.
+            Inbound::Responses { .. } => true,
+            Inbound::Anthropic { decoded: None, .. } | Inbound::OpenAi { .. } | Inbound::Completions { .. } => false,
+        }
     }
 }
 
@@ -268,7 +306,7 @@ where
 ///
 /// # Errors
 /// [`Error::RateLimited`] when a limit refuses the request.
-async fn admit(
+pub(super) async fn admit(
     state: &AppState,
     meter: &mut RequestMeter,
     limits: &CallerLimits,
@@ -411,8 +449,11 @@ async fn try_target(
     // Client and upstream speak the same format: the bytes pass through, only the model is renamed.
     let same_dialect = matches!(
         (&*inbound, target.provider.kind),
-        (Inbound::OpenAi { .. }, ProviderKind::OpenAi) | (Inbound::Anthropic { .. }, ProviderKind::Anthropic)
+        (Inbound::OpenAi { .. } | Inbound::Responses { .. }, ProviderKind::OpenAi)
+            | (Inbound::Anthropic { .. }, ProviderKind::Anthropic)
     );
+    // Where the request goes when it is not the provider's chat endpoint.
+    let mut upstream_path: Option<&'static str> = None;
     let (upstream_body, dropped, json_mode) = match (&*inbound, target.provider.kind) {
         (Inbound::OpenAi { head, .. }, ProviderKind::OpenAi) => {
             (passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
@@ -423,7 +464,11 @@ async fn try_target(
             }
             (anthropic_ingress::rewrite_model(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
         }
-        (Inbound::Anthropic { .. }, ProviderKind::OpenAi) => {
+        (Inbound::Responses { head, .. }, ProviderKind::OpenAi) => {
+            upstream_path = Some(responses::RESPONSES_PATH);
+            (responses::passthrough::rename_model(body.clone(), &head.model, &target.upstream_model)?, Vec::new(), None)
+        }
+        (Inbound::Anthropic { .. } | Inbound::Completions { .. }, ProviderKind::OpenAi) => {
             // Translated to an OpenAI chat request; the usage chunk is always asked for, since Anthropic's
             // `message_delta` needs the final counts.
             let mut chat = inbound.chat(body)?.clone();
@@ -476,7 +521,11 @@ async fn try_target(
     };
 
     meter.attempt();
-    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
+    let request = match upstream_path {
+        Some(path) => upstream.post_request(path, upstream_body, &extra_headers)?,
+        None => upstream.chat_request(upstream_body, &extra_headers),
+    };
+    let resp = upstream.send(request).await?;
     if !resp.status().is_success() {
         return Err(upstream_status_error(&upstream, resp).await);
     }
@@ -490,6 +539,12 @@ async fn try_target(
         headers.push((X_GATEWAY_DROPPED_PARAMS, header_value(&dropped.join(","))));
     }
 
+    let responses_ctx = || responses::EncodeContext {
+        response_id: responses::response_id(fastrand::u64(..)),
+        created_at: unix_now(),
+        completed_at: unix_now(),
+        id_seed: fastrand::u64(..),
+    };
     let encode_ctx = || anthropic_ingress::EncodeContext {
         message_id: String::new(),
         model: inbound.model().to_owned(),
@@ -502,12 +557,22 @@ async fn try_target(
         match &*inbound {
             Inbound::OpenAi { .. } => serde_json::to_vec(decoded).map_err(|e| Error::Internal(e.to_string().into())),
             Inbound::Anthropic { .. } => Ok(anthropic_ingress::encode_response(decoded, &encode_ctx())?),
+            Inbound::Responses { decoded: Some(d), .. } => {
+                serde_json::to_vec(&responses::encode_response(decoded, &d.echo, &responses_ctx()))
+                    .map_err(|e| Error::Internal(e.to_string().into()))
+            }
+            Inbound::Responses { decoded: None, .. } => Err(Error::Internal("responses request not decoded".into())),
+            Inbound::Completions { decoded: d } => serde_json::to_vec(&completions::encode_response(decoded, d))
+                .map_err(|e| Error::Internal(e.to_string().into())),
         }
         .map(Bytes::from)
     };
 
     if client_stream {
         let translator = match target.provider.kind {
+            ProviderKind::OpenAi if matches!(&*inbound, Inbound::Responses { .. }) => {
+                AnyTranslator::ResponsesUsage(Box::default())
+            }
             ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(ctx.include_usage)),
             ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
                 Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
@@ -521,6 +586,15 @@ async fn try_target(
             Inbound::Anthropic { .. } => {
                 Output::Anthropic(Box::new(anthropic_ingress::StreamEncoder::new(encode_ctx())))
             }
+            Inbound::Responses { .. } if same_dialect => Output::ResponsesRelay,
+            Inbound::Responses { decoded, .. } => {
+                let echo = decoded
+                    .as_ref()
+                    .map(|d| d.echo.clone())
+                    .ok_or_else(|| Error::Internal("responses request not decoded".into()))?;
+                Output::Responses(Box::new(responses::StreamEncoder::new(echo, responses_ctx())))
+            }
+            Inbound::Completions { decoded } => Output::Completions(Box::new(completions::StreamEncoder::new(decoded))),
         };
         stream_response(&upstream, resp, translator, output, headers, meter).await
     } else {
@@ -536,6 +610,17 @@ async fn try_target(
         } else {
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
             match (same_dialect, target.provider.kind) {
+                (true, ProviderKind::OpenAi) if matches!(&*inbound, Inbound::Responses { .. }) => {
+                    // A Responses object, forwarded untouched; read for the usage.
+                    if serde_json::from_slice::<ResponseShape>(&bytes).is_err() {
+                        return Err(UpstreamError::Protocol(
+                            "the upstream answered 200 with a body that is not a response object".into(),
+                        )
+                        .into());
+                    }
+                    let usage = responses::passthrough::extract_usage(&bytes);
+                    (bytes, usage)
+                }
                 (true, ProviderKind::OpenAi) => {
                     // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
                     // proxy, truncated or garbage bytes).
@@ -598,6 +683,13 @@ async fn try_target(
         }
         Ok(resp)
     }
+}
+
+/// The minimum a pass-through Responses object must have.
+#[derive(serde::Deserialize)]
+struct ResponseShape {
+    #[serde(rename = "output")]
+    _output: serde::de::IgnoredAny,
 }
 
 /// The minimum a pass-through `chat.completion` must have; checked without building values.
@@ -718,7 +810,7 @@ async fn aggregate_stream(
 }
 
 /// Reads a non-streamed upstream body within the provider's timeouts.
-async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
+pub(super) async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
     let read = Limited::new(body, MAX_UPSTREAM_BODY).collect();
     match tokio::time::timeout(upstream.config.timeouts.first_byte, read).await {
         Err(_) => Err(UpstreamError::FirstByteTimeout.into()),
@@ -728,7 +820,7 @@ async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes
 }
 
 /// Turns a non-2xx upstream response into the client's error, keeping `retry-after` and the request id.
-async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
+pub(super) async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get(RETRY_AFTER).cloned();
     let upstream_request_id = resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
@@ -773,10 +865,11 @@ async fn stream_response(
     let mut events = Vec::new();
     // What was read while peeking, for a relay (the client gets the upstream's own bytes).
     let mut relayed = BytesMut::new();
-    let relay = matches!(output, Output::AnthropicRelay);
+    let relay = output.is_relay();
     let deadline = tokio::time::Instant::now() + upstream.config.timeouts.first_byte;
     let mut ended = false;
-    while events.is_empty() && !translator.is_terminal() {
+    // Until the first event (or, for a relay, the first bytes: a usage-only scanner emits no events).
+    while events.is_empty() && relayed.is_empty() && !translator.is_terminal() {
         match tokio::time::timeout_at(deadline, incoming.frame()).await {
             Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
             Ok(Some(Ok(frame))) => {
@@ -809,20 +902,7 @@ async fn stream_response(
             return Err(in_band_error_to_status(body));
         }
     }
-    let first = match &mut output {
-        Output::OpenAi => {
-            let mut buf = BytesMut::with_capacity(1024);
-            translators::openai::sse_out::encode_all(&events, &mut buf);
-            buf
-        }
-        Output::Anthropic(encoder) => {
-            let mut buf = BytesMut::with_capacity(1024);
-            encoder.start(&mut buf);
-            encoder.push_all(&events, &mut buf);
-            buf
-        }
-        Output::AnthropicRelay => relayed,
-    };
+    let first = super::stream::first_bytes(&mut output, &events, relayed);
     events.clear();
     meter.first_token();
     let body = TranslatingBody::new(
@@ -869,7 +949,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
 ///
 /// # Errors
 /// 400 with `param: "model"`.
-fn check_model_name(model: &str) -> Result<(), Error> {
+pub(super) fn check_model_name(model: &str) -> Result<(), Error> {
     if model.len() > MAX_CLIENT_STRING {
         return Err(Error::BadRequest {
             message: format!("`model` is longer than {MAX_CLIENT_STRING} bytes.").into(),
@@ -882,7 +962,7 @@ fn check_model_name(model: &str) -> Result<(), Error> {
 
 /// A response header value; `-` for text that is not a valid header value or longer than
 /// [`MAX_CLIENT_STRING`] bytes (we never echo an unbounded value).
-fn header_value(s: &str) -> HeaderValue {
+pub(super) fn header_value(s: &str) -> HeaderValue {
     if s.len() > MAX_CLIENT_STRING {
         return HeaderValue::from_static("-");
     }

@@ -18,7 +18,10 @@ use tokio::time::Sleep;
 use translators::anthropic_ingress::StreamEncoder;
 use translators::openai::sse_out;
 use translators::openai::{passthrough, ErrorBody};
-use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+use translators::{
+    anthropic, anthropic_ingress, completions, ollama, responses, StreamEvent, StreamOutcome, StreamSummary,
+    StreamTranslator,
+};
 
 use crate::services::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
 
@@ -27,6 +30,8 @@ pub enum AnyTranslator {
     OpenAi(passthrough::StreamPassthrough),
     Anthropic(anthropic::StreamDecoder),
     Ollama(ollama::StreamDecoder),
+    /// A passed-through Responses stream: read for usage only, never changed.
+    ResponsesUsage(Box<responses::passthrough::UsageScanner>),
 }
 
 impl StreamTranslator for AnyTranslator {
@@ -35,6 +40,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.feed(input, out),
             AnyTranslator::Anthropic(t) => t.feed(input, out),
             AnyTranslator::Ollama(t) => t.feed(input, out),
+            AnyTranslator::ResponsesUsage(t) => t.feed(input),
         }
     }
 
@@ -43,6 +49,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.finish(out),
             AnyTranslator::Anthropic(t) => t.finish(out),
             AnyTranslator::Ollama(t) => t.finish(out),
+            AnyTranslator::ResponsesUsage(t) => t.finish(),
         }
     }
 
@@ -51,6 +58,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.is_terminal(),
             AnyTranslator::Anthropic(t) => t.is_terminal(),
             AnyTranslator::Ollama(t) => t.is_terminal(),
+            AnyTranslator::ResponsesUsage(t) => t.is_terminal(),
         }
     }
 
@@ -59,6 +67,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.summary(),
             AnyTranslator::Anthropic(t) => t.summary(),
             AnyTranslator::Ollama(t) => t.summary(),
+            AnyTranslator::ResponsesUsage(t) => t.summary(),
         }
     }
 }
@@ -88,6 +97,20 @@ pub enum Output {
     /// translator only accounts (usage, outcome). A stream that ends without `message_stop` gets one
     /// Anthropic `error` event appended.
     AnthropicRelay,
+    /// Responses API events re-encoded from hub events (Codex, the Agents SDK in front of a
+    /// non-OpenAI backend).
+    Responses(Box<responses::StreamEncoder>),
+    /// An OpenAI Responses stream relayed untouched; a gateway-forced failure is one `error` event.
+    ResponsesRelay,
+    /// Legacy `text_completion` chunks, `[DONE]` after success.
+    Completions(Box<completions::StreamEncoder>),
+}
+
+impl Output {
+    /// True when the client gets the upstream's own bytes.
+    pub fn is_relay(&self) -> bool {
+        matches!(self, Output::AnthropicRelay | Output::ResponsesRelay)
+    }
 }
 
 /// How often an Anthropic stream with a silent upstream gets a `ping` (Claude Code drops a stream that
@@ -132,8 +155,8 @@ impl TranslatingBody {
             m.open_streams.inc();
         }
         let ping = match output {
-            Output::OpenAi => None,
             Output::Anthropic(_) | Output::AnthropicRelay => Some(Box::pin(tokio::time::sleep(PING_INTERVAL))),
+            Output::OpenAi | Output::Responses(_) | Output::ResponsesRelay | Output::Completions(_) => None,
         };
         Self {
             upstream: if upstream_ended { None } else { Some(upstream) },
@@ -195,6 +218,27 @@ impl TranslatingBody {
     }
 }
 
+/// The first bytes of a stream, from what was read while peeking: the upstream's own bytes for a
+/// relay; otherwise the dialect's opening event (Anthropic `message_start`, Responses
+/// `response.created`) and the first events.
+pub fn first_bytes(output: &mut Output, events: &[StreamEvent], relayed: BytesMut) -> BytesMut {
+    if output.is_relay() {
+        return relayed;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    match output {
+        Output::Anthropic(encoder) => encoder.start(&mut buf),
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.start(&mut out);
+            responses::write_sse(&out, &mut buf);
+        }
+        Output::OpenAi | Output::Completions(_) | Output::AnthropicRelay | Output::ResponsesRelay => {}
+    }
+    encode(output, events, &mut buf);
+    buf
+}
+
 /// Hub events → the client's SSE bytes.
 fn encode(output: &mut Output, events: &[StreamEvent], buf: &mut BytesMut) {
     match output {
@@ -209,6 +253,23 @@ fn encode(output: &mut Output, events: &[StreamEvent], buf: &mut BytesMut) {
                 }
             }
         }
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.push(events, &mut out);
+            responses::write_sse(&out, buf);
+        }
+        Output::ResponsesRelay => {
+            for event in events {
+                if let StreamEvent::Error(body) = event {
+                    let error =
+                        serde_json::json!({"type": "error", "code": body.code, "message": body.message, "param": null});
+                    buf.extend_from_slice(b"event: error\ndata: ");
+                    buf.extend_from_slice(error.to_string().as_bytes());
+                    buf.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+        Output::Completions(encoder) => encoder.push(events, buf),
     }
 }
 
@@ -223,13 +284,19 @@ fn finish_output(output: &mut Output, summary: &StreamSummary, buf: &mut BytesMu
             }
         }
         Output::Anthropic(encoder) => encoder.finish(summary, buf),
-        Output::AnthropicRelay => {}
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.finish(Some(summary), &mut out);
+            responses::write_sse(&out, buf);
+        }
+        Output::Completions(encoder) => encoder.finish(Some(summary), buf),
+        Output::AnthropicRelay | Output::ResponsesRelay => {}
     }
 }
 
 fn write_ping(output: &mut Output, buf: &mut BytesMut) {
     match output {
-        Output::OpenAi => {}
+        Output::OpenAi | Output::Responses(_) | Output::ResponsesRelay | Output::Completions(_) => {}
         Output::Anthropic(encoder) => encoder.ping(buf),
         Output::AnthropicRelay => buf.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
     }
@@ -268,7 +335,7 @@ impl HttpBody for TranslatingBody {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Ok(data) = frame.into_data() {
                                 this.translator.feed(&data, &mut this.events);
-                                if matches!(this.output, Output::AnthropicRelay) {
+                                if this.output.is_relay() {
                                     // Relayed as received: the events only fed the accounting.
                                     this.events.clear();
                                     this.buf.extend_from_slice(&data);

@@ -178,6 +178,11 @@ impl UsageScanner {
         self.summary()
     }
 
+    /// True once a terminal event (`response.completed`, `.incomplete`, `.failed`, `error`) was seen.
+    pub fn is_terminal(&self) -> bool {
+        self.outcome != StreamOutcome::Open
+    }
+
     /// The summary so far (for a client that hung up).
     pub fn summary(&self) -> StreamSummary {
         StreamSummary {
