@@ -124,7 +124,7 @@ where
     meter.info.stream = head.stream;
     let route = routing::resolve(&state.config, &head.model)?;
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
-    *rate_headers = admit(state, meter, limits, &body, &route).await?;
+    *rate_headers = admit(state, meter, limits, &head, &route).await?;
     let started = tokio::time::Instant::now();
     let mut chat: Option<ChatRequest> = None;
     let mut excluded = Vec::new();
@@ -171,8 +171,11 @@ where
 }
 
 /// Admits a chat request for `limits` after routing: reserves the prompt estimate plus `max_tokens`
-/// (or the model's completion allowance) and the worst-case cost on the first target, and hands the
-/// admission to the meter, which settles it when the request ends.
+/// (or the model's completion allowance) times `n`, and the worst-case cost on the first target, and
+/// hands the admission to the meter, which settles it when the request ends.
+///
+/// The token counts come from `head`, the one reading of the body: `parse_head` refused duplicated or
+/// non-integer counts, so the upstream obeys the value reserved here (issue 11, item 3).
 ///
 /// # Errors
 /// [`Error::RateLimited`] when a limit refuses the request.
@@ -180,7 +183,7 @@ async fn admit(
     state: &AppState,
     meter: &mut RequestMeter,
     limits: &CallerLimits,
-    body: &[u8],
+    head: &passthrough::RequestHead,
     route: &routing::Route,
 ) -> Result<Option<RateHeaders>, Error> {
     if limits.is_unlimited() {
@@ -188,7 +191,9 @@ async fn admit(
     }
     let target = route.targets.first();
     let model = target.map_or(meter.info.requested_model.as_str(), |t| t.upstream_model.as_str());
-    let completion = requested_max_tokens(body).unwrap_or_else(|| state.limiter.completion_allowance(model));
+    let per_choice = head.max_output_tokens.unwrap_or_else(|| state.limiter.completion_allowance(model));
+    // `n` choices may each generate up to the per-choice limit.
+    let completion = per_choice.saturating_mul(head.n.unwrap_or(1).max(1));
     let prompt = meter.info.prompt_estimate;
     let wants_cost = limits.tenant.monthly_budget_micro_usd.is_some() || limits.key.monthly_budget_micro_usd.is_some();
     let cost_nano_usd = match (&state.sink, target) {
@@ -213,16 +218,6 @@ async fn admit(
         }
         Err(rejection) => Err(Error::RateLimited(rejection)),
     }
-}
-
-/// `max_completion_tokens` or `max_tokens` from an OpenAI request body.
-fn requested_max_tokens(body: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct MaxTokens {
-        max_tokens: Option<u64>,
-        max_completion_tokens: Option<u64>,
-    }
-    serde_json::from_slice::<MaxTokens>(body).ok().and_then(|m| m.max_completion_tokens.or(m.max_tokens))
 }
 
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.

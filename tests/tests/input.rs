@@ -1,0 +1,134 @@
+//! Issue 11, hostile input and the defaults a new user hits: limits that JSON cannot bypass (item 3),
+//! prices for every routable model (item 5), circuit breakers one tenant cannot open for all (item 6),
+//! retries of a transient overload by default (item 14), one 400 for a malformed `messages` (item 15) and
+//! a clear error for a model whose provider is not enabled (item 16).
+
+// Test helpers outside #[test] fns panic on purpose: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use http::Method;
+use integration_tests::client::{TestClient, TestResponse};
+use integration_tests::harness::{ConfigBuilder, GatewayUnderTest, Stack, Timeouts};
+use integration_tests::mock::{Flavor, MockUpstream};
+use integration_tests::schema::check_error;
+use serde_json::{json, Value};
+
+const ALL: [Flavor; 3] = [Flavor::OpenAi, Flavor::Anthropic, Flavor::Ollama];
+
+fn model_for(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::OpenAi => "openai/gpt-4o-mini",
+        Flavor::Anthropic => "anthropic/claude-sonnet-4-5",
+        Flavor::Ollama => "ollama/llama3.2",
+    }
+}
+
+fn mock(stack: &Stack, flavor: Flavor) -> &MockUpstream {
+    match flavor {
+        Flavor::OpenAi => &stack.openai,
+        Flavor::Anthropic => &stack.anthropic,
+        Flavor::Ollama => &stack.ollama,
+    }
+}
+
+/// Asserts the status and the OpenAI error envelope; returns the `error` object.
+fn expect_error(r: &TestResponse, status: u16, what: &str) -> Value {
+    assert_eq!(r.status.as_u16(), status, "{what}: body {}", r.text());
+    let v = r.json();
+    check_error(&v).unwrap_or_else(|e| panic!("{what}: {e}"));
+    v["error"].clone()
+}
+
+/// `POST /v1/chat/completions` with a body sent byte for byte (duplicate keys cannot be built as a `Value`).
+async fn post_raw(c: &TestClient, key: Option<&str>, body: &str) -> TestResponse {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    c.raw(Method::POST, "/v1/chat/completions", &headers, body.to_owned()).await.unwrap()
+}
+
+async fn chat_calls(stack: &Stack) -> usize {
+    let mut n = 0;
+    for flavor in ALL {
+        n += mock(stack, flavor).calls(flavor.chat_path()).await;
+    }
+    n
+}
+
+// -------------------------------------------------------------------------------------------------
+// Item 3: one reading of the body decides both the reservation and what the upstream receives
+// -------------------------------------------------------------------------------------------------
+
+/// Issue 11, item 3: with `tpm: 100000`, `max_tokens` written twice (the gateway used to reserve the
+/// first, the upstream obeys the last) or as `500000.0` (the gateway used to fall back to its small
+/// default allowance) no longer passes: a duplicated key is a 400 naming it, a non-integer count is a
+/// 400, `n` multiplies the reservation, and none of these reach an upstream.
+#[tokio::test]
+async fn max_tokens_duplicates_and_decimals_cannot_bypass_tpm() {
+    let tenants = "tenants:\n  - id: tpm-t\n    api_keys: [\"sk-tpm-tenant-1\"]\n    tpm: 100000\n";
+    let stack = Stack::start_with(Timeouts::default(), tenants).await;
+    let c = stack.client();
+    let key = Some("sk-tpm-tenant-1");
+    let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+    for flavor in ALL {
+        let model = model_for(flavor);
+        for (what, members, param) in [
+            ("duplicate max_tokens", r#""max_tokens":10,"max_tokens":500000"#, "max_tokens"),
+            ("escaped duplicate", r#""max_tokens":10,"max\u005ftokens":500000"#, "max_tokens"),
+            ("duplicate max_completion_tokens", r#""max_completion_tokens":10,"max_completion_tokens":500000"#, "max_completion_tokens"),
+            ("decimal max_tokens", r#""max_tokens":500000.0"#, "max_tokens"),
+            ("exponent max_tokens", r#""max_tokens":5e5"#, "max_tokens"),
+            ("duplicate n", r#""n":1,"n":128"#, "n"),
+        ] {
+            let body = format!(r#"{{"model":"{model}",{msgs},{members}}}"#);
+            let r = post_raw(&c, key, &body).await;
+            let e = expect_error(&r, 400, &format!("{flavor:?} {what}"));
+            assert_eq!(e["param"], json!(param), "{flavor:?} {what}: {e}");
+        }
+        // An honest 500000 and n × max_tokens beyond the limit are refused by the limiter itself.
+        for (what, members) in [("max_tokens 500000", r#""max_tokens":500000"#), ("n=200 × 1000", r#""max_tokens":1000,"n":200"#)] {
+            let body = format!(r#"{{"model":"{model}",{msgs},{members}}}"#);
+            let r = post_raw(&c, key, &body).await;
+            let e = expect_error(&r, 429, &format!("{flavor:?} {what}"));
+            assert_eq!(e["code"], json!("rate_limit_exceeded"), "{flavor:?} {what}: {e}");
+        }
+    }
+    assert_eq!(chat_calls(&stack).await, 0, "no refused request reached an upstream");
+    // A small, well-formed request still passes.
+    let body = format!(r#"{{"model":"openai/gpt-4o-mini",{msgs},"max_tokens":100}}"#);
+    let r = post_raw(&c, key, &body).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(stack.openai.calls(Flavor::OpenAi.chat_path()).await, 1);
+    stack.gateway.shutdown().await;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Item 15: a malformed `messages` is the same 400 whatever the provider
+// -------------------------------------------------------------------------------------------------
+
+/// Issue 11, item 15: no `messages`, `messages: []`, `null`, an object or a string → 400 with param
+/// `messages` for OpenAI (pass-through), Anthropic and Ollama alike, and no upstream call.
+#[tokio::test]
+async fn malformed_messages_is_the_same_400_for_every_provider() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    for flavor in ALL {
+        let model = model_for(flavor);
+        for (what, body) in [
+            ("missing", json!({"model": model})),
+            ("empty", json!({"model": model, "messages": []})),
+            ("null", json!({"model": model, "messages": null})),
+            ("object", json!({"model": model, "messages": {"role": "user", "content": "hi"}})),
+            ("string", json!({"model": model, "messages": "hi", "stream": true})),
+        ] {
+            let r = c.chat(&body).await.unwrap();
+            let e = expect_error(&r, 400, &format!("{flavor:?} messages {what}"));
+            assert_eq!(e["param"], json!("messages"), "{flavor:?} {what}: {e}");
+            assert_eq!(e["type"], json!("invalid_request_error"), "{flavor:?} {what}: {e}");
+        }
+        assert_eq!(mock(&stack, flavor).calls(flavor.chat_path()).await, 0, "{flavor:?}: no upstream call");
+    }
+    stack.gateway.shutdown().await;
+}
