@@ -132,3 +132,34 @@ async fn malformed_messages_is_the_same_400_for_every_provider() {
     }
     stack.gateway.shutdown().await;
 }
+
+// -------------------------------------------------------------------------------------------------
+// Item 16: a model whose provider is not enabled says so
+// -------------------------------------------------------------------------------------------------
+
+/// Issue 11, item 16: started from the environment without `OPENAI_API_KEY`, `gpt-4o` (built-in route
+/// `gpt-*` → openai) and `openai/gpt-4o` get a 404 `provider_not_enabled` whose message says
+/// "provider `openai` is not enabled: set `OPENAI_API_KEY`", not a bare `model_not_found`; an unknown
+/// model is still `model_not_found`.
+#[tokio::test]
+async fn a_model_of_a_provider_that_is_not_enabled_names_the_fix() {
+    let ollama = MockUpstream::start(Flavor::Ollama).await;
+    let yaml = "listen: 127.0.0.1:0\nledger:\n  data_dir: ${DATA_DIR}\n";
+    let env = gateway::MapEnv::from_pairs([("OLLAMA_URL", ollama.base_url().as_str())]);
+    let gw = GatewayUnderTest::start_with_env(yaml, env).await;
+    let c = gw.client();
+    for model in ["gpt-4o", "openai/gpt-4o"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let r = c.chat(&body).await.unwrap();
+        let e = expect_error(&r, 404, model);
+        assert_eq!(e["code"], json!("provider_not_enabled"), "{model}: {e}");
+        assert_eq!(e["param"], json!("model"), "{model}: {e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.contains("provider `openai` is not enabled: set `OPENAI_API_KEY`"), "{model}: {message}");
+    }
+    let r = c.chat(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    assert_eq!(expect_error(&r, 404, "unknown")["code"], json!("model_not_found"));
+    let r = c.chat(&json!({"model": "ollama/llama3.2", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    assert_eq!(r.status.as_u16(), 200, "the enabled provider still serves: {}", r.text());
+    gw.shutdown().await;
+}

@@ -35,6 +35,12 @@ pub struct Config {
     pub providers: Vec<Arc<ProviderConfig>>,
     /// Ids of providers present in the configuration but not enabled (for the start-up log).
     pub disabled_providers: Vec<String>,
+    /// Providers a client may name (a `provider/` prefix, or a built-in route such as `gpt-*` → `openai`)
+    /// that are not enabled, each with what would enable it (`set \`OPENAI_API_KEY\``): routing answers
+    /// with that instead of a bare `model_not_found` (issue 11, item 16).
+    pub unavailable_providers: Vec<UnavailableProvider>,
+    /// Built-in routes whose provider is not enabled (`gpt-*` → `openai` without `OPENAI_API_KEY`).
+    pub unavailable_routes: Vec<(ModelPattern, String)>,
     /// Routes for bare model names: configured ones first, then the built-in defaults.
     pub routes: Vec<RouteRule>,
     pub tenants: Vec<TenantConfig>,
@@ -98,6 +104,14 @@ pub struct ProviderConfig {
     pub num_ctx: Option<u64>,
     /// Ollama `keep_alive`.
     pub keep_alive: Option<String>,
+}
+
+/// A provider that is known but not enabled, and what the operator must do to enable it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnavailableProvider {
+    pub id: String,
+    /// An imperative the error message ends with, e.g. ``set `OPENAI_API_KEY` ``.
+    pub hint: String,
 }
 
 /// Upstream timeouts.
@@ -312,6 +326,11 @@ impl Config {
     /// The enabled provider with this id.
     pub fn provider(&self, id: &str) -> Option<&Arc<ProviderConfig>> {
         self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// The known but not enabled provider with this id.
+    pub fn unavailable_provider(&self, id: &str) -> Option<&UnavailableProvider> {
+        self.unavailable_providers.iter().find(|p| p.id == id)
     }
 }
 

@@ -147,6 +147,8 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Route(RouteError::UnknownModel(_)) => StatusCode::NOT_FOUND,
             Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
+            // 404 like an unknown model (SDKs do not retry it), with its own code and the fix in the message.
+            Error::Route(RouteError::ProviderNotEnabled { .. }) => StatusCode::NOT_FOUND,
             Error::Translate(e) => {
                 if e.is_client_error() {
                     StatusCode::BAD_REQUEST
@@ -201,6 +203,7 @@ impl Error {
             Error::Conflict(_) => Some("conflict"),
             Error::Route(RouteError::UnknownModel(_)) => Some("model_not_found"),
             Error::Route(RouteError::EmptyModel) => Some("invalid_value"),
+            Error::Route(RouteError::ProviderNotEnabled { .. }) => Some("provider_not_enabled"),
             Error::Translate(e) => Some(e.code()),
             Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
             Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),

@@ -391,17 +391,33 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         }
     }
 
+    let from_env = raw.providers.is_none();
     let raw_providers = raw.providers.unwrap_or_else(|| providers_from_env(env));
     let mut providers = Vec::new();
     let mut disabled = Vec::new();
+    let mut unavailable_providers = Vec::new();
     for (id, rp) in raw_providers {
         if let Some((p, enabled)) = provider(&id, rp, &mut c) {
             if enabled {
                 providers.push(Arc::new(p));
             } else {
+                let hint = format!("set `providers.{id}.api_key` (or `enabled: true`)");
+                unavailable_providers.push(super::UnavailableProvider { id: id.clone(), hint });
                 disabled.push(id);
             }
         }
+    }
+    // The providers of the built-in routes, when absent altogether: say what would enable them.
+    for (id, var) in [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")] {
+        if providers.iter().any(|p| p.id == id) || unavailable_providers.iter().any(|p| p.id == id) {
+            continue;
+        }
+        let hint = if from_env {
+            format!("set `{var}`")
+        } else {
+            format!("add `providers.{id}` (kind `{id}`, `api_key: ${{{var}}}`) to the configuration file")
+        };
+        unavailable_providers.push(super::UnavailableProvider { id: id.to_owned(), hint });
     }
 
     let mut routes = Vec::new();
@@ -463,6 +479,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
             retry,
         });
     }
+    let mut unavailable_routes = Vec::new();
     for (glob, provider) in DEFAULT_ROUTES {
         if providers.iter().any(|p| p.id == *provider) {
             routes.push(RouteRule {
@@ -470,6 +487,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
                 targets: vec![TargetSpec { provider: (*provider).to_owned(), model: None, weight: 1, priority: 0 }],
                 retry: RetryPolicy::NONE,
             });
+        } else {
+            unavailable_routes.push((ModelPattern::parse(glob), (*provider).to_owned()));
         }
     }
 
@@ -548,6 +567,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
         providers,
         disabled_providers: disabled,
+        unavailable_providers,
+        unavailable_routes,
         routes,
         tenants,
         admin_api_key,
