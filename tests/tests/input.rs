@@ -163,3 +163,56 @@ async fn a_model_of_a_provider_that_is_not_enabled_names_the_fix() {
     assert_eq!(r.status.as_u16(), 200, "the enabled provider still serves: {}", r.text());
     gw.shutdown().await;
 }
+
+// -------------------------------------------------------------------------------------------------
+// Item 6: one tenant cannot open the circuit breaker for all
+// -------------------------------------------------------------------------------------------------
+
+fn chat_json(model: &str) -> String {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+}
+
+/// Issue 11, item 6: with `circuit_breaker: {failures: 3}`, tenant B's requests for model X that the
+/// upstream refuses as client errors (400, 404), rate limits (429) or credential refusals (403) do not
+/// count, so tenant A's requests (for X and for Y on the same provider) still succeed; a real 5xx storm
+/// on X opens X's breaker only: X answers 503 `upstream_unavailable` without an upstream call, Y still
+/// answers 200.
+#[tokio::test]
+async fn one_tenants_failures_open_no_breaker_for_others() {
+    let openai = MockUpstream::start(Flavor::OpenAi).await;
+    let yaml = ConfigBuilder::new()
+        .provider("openai", &openai)
+        .extra(
+            "circuit_breaker: {failures: 3, cooldown_ms: 60000}\ntenants:\n  - id: tenant-a\n    api_keys: [\"sk-tenant-a-1\"]\n  \
+             - id: tenant-b\n    api_keys: [\"sk-tenant-b-1\"]\n",
+        )
+        .build();
+    let gw = GatewayUnderTest::start(&yaml).await;
+    let c = gw.client();
+    let (a, b) = (Some("sk-tenant-a-1"), Some("sk-tenant-b-1"));
+    let (x, y) = ("openai/gpt-4o", "openai/gpt-4o-mini");
+    for (status, times) in [(400, 3), (404, 3), (429, 3), (403, 3)] {
+        for _ in 0..times {
+            openai.enqueue_chat(integration_tests::mock::Reply::error(Flavor::OpenAi, status, "refused")).await;
+            let r = post_raw(&c, b, &chat_json(x)).await;
+            assert!(r.status.is_client_error() || r.status == 502, "B's upstream {status}: {}", r.text());
+        }
+    }
+    for model in [x, y] {
+        let r = post_raw(&c, a, &chat_json(model)).await;
+        assert_eq!(r.status.as_u16(), 200, "A's {model} after B's refused requests: {}", r.text());
+    }
+    // A real outage of X: three 5xx in a row open X's breaker, and only X's.
+    for _ in 0..3 {
+        openai.enqueue_chat(integration_tests::mock::Reply::error(Flavor::OpenAi, 500, "boom")).await;
+        let r = post_raw(&c, b, &chat_json(x)).await;
+        assert_eq!(r.status.as_u16(), 502, "{}", r.text());
+    }
+    let calls = openai.calls(Flavor::OpenAi.chat_path()).await;
+    let r = post_raw(&c, a, &chat_json(x)).await;
+    assert_eq!(expect_error(&r, 503, "X after its 5xx storm")["code"], json!("upstream_unavailable"));
+    assert_eq!(openai.calls(Flavor::OpenAi.chat_path()).await, calls, "an open breaker makes no upstream call");
+    let r = post_raw(&c, a, &chat_json(y)).await;
+    assert_eq!(r.status.as_u16(), 200, "Y on the same provider is unaffected: {}", r.text());
+    gw.shutdown().await;
+}

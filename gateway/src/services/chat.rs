@@ -25,6 +25,7 @@ use crate::domain::config::ProviderKind;
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
+use crate::upstream::health::breaker_key;
 use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
 
 /// Which provider served the request.
@@ -144,16 +145,17 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
+        let deployment = breaker_key(target);
         match try_target(state, &parts.headers, &body, &head, target, &mut chat, meter).await {
             Ok(resp) => {
-                state.breakers.success(id);
+                state.breakers.success(&deployment);
                 return Ok(resp);
             }
             Err(error) => {
-                if error.side() == Side::Upstream {
-                    state.breakers.failure(id);
+                if error.is_deployment_failure() {
+                    state.breakers.failure(&deployment);
                 } else {
-                    state.breakers.release(id);
+                    state.breakers.release(&deployment);
                 }
                 if !error.is_retryable() || attempt >= route.retry.attempts {
                     return Err(error);
@@ -529,7 +531,7 @@ async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) ->
         (503, None) => Some(HeaderValue::from_static("1")),
         _ => None,
     };
-    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id })
+    Error::Upstream(UpstreamError::Status { mapped, upstream_status: status, retry_after, upstream_request_id })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -611,6 +613,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
     Error::Upstream(UpstreamError::Status {
         mapped: translators::error::MappedError { status, body: body.clone() },
+        upstream_status: status,
         retry_after,
         upstream_request_id: None,
     })

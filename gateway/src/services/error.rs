@@ -226,6 +226,38 @@ impl Error {
         }
     }
 
+    /// True when the failure says the deployment (and model) is unhealthy, so it counts toward its circuit
+    /// breaker: connect errors, timeouts, broken connections and protocols, and 5xx/529 from the deployment.
+    /// Client errors (an upstream 400/404/413/422, our own 4xx), upstream rate limits and credential
+    /// refusals do not: one tenant's bad requests must not open the circuit for every tenant (issue 11,
+    /// item 6).
+    pub fn is_deployment_failure(&self) -> bool {
+        match self {
+            Error::Upstream(
+                UpstreamError::Connect
+                | UpstreamError::FirstByteTimeout
+                | UpstreamError::Transport
+                | UpstreamError::Protocol(_),
+            ) => true,
+            Error::Upstream(UpstreamError::Status { upstream_status, .. }) => *upstream_status >= 500,
+            Error::Upstream(UpstreamError::Unavailable)
+            | Error::BadRequest { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::NotFound(_)
+            | Error::MethodNotAllowed
+            | Error::Auth(_)
+            | Error::Denied(_)
+            | Error::RateLimited(_)
+            | Error::Conflict(_)
+            | Error::StoreUnavailable(_)
+            | Error::Route(_)
+            | Error::Translate(_)
+            | Error::ShuttingDown
+            | Error::ClientDisconnected
+            | Error::Internal(_) => false,
+        }
+    }
+
     /// True when a retry against the same or another upstream could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -14,8 +14,16 @@ pub enum UpstreamError {
     FirstByteTimeout,
     #[error("the upstream connection failed")]
     Transport,
+    /// A non-2xx answer (or an in-band error before any content), mapped for the client.
     #[error("{}", .mapped.body.message)]
-    Status { mapped: MappedError, retry_after: Option<HeaderValue>, upstream_request_id: Option<HeaderValue> },
+    Status {
+        mapped: MappedError,
+        /// The status the deployment itself answered (529, 401, …), before mapping; for an in-band error,
+        /// the status it maps to. Circuit breakers read this, not the client's status.
+        upstream_status: u16,
+        retry_after: Option<HeaderValue>,
+        upstream_request_id: Option<HeaderValue>,
+    },
     #[error("upstream protocol error: {0}")]
     Protocol(Cow<'static, str>),
     #[error("every upstream for this model is unavailable (circuit open); retry shortly")]
