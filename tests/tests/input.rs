@@ -216,3 +216,44 @@ async fn one_tenants_failures_open_no_breaker_for_others() {
     assert_eq!(r.status.as_u16(), 200, "Y on the same provider is unaffected: {}", r.text());
     gw.shutdown().await;
 }
+
+// -------------------------------------------------------------------------------------------------
+// Item 14: a transient overload is retried by default
+// -------------------------------------------------------------------------------------------------
+
+/// Issue 11, item 14: with no `retry:` anywhere, an Anthropic 529 (and an OpenAI 503) answered before
+/// any byte is retried once: the client gets 200 and the upstream saw two calls. With the top-level
+/// `retry: {attempts: 1}` the same overload reaches the client as 503 after one call. A client error
+/// (400) is never retried.
+#[tokio::test]
+async fn an_overload_is_retried_by_default_and_attempts_1_turns_it_off() {
+    use integration_tests::mock::Reply;
+    let stack = Stack::start().await;
+    let c = stack.client();
+    for (flavor, status) in [(Flavor::Anthropic, 529), (Flavor::OpenAi, 503)] {
+        let m = mock(&stack, flavor);
+        m.enqueue_chat(Reply::error(flavor, status, "Overloaded")).await;
+        for stream in [false, true] {
+            if stream {
+                m.enqueue_chat(Reply::error(flavor, status, "Overloaded")).await;
+            }
+            let before = m.calls(flavor.chat_path()).await;
+            let body = json!({"model": model_for(flavor), "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let r = c.chat(&body).await.unwrap();
+            assert_eq!(r.status.as_u16(), 200, "{flavor:?} {status} stream={stream}: {}", r.text());
+            assert_eq!(m.calls(flavor.chat_path()).await - before, 2, "{flavor:?}: one retry");
+        }
+    }
+    stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 400, "bad")).await;
+    let r = c.chat(&json!({"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    expect_error(&r, 400, "client error");
+    assert_eq!(stack.anthropic.calls("/v1/messages").await, 5, "a 400 is not retried");
+    stack.gateway.shutdown().await;
+
+    let stack = Stack::start_with(Timeouts::default(), "retry: {attempts: 1}\n").await;
+    stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded")).await;
+    let r = stack.client().chat(&json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    expect_error(&r, 503, "attempts: 1");
+    assert_eq!(stack.anthropic.calls("/v1/messages").await, 1, "no retry with attempts: 1");
+    stack.gateway.shutdown().await;
+}

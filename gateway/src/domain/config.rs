@@ -43,6 +43,9 @@ pub struct Config {
     pub unavailable_routes: Vec<(ModelPattern, String)>,
     /// Routes for bare model names: configured ones first, then the built-in defaults.
     pub routes: Vec<RouteRule>,
+    /// The retry policy of everything without its own `retry:` (top-level `retry:`, else
+    /// [`RetryPolicy::DEFAULT`]).
+    pub default_retry: RetryPolicy,
     pub tenants: Vec<TenantConfig>,
     pub admin_api_key: Option<Secret>,
     pub ledger: LedgerSettings,
@@ -162,6 +165,17 @@ pub struct TargetSpec {
     pub priority: u32,
 }
 
+/// Which failures a [`RetryPolicy`] retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// Only a transient overload answered before any byte: upstream 503 or 529 (Anthropic `overloaded`),
+    /// or an in-band `overloaded` error before the first content. The default policy's choice: safe for
+    /// every route, since such an answer says nothing was done.
+    Overload,
+    /// Every failure that a retry could cure (connect errors, timeouts, 429, 502/503/504, …).
+    Retryable,
+}
+
 /// Retries before the first byte reaches the client (never a retried half-stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -173,15 +187,29 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Give up retrying once this much time has passed since the request arrived.
     pub deadline: Duration,
+    /// Which failures are retried.
+    pub on: RetryOn,
 }
 
 impl RetryPolicy {
-    /// No retries: the default for routes that do not configure any.
+    /// No retries.
     pub const NONE: RetryPolicy = RetryPolicy {
         attempts: 1,
         backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(2),
         deadline: Duration::from_secs(60),
+        on: RetryOn::Retryable,
+    };
+
+    /// The policy of routes that configure none, of the built-in routes and of `provider/model` names,
+    /// unless the top-level `retry:` says otherwise: a transient overload is tried twice in all, after a
+    /// backoff that honours the upstream's `retry-after` (capped at `max_backoff`) (issue 11, item 14).
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 2,
+        backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(2),
+        deadline: Duration::from_secs(60),
+        on: RetryOn::Overload,
     };
 }
 

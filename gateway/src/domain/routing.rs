@@ -68,7 +68,7 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Route, RouteError> {
             }
             let target =
                 RouteTarget { provider: provider.clone(), upstream_model: rest.to_owned(), weight: 1, priority: 0 };
-            return Ok(Route { targets: vec![target], retry: RetryPolicy::NONE });
+            return Ok(Route { targets: vec![target], retry: config.default_retry });
         }
     }
     for rule in &config.routes {
@@ -132,7 +132,8 @@ routes:
         let r = resolve(&config(), "ollama/hf.co/org/repo:Q4_K_M").unwrap();
         assert_eq!(r.primary().provider.id, "ollama");
         assert_eq!(r.primary().upstream_model, "hf.co/org/repo:Q4_K_M");
-        assert_eq!(r.retry, RetryPolicy::NONE);
+        // Issue 11, item 14 changed this from no retry to the default policy (overloads tried twice).
+        assert_eq!(r.retry, RetryPolicy::DEFAULT);
     }
 
     #[test]

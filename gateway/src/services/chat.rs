@@ -21,7 +21,7 @@ use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
 use super::state::AppState;
 use super::stream::{AnyTranslator, TranslatingBody};
-use crate::domain::config::ProviderKind;
+use crate::domain::config::{ProviderKind, RetryOn};
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
@@ -157,7 +157,11 @@ where
                 } else {
                     state.breakers.release(&deployment);
                 }
-                if !error.is_retryable() || attempt >= route.retry.attempts {
+                let retryable = match route.retry.on {
+                    RetryOn::Overload => error.is_overload(),
+                    RetryOn::Retryable => error.is_retryable(),
+                };
+                if !retryable || attempt >= route.retry.attempts {
                     return Err(error);
                 }
                 let delay = backoff(&route.retry, attempt, retry_after_of(&error));

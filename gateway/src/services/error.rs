@@ -258,6 +258,13 @@ impl Error {
         }
     }
 
+    /// True for a transient overload answered before any byte: the deployment said 503 or 529 (or an
+    /// in-band `overloaded` error before any content, mapped to 503). Retried by the default policy.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Error::Upstream(UpstreamError::Status { mapped, upstream_status, .. })
+            if matches!(*upstream_status, 503 | 529) || mapped.status == 503)
+    }
+
     /// True when a retry against the same or another upstream could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub admin_api_key: Option<String>,
     pub ledger: Option<RawLedger>,
     pub pricing_file: Option<String>,
+    /// Retry policy of routes without their own `retry:`, built-in routes and `provider/model` names.
+    pub retry: Option<RawRetry>,
     pub circuit_breaker: Option<RawBreaker>,
     /// Shared rate-limit counters (`REDIS_URL` when unset).
     pub redis_url: Option<String>,
@@ -81,13 +83,15 @@ pub struct RawTarget {
 }
 
 /// A route's `retry:`.
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub attempts: Option<u32>,
     pub backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
+    /// `overload` (503/529 only) or `retryable` (every failure a retry could cure).
+    pub on: Option<String>,
 }
 
 /// One entry of `tenants:`.

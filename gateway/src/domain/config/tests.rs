@@ -174,3 +174,22 @@ jwt:
     let errors = Config::from_yaml_str("tenants:\n  - id: keyless\n", &env(&[])).unwrap_err().0;
     assert!(errors.iter().any(|e| e.path == "tenants[0].api_keys"));
 }
+
+/// Issue 11, item 14: overloads are retried by default everywhere; the top-level `retry:` changes that
+/// default (down to one attempt), a route's own `retry:` keeps retrying every retryable failure, and bad
+/// values are refused with their path.
+#[test]
+fn retry_defaults_and_the_top_level_retry_section() {
+    let cfg = Config::from_env(&env(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+    assert_eq!(cfg.default_retry, RetryPolicy::DEFAULT);
+    assert_eq!((cfg.default_retry.attempts, cfg.default_retry.on), (2, RetryOn::Overload));
+    assert!(cfg.routes.iter().all(|r| r.retry == RetryPolicy::DEFAULT), "built-in routes use the default");
+    let yaml = "retry: {attempts: 1}\nproviders:\n  o: {kind: openai, base_url: \"http://127.0.0.1:9/v1\"}\nroutes:\n  - {match: a, provider: o}\n  - {match: b, provider: o, retry: {attempts: 4}}\n";
+    let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+    assert_eq!(cfg.default_retry.attempts, 1);
+    assert_eq!(cfg.routes[0].retry.attempts, 1);
+    assert_eq!((cfg.routes[1].retry.attempts, cfg.routes[1].retry.on), (4, RetryOn::Retryable));
+    let errs = Config::from_yaml_str("retry: {attempts: 0, on: sometimes}\n", &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"retry.attempts") && paths.contains(&"retry.on"), "{paths:?}");
+}

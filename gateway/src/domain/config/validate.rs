@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::raw::{RawConfig, RawJwt, RawLedger, RawLimits, RawProvider, RawRoute, RawTenant, RawTimeouts, RawUsd};
 use super::{
-    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind, RetryPolicy,
+    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind, RetryOn, RetryPolicy,
     RouteRule, Secret, TargetSpec, TenantConfig, Timeouts,
 };
 use crate::domain::limits::{LimitSpec, LimiterSettings};
@@ -60,6 +60,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "admin_api_key",
     "ledger",
     "pricing_file",
+    "retry",
     "circuit_breaker",
     "redis_url",
     "limits",
@@ -163,6 +164,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(metrics_tenant_label);
     scalar!(admin_api_key);
     scalar!(pricing_file);
+    scalar!(retry);
     scalar!(circuit_breaker);
     scalar!(redis_url);
     scalar!(limits);
@@ -420,6 +422,10 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         unavailable_providers.push(super::UnavailableProvider { id: id.to_owned(), hint });
     }
 
+    let default_retry = match raw.retry {
+        None => RetryPolicy::DEFAULT,
+        Some(r) => retry_policy(r, RetryPolicy::DEFAULT, "retry", &mut c),
+    };
     let mut routes = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         let RawRoute { pattern, provider, model, targets, retry } = r;
@@ -459,20 +465,13 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
                 c.push(format!("{path}.model"), "must not be empty");
             }
         }
-        let r = retry.unwrap_or_default();
-        let base = RetryPolicy { attempts: 3, ..RetryPolicy::NONE };
         let retry = match retry {
-            None => RetryPolicy::NONE,
-            Some(_) => RetryPolicy {
-                attempts: r.attempts.unwrap_or(base.attempts),
-                backoff: r.backoff_ms.map_or(base.backoff, Duration::from_millis),
-                max_backoff: r.max_backoff_ms.map_or(base.max_backoff, Duration::from_millis),
-                deadline: r.deadline_ms.map_or(base.deadline, Duration::from_millis),
-            },
+            None => default_retry,
+            Some(r) => {
+                let base = RetryPolicy { attempts: 3, ..RetryPolicy::NONE };
+                retry_policy(r, base, &format!("routes[{i}].retry"), &mut c)
+            }
         };
-        if retry.attempts == 0 || retry.attempts > 10 {
-            c.push(format!("routes[{i}].retry.attempts"), "must be between 1 and 10");
-        }
         routes.push(RouteRule {
             pattern: ModelPattern::parse(&pattern),
             targets: specs.into_iter().map(|(_, s)| s).collect(),
@@ -485,7 +484,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
             routes.push(RouteRule {
                 pattern: ModelPattern::parse(glob),
                 targets: vec![TargetSpec { provider: (*provider).to_owned(), model: None, weight: 1, priority: 0 }],
-                retry: RetryPolicy::NONE,
+                retry: default_retry,
             });
         } else {
             unavailable_routes.push((ModelPattern::parse(glob), (*provider).to_owned()));
@@ -567,6 +566,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
         providers,
         disabled_providers: disabled,
+        default_retry,
         unavailable_providers,
         unavailable_routes,
         routes,
@@ -585,6 +585,30 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         limits,
         jwt,
     })
+}
+
+/// A `retry:` section over `base` (its unset fields), validated at `path`.
+fn retry_policy(r: super::raw::RawRetry, base: RetryPolicy, path: &str, c: &mut Collector) -> RetryPolicy {
+    let on = match r.on.as_deref() {
+        None => base.on,
+        Some("overload") => RetryOn::Overload,
+        Some("retryable") => RetryOn::Retryable,
+        Some(other) => {
+            c.push(format!("{path}.on"), format!("unknown value `{other}`; expected overload or retryable"));
+            base.on
+        }
+    };
+    let policy = RetryPolicy {
+        attempts: r.attempts.unwrap_or(base.attempts),
+        backoff: r.backoff_ms.map_or(base.backoff, Duration::from_millis),
+        max_backoff: r.max_backoff_ms.map_or(base.max_backoff, Duration::from_millis),
+        deadline: r.deadline_ms.map_or(base.deadline, Duration::from_millis),
+        on,
+    };
+    if policy.attempts == 0 || policy.attempts > 10 {
+        c.push(format!("{path}.attempts"), "must be between 1 and 10");
+    }
+    policy
 }
 
 fn usd(v: Option<&RawUsd>, path: &str, c: &mut Collector) -> Option<i64> {
