@@ -257,3 +257,53 @@ async fn an_overload_is_retried_by_default_and_attempts_1_turns_it_off() {
     assert_eq!(stack.anthropic.calls("/v1/messages").await, 1, "no retry with attempts: 1");
     stack.gateway.shutdown().await;
 }
+
+// -------------------------------------------------------------------------------------------------
+// Item 5: every routable paid model has a price, or the operator decides
+// -------------------------------------------------------------------------------------------------
+
+fn cost_of(r: &TestResponse) -> f64 {
+    r.header("x-aggregator-cost-usd").unwrap_or_else(|| panic!("no cost header: {:?}", r.headers)).parse().unwrap()
+}
+
+/// Issue 11, item 5: with no pricing file at all, the built-in table prices the models once metered at
+/// $0 (`gpt-4-1106-preview`, `gpt-4-0125-preview`, `computer-use-preview`, `claude-3-sonnet-20240229`);
+/// Ollama stays free; a model priced nowhere is refused with 403 `model_price_missing` naming it, before
+/// any upstream call. With `pricing: {unpriced: fallback, ...}` it is served and charged the fallback.
+#[tokio::test]
+async fn unpriced_models_are_refused_or_charged_the_fallback_never_free() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    for model in [
+        "openai/gpt-4-1106-preview",
+        "openai/gpt-4-0125-preview",
+        "openai/computer-use-preview",
+        "anthropic/claude-3-sonnet-20240229",
+    ] {
+        let r = c.chat(&ask(model)).await.unwrap();
+        assert_eq!(r.status.as_u16(), 200, "{model}: {}", r.text());
+        assert!(cost_of(&r) > 0.0, "{model} is not free: {:?}", r.header("x-aggregator-cost-usd"));
+    }
+    let r = c.chat(&ask("ollama/llama3.2")).await.unwrap();
+    assert_eq!(cost_of(&r), 0.0, "local models are free");
+
+    let before = stack.openai.calls(Flavor::OpenAi.chat_path()).await;
+    let r = c.chat(&ask("openai/acme-unreleased-model")).await.unwrap();
+    let e = expect_error(&r, 403, "unpriced");
+    assert_eq!(e["code"], json!("model_price_missing"), "{e}");
+    assert_eq!(e["param"], json!("model"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("acme-unreleased-model"), "{e}");
+    assert_eq!(stack.openai.calls(Flavor::OpenAi.chat_path()).await, before, "refused before any upstream call");
+    stack.gateway.shutdown().await;
+
+    let fallback = "pricing:\n  unpriced: fallback\n  fallback: {input: \"10\", output: \"30\"}\n";
+    let stack = Stack::start_with(Timeouts::default(), fallback).await;
+    let r = stack.client().chat(&ask("openai/acme-unreleased-model")).await.unwrap();
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let usage = r.json()["usage"].clone();
+    let (p, k) = (usage["prompt_tokens"].as_f64().unwrap(), usage["completion_tokens"].as_f64().unwrap());
+    let expected = (p * 10.0 + k * 30.0) / 1e6;
+    assert!((cost_of(&r) - expected).abs() < 1e-9, "fallback price charged: {} vs {expected}", cost_of(&r));
+    stack.gateway.shutdown().await;
+}

@@ -50,6 +50,8 @@ pub struct Config {
     pub admin_api_key: Option<Secret>,
     pub ledger: LedgerSettings,
     pub pricing_file: Option<PathBuf>,
+    /// What happens to a routable model no price table matches (`pricing.unpriced`; default refuse).
+    pub unpriced: crate::domain::pricing::UnpricedPolicy,
     /// Per-deployment circuit breaker settings.
     pub circuit_breaker: BreakerPolicy,
     /// Tenant limits: defaults, counting, Redis.

@@ -124,6 +124,13 @@ where
     meter.info.requested_model.clone_from(&head.model);
     meter.info.stream = head.stream;
     let route = routing::resolve(&state.config, &head.model)?;
+    // Never a silent $0: an unpriced target is refused before admission and any upstream call, unless
+    // the operator configured a fallback price (issue 11, item 5).
+    if let Some(sink) = &state.sink {
+        if let Some(t) = route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model)) {
+            return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
+        }
+    }
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
     *rate_headers = admit(state, meter, limits, &head, &route).await?;
     let started = tokio::time::Instant::now();

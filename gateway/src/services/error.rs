@@ -65,6 +65,12 @@ pub enum Error {
     StoreUnavailable(Cow<'static, str>),
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The routed model has no price and the operator's policy refuses unpriced models (403).
+    #[error(
+        "The model `{model}` of provider `{provider}` has no price configured, so this gateway will not serve it; \
+         the operator must add it to the pricing file (or set `pricing.unpriced: fallback`)."
+    )]
+    PriceMissing { provider: String, model: String },
     #[error(transparent)]
     Translate(#[from] TranslateError),
     #[error(transparent)]
@@ -101,7 +107,8 @@ impl Error {
             | Error::Denied(_)
             | Error::RateLimited(_)
             | Error::Conflict(_)
-            | Error::Route(_) => Side::Downstream,
+            | Error::Route(_)
+            | Error::PriceMissing { .. } => Side::Downstream,
             Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => Side::Internal,
             Error::Translate(e) => {
                 if e.is_client_error() {
@@ -149,6 +156,8 @@ impl Error {
             Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
             // 404 like an unknown model (SDKs do not retry it), with its own code and the fix in the message.
             Error::Route(RouteError::ProviderNotEnabled { .. }) => StatusCode::NOT_FOUND,
+            // Like OpenAI's "no access to this model": a 4xx SDKs do not retry; the operator must act.
+            Error::PriceMissing { .. } => StatusCode::FORBIDDEN,
             Error::Translate(e) => {
                 if e.is_client_error() {
                     StatusCode::BAD_REQUEST
@@ -204,6 +213,7 @@ impl Error {
             Error::Route(RouteError::UnknownModel(_)) => Some("model_not_found"),
             Error::Route(RouteError::EmptyModel) => Some("invalid_value"),
             Error::Route(RouteError::ProviderNotEnabled { .. }) => Some("provider_not_enabled"),
+            Error::PriceMissing { .. } => Some("model_price_missing"),
             Error::Translate(e) => Some(e.code()),
             Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
             Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),
@@ -220,7 +230,7 @@ impl Error {
     pub fn param(&self) -> Option<&str> {
         match self {
             Error::BadRequest { param, .. } => param.as_deref(),
-            Error::Route(_) => Some("model"),
+            Error::Route(_) | Error::PriceMissing { .. } => Some("model"),
             Error::Translate(e) => e.param(),
             _ => None,
         }
@@ -251,6 +261,7 @@ impl Error {
             | Error::Conflict(_)
             | Error::StoreUnavailable(_)
             | Error::Route(_)
+            | Error::PriceMissing { .. }
             | Error::Translate(_)
             | Error::ShuttingDown
             | Error::ClientDisconnected
@@ -288,6 +299,7 @@ impl Error {
             | Error::Auth(_)
             | Error::Denied(_)
             | Error::Route(_)
+            | Error::PriceMissing { .. }
             | Error::Translate(_)
             | Error::ShuttingDown
             | Error::ClientDisconnected
@@ -308,6 +320,7 @@ impl Error {
             Error::RateLimited(_) => "rate_limited",
             Error::Conflict(_) => "conflict",
             Error::Route(_) => "model_not_found",
+            Error::PriceMissing { .. } => "price_missing",
             Error::Translate(e) if e.is_client_error() => "translate_request",
             Error::Translate(_) => "translate_response",
             Error::Upstream(UpstreamError::Connect) => "upstream_connect",

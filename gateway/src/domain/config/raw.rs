@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub admin_api_key: Option<String>,
     pub ledger: Option<RawLedger>,
     pub pricing_file: Option<String>,
+    /// What to do with models no price table matches.
+    pub pricing: Option<RawPricing>,
     /// Retry policy of routes without their own `retry:`, built-in routes and `provider/model` names.
     pub retry: Option<RawRetry>,
     pub circuit_breaker: Option<RawBreaker>,
@@ -80,6 +82,26 @@ pub struct RawTarget {
     pub model: Option<String>,
     pub weight: Option<u32>,
     pub priority: Option<u32>,
+}
+
+/// `pricing:`: the policy for unpriced models.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricing {
+    /// `refuse` (default) or `fallback`.
+    pub unpriced: Option<String>,
+    /// The price charged to unpriced models under `unpriced: fallback`, USD per million tokens.
+    pub fallback: Option<RawFallbackPrice>,
+}
+
+/// `pricing.fallback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallbackPrice {
+    pub input: RawUsd,
+    pub output: RawUsd,
+    pub cached_input: Option<RawUsd>,
+    pub cache_write: Option<RawUsd>,
 }
 
 /// A route's `retry:`.

@@ -193,3 +193,26 @@ fn retry_defaults_and_the_top_level_retry_section() {
     let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&"retry.attempts") && paths.contains(&"retry.on"), "{paths:?}");
 }
+
+/// Issue 11, item 5: unpriced models are refused unless `pricing.unpriced: fallback` gives a valid price.
+#[test]
+fn the_unpriced_policy_defaults_to_refuse_and_a_fallback_is_validated() {
+    use crate::domain::pricing::UnpricedPolicy;
+    assert_eq!(Config::from_env(&env(&[])).unwrap().unpriced, UnpricedPolicy::Refuse);
+    let yaml = "pricing:\n  unpriced: fallback\n  fallback: {input: \"10\", output: 30}\n";
+    match Config::from_yaml_str(yaml, &env(&[])).unwrap().unpriced {
+        UnpricedPolicy::Fallback(p) => {
+            assert_eq!((p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m), (10_000_000, 30_000_000, 10_000_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (yaml, path) in [
+        ("pricing: {unpriced: fallback}\n", "pricing.fallback"),
+        ("pricing: {fallback: {input: \"1\", output: \"1\"}}\n", "pricing.fallback"),
+        ("pricing: {unpriced: free}\n", "pricing.unpriced"),
+        ("pricing: {unpriced: fallback, fallback: {input: \"-1\", output: \"1\"}}\n", "pricing.fallback.input"),
+    ] {
+        let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.path == path), "{yaml}: {errs:?}");
+    }
+}

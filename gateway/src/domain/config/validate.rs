@@ -60,6 +60,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "admin_api_key",
     "ledger",
     "pricing_file",
+    "pricing",
     "retry",
     "circuit_breaker",
     "redis_url",
@@ -164,6 +165,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(metrics_tenant_label);
     scalar!(admin_api_key);
     scalar!(pricing_file);
+    scalar!(pricing);
     scalar!(retry);
     scalar!(circuit_breaker);
     scalar!(redis_url);
@@ -546,6 +548,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         None => Some(PathBuf::from("pricing.yaml")).filter(|p| p.exists()),
     };
 
+    let unpriced = unpriced_policy(raw.pricing.unwrap_or_default(), &mut c);
+
     let limits = limit_settings(raw.limits.unwrap_or_default(), raw.redis_url, env, &mut c);
 
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
@@ -574,6 +578,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         admin_api_key,
         ledger,
         pricing_file,
+        unpriced,
         circuit_breaker: {
             let b = raw.circuit_breaker.unwrap_or_default();
             let d = crate::domain::config::BreakerPolicy::default();
@@ -585,6 +590,46 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         limits,
         jwt,
     })
+}
+
+/// `pricing:` → the unpriced-model policy: `refuse` (default), or `fallback` with a `fallback` price.
+fn unpriced_policy(raw: super::raw::RawPricing, c: &mut Collector) -> crate::domain::pricing::UnpricedPolicy {
+    use crate::domain::pricing::{parse_price, Price, UnpricedPolicy};
+    let fallback = raw.fallback.map(|f| {
+        let mut field = |name: &str, v: &RawUsd| {
+            let text = v.as_text();
+            parse_price(&text).unwrap_or_else(|why| {
+                c.push(format!("pricing.fallback.{name}"), format!("`{text}`: {why}"));
+                0
+            })
+        };
+        let input = field("input", &f.input);
+        let output = field("output", &f.output);
+        let cached = f.cached_input.as_ref().map_or(input, |v| field("cached_input", v));
+        let write = f.cache_write.as_ref().map_or(input, |v| field("cache_write", v));
+        Price {
+            input_micro_per_m: input,
+            output_micro_per_m: output,
+            cached_input_micro_per_m: cached,
+            cache_write_micro_per_m: write,
+        }
+    });
+    match (raw.unpriced.as_deref(), fallback) {
+        (None | Some("refuse"), None) => UnpricedPolicy::Refuse,
+        (Some("fallback"), Some(price)) => UnpricedPolicy::Fallback(price),
+        (Some("fallback"), None) => {
+            c.push("pricing.fallback", "`unpriced: fallback` needs a `fallback: {input, output}` price");
+            UnpricedPolicy::Refuse
+        }
+        (None | Some("refuse"), Some(_)) => {
+            c.push("pricing.fallback", "a fallback price is used only with `unpriced: fallback`");
+            UnpricedPolicy::Refuse
+        }
+        (Some(other), _) => {
+            c.push("pricing.unpriced", format!("unknown value `{other}`; expected refuse or fallback"));
+            UnpricedPolicy::Refuse
+        }
+    }
 }
 
 /// A `retry:` section over `base` (its unset fields), validated at `path`.
