@@ -77,7 +77,11 @@ async fn max_tokens_duplicates_and_decimals_cannot_bypass_tpm() {
         for (what, members, param) in [
             ("duplicate max_tokens", r#""max_tokens":10,"max_tokens":500000"#, "max_tokens"),
             ("escaped duplicate", r#""max_tokens":10,"max\u005ftokens":500000"#, "max_tokens"),
-            ("duplicate max_completion_tokens", r#""max_completion_tokens":10,"max_completion_tokens":500000"#, "max_completion_tokens"),
+            (
+                "duplicate max_completion_tokens",
+                r#""max_completion_tokens":10,"max_completion_tokens":500000"#,
+                "max_completion_tokens",
+            ),
             ("decimal max_tokens", r#""max_tokens":500000.0"#, "max_tokens"),
             ("exponent max_tokens", r#""max_tokens":5e5"#, "max_tokens"),
             ("duplicate n", r#""n":1,"n":128"#, "n"),
@@ -88,7 +92,9 @@ async fn max_tokens_duplicates_and_decimals_cannot_bypass_tpm() {
             assert_eq!(e["param"], json!(param), "{flavor:?} {what}: {e}");
         }
         // An honest 500000 and n × max_tokens beyond the limit are refused by the limiter itself.
-        for (what, members) in [("max_tokens 500000", r#""max_tokens":500000"#), ("n=200 × 1000", r#""max_tokens":1000,"n":200"#)] {
+        for (what, members) in
+            [("max_tokens 500000", r#""max_tokens":500000"#), ("n=200 × 1000", r#""max_tokens":1000,"n":200"#)]
+        {
             let body = format!(r#"{{"model":"{model}",{msgs},{members}}}"#);
             let r = post_raw(&c, key, &body).await;
             let e = expect_error(&r, 429, &format!("{flavor:?} {what}"));
@@ -159,7 +165,8 @@ async fn a_model_of_a_provider_that_is_not_enabled_names_the_fix() {
     }
     let r = c.chat(&json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
     assert_eq!(expect_error(&r, 404, "unknown")["code"], json!("model_not_found"));
-    let r = c.chat(&json!({"model": "ollama/llama3.2", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    let r =
+        c.chat(&json!({"model": "ollama/llama3.2", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
     assert_eq!(r.status.as_u16(), 200, "the enabled provider still serves: {}", r.text());
     gw.shutdown().await;
 }
@@ -238,21 +245,29 @@ async fn an_overload_is_retried_by_default_and_attempts_1_turns_it_off() {
                 m.enqueue_chat(Reply::error(flavor, status, "Overloaded")).await;
             }
             let before = m.calls(flavor.chat_path()).await;
-            let body = json!({"model": model_for(flavor), "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let body =
+                json!({"model": model_for(flavor), "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
             let r = c.chat(&body).await.unwrap();
             assert_eq!(r.status.as_u16(), 200, "{flavor:?} {status} stream={stream}: {}", r.text());
             assert_eq!(m.calls(flavor.chat_path()).await - before, 2, "{flavor:?}: one retry");
         }
     }
     stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 400, "bad")).await;
-    let r = c.chat(&json!({"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    let r = c
+        .chat(&json!({"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
     expect_error(&r, 400, "client error");
     assert_eq!(stack.anthropic.calls("/v1/messages").await, 5, "a 400 is not retried");
     stack.gateway.shutdown().await;
 
     let stack = Stack::start_with(Timeouts::default(), "retry: {attempts: 1}\n").await;
     stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded")).await;
-    let r = stack.client().chat(&json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    let r = stack
+        .client()
+        .chat(&json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
     expect_error(&r, 503, "attempts: 1");
     assert_eq!(stack.anthropic.calls("/v1/messages").await, 1, "no retry with attempts: 1");
     stack.gateway.shutdown().await;

@@ -127,7 +127,9 @@ where
     // Never a silent $0: an unpriced target is refused before admission and any upstream call, unless
     // the operator configured a fallback price (issue 11, item 5).
     if let Some(sink) = &state.sink {
-        if let Some(t) = route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model)) {
+        if let Some(t) =
+            route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model))
+        {
             return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
         }
     }

@@ -202,7 +202,10 @@ fn the_unpriced_policy_defaults_to_refuse_and_a_fallback_is_validated() {
     let yaml = "pricing:\n  unpriced: fallback\n  fallback: {input: \"10\", output: 30}\n";
     match Config::from_yaml_str(yaml, &env(&[])).unwrap().unpriced {
         UnpricedPolicy::Fallback(p) => {
-            assert_eq!((p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m), (10_000_000, 30_000_000, 10_000_000));
+            assert_eq!(
+                (p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m),
+                (10_000_000, 30_000_000, 10_000_000)
+            );
         }
         other => panic!("{other:?}"),
     }

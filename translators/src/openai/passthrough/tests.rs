@@ -25,7 +25,10 @@ fn head_of(members: &str) -> Result<RequestHead, TranslateError> {
 #[test]
 fn head_reads_model_stream_and_usage() {
     let head = parse_head(br#"{"messages":[{"role":"user","content":"x"}],"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":true,"x":1},"z":[1]}"#).unwrap();
-    assert_eq!(head, RequestHead { model: "openai/gpt-4o".into(), stream: true, include_usage: true, ..Default::default() });
+    assert_eq!(
+        head,
+        RequestHead { model: "openai/gpt-4o".into(), stream: true, include_usage: true, ..Default::default() }
+    );
     let head = parse_head(br#" {"model":"m","stream":null,"stream_options":null,"messages":[{}]} "#).unwrap();
     assert_eq!(head, RequestHead { model: "m".into(), stream: false, include_usage: false, ..Default::default() });
     let head = head_of(r#""model":"m\u00e9","stream":true,"stream_options":{}"#).unwrap();
@@ -116,8 +119,14 @@ fn head_errors_name_the_param() {
         assert_eq!(err.param(), param, "{:?}", String::from_utf8_lossy(body));
     }
     assert!(parse_head(b"[1]").unwrap_err().to_string().contains("must be a JSON object"));
-    assert_eq!(head_of(r#""model":"m","stream":false,"stream_options":{"include_usage":false}"#).unwrap_err().param(), Some("stream_options"));
-    assert_eq!(head_of(r#""model":"m","stream":true,"stream_options":[]"#).unwrap_err().param(), Some("stream_options"));
+    assert_eq!(
+        head_of(r#""model":"m","stream":false,"stream_options":{"include_usage":false}"#).unwrap_err().param(),
+        Some("stream_options")
+    );
+    assert_eq!(
+        head_of(r#""model":"m","stream":true,"stream_options":[]"#).unwrap_err().param(),
+        Some("stream_options")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
