@@ -25,11 +25,12 @@ use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
 use super::state::AppState;
 use super::stream::{AnyTranslator, Output, TranslatingBody};
-use crate::domain::config::ProviderKind;
+use crate::domain::config::{ProviderKind, RetryOn};
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
 use crate::domain::text::MAX_CLIENT_STRING;
+use crate::upstream::health::breaker_key;
 use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
 
 /// Which provider served the request.
@@ -145,6 +146,23 @@ impl Inbound {
         }
     }
 
+    /// What admission reserves for the completion: the output-token cap the request sets (read once,
+    /// from the same parse that decides what the upstream receives for OpenAI clients) and `n`.
+    fn completion_demand(&self, body: &[u8]) -> (Option<u64>, Option<u64>) {
+        #[derive(serde::Deserialize)]
+        struct Caps {
+            max_tokens: Option<u64>,
+            max_output_tokens: Option<u64>,
+        }
+        let caps = || serde_json::from_slice::<Caps>(body).ok();
+        match self {
+            Inbound::OpenAi { head, .. } => (head.max_output_tokens, head.n),
+            Inbound::Anthropic { .. } => (caps().and_then(|c| c.max_tokens), None),
+            Inbound::Responses { .. } => (caps().and_then(|c| c.max_output_tokens), None),
+            Inbound::Completions { decoded } => (decoded.chat.max_output_tokens(), decoded.chat.n),
+        }
+    }
+
     /// Anthropic features the translation dropped (for `x-gateway-dropped-params`).
     fn dropped(&self) -> &[&'static str] {
         match self {
@@ -254,8 +272,18 @@ where
     meter.info.requested_model = inbound.model().to_owned();
     meter.info.stream = inbound.stream();
     let route = routing::resolve(&state.config, inbound.model())?;
+    // Never a silent $0: an unpriced target is refused before admission and any upstream call, unless
+    // the operator configured a fallback price (issue 11, item 5).
+    if let Some(sink) = &state.sink {
+        if let Some(t) =
+            route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model))
+        {
+            return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
+        }
+    }
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
-    *rate_headers = admit(state, meter, limits, &body, &route).await?;
+    let (max_output_tokens, n) = inbound.completion_demand(&body);
+    *rate_headers = admit(state, meter, limits, max_output_tokens, n, &route).await?;
     let started = tokio::time::Instant::now();
     let mut excluded = Vec::new();
     let mut attempt = 0u32;
@@ -274,18 +302,23 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
+        let deployment = breaker_key(target);
         match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
             Ok(resp) => {
-                state.breakers.success(id);
+                state.breakers.success(&deployment);
                 return Ok(resp);
             }
             Err(error) => {
-                if error.side() == Side::Upstream {
-                    state.breakers.failure(id);
+                if error.is_deployment_failure() {
+                    state.breakers.failure(&deployment);
                 } else {
-                    state.breakers.release(id);
+                    state.breakers.release(&deployment);
                 }
-                if !error.is_retryable() || attempt >= route.retry.attempts {
+                let retryable = match route.retry.on {
+                    RetryOn::Overload => error.is_overload(),
+                    RetryOn::Retryable => error.is_retryable(),
+                };
+                if !retryable || attempt >= route.retry.attempts {
                     return Err(error);
                 }
                 let delay = backoff(&route.retry, attempt, retry_after_of(&error));
@@ -301,8 +334,11 @@ where
 }
 
 /// Admits a chat request for `limits` after routing: reserves the prompt estimate plus `max_tokens`
-/// (or the model's completion allowance) and the worst-case cost on the first target, and hands the
-/// admission to the meter, which settles it when the request ends.
+/// (or the model's completion allowance) times `n`, and the worst-case cost on the first target, and
+/// hands the admission to the meter, which settles it when the request ends.
+///
+/// The token counts come from `head`, the one reading of the body: `parse_head` refused duplicated or
+/// non-integer counts, so the upstream obeys the value reserved here (issue 11, item 3).
 ///
 /// # Errors
 /// [`Error::RateLimited`] when a limit refuses the request.
@@ -310,7 +346,8 @@ pub(super) async fn admit(
     state: &AppState,
     meter: &mut RequestMeter,
     limits: &CallerLimits,
-    body: &[u8],
+    max_output_tokens: Option<u64>,
+    n: Option<u64>,
     route: &routing::Route,
 ) -> Result<Option<RateHeaders>, Error> {
     if limits.is_unlimited() {
@@ -318,7 +355,9 @@ pub(super) async fn admit(
     }
     let target = route.targets.first();
     let model = target.map_or(meter.info.requested_model.as_str(), |t| t.upstream_model.as_str());
-    let completion = requested_max_tokens(body).unwrap_or_else(|| state.limiter.completion_allowance(model));
+    let per_choice = max_output_tokens.unwrap_or_else(|| state.limiter.completion_allowance(model));
+    // `n` choices may each generate up to the per-choice limit.
+    let completion = per_choice.saturating_mul(n.unwrap_or(1).max(1));
     let prompt = meter.info.prompt_estimate;
     let wants_cost = limits.tenant.monthly_budget_micro_usd.is_some() || limits.key.monthly_budget_micro_usd.is_some();
     let cost_nano_usd = match (&state.sink, target) {
@@ -343,16 +382,6 @@ pub(super) async fn admit(
         }
         Err(rejection) => Err(Error::RateLimited(rejection)),
     }
-}
-
-/// `max_completion_tokens` or `max_tokens` from an OpenAI request body.
-fn requested_max_tokens(body: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct MaxTokens {
-        max_tokens: Option<u64>,
-        max_completion_tokens: Option<u64>,
-    }
-    serde_json::from_slice::<MaxTokens>(body).ok().and_then(|m| m.max_completion_tokens.or(m.max_tokens))
 }
 
 /// `POST /v1/messages/count_tokens` for `principal`: forwarded to the routed model's provider when it
@@ -848,7 +877,13 @@ pub(super) async fn upstream_status_error(upstream: &Upstream, resp: Response<In
         && !matches!(status, 401 | 403)
         && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["type"] == "error"))
     .then(|| (status, body));
-    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id, anthropic_verbatim })
+    Error::Upstream(UpstreamError::Status {
+        mapped,
+        upstream_status: status,
+        retry_after,
+        upstream_request_id,
+        anthropic_verbatim,
+    })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -938,6 +973,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
     Error::Upstream(UpstreamError::Status {
         mapped: translators::error::MappedError { status, body: body.clone() },
+        upstream_status: status,
         retry_after,
         upstream_request_id: None,
         anthropic_verbatim: None,

@@ -108,7 +108,7 @@ where
         });
     }
     // Only the prompt is reserved: embeddings produce no completion tokens.
-    let rate_headers = admit(state, meter, limits, b"{\"max_tokens\":0}", &route).await?;
+    let rate_headers = admit(state, meter, limits, Some(0), None, &route).await?;
     let upstream = state
         .upstream(&target.provider.id)
         .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?

@@ -127,8 +127,13 @@ pub fn parse_head(body: &[u8]) -> Result<MessagesHead, TranslateError> {
 /// must not add OpenAI's `stream_options`, which Anthropic rejects). Errors: `InvalidRequest` when the
 /// body is not a JSON object.
 pub fn rewrite_model(body: Bytes, head: &MessagesHead, upstream_model: &str) -> Result<Bytes, TranslateError> {
-    let openai_head =
-        crate::openai::passthrough::RequestHead { model: head.model.clone(), stream: false, include_usage: false };
+    let openai_head = crate::openai::passthrough::RequestHead {
+        model: head.model.clone(),
+        stream: false,
+        include_usage: false,
+        max_output_tokens: None,
+        n: None,
+    };
     crate::openai::passthrough::rewrite_request(body, &openai_head, upstream_model)
 }
 
