@@ -347,7 +347,7 @@ async fn try_target(
             }),
             ProviderKind::Ollama => AnyTranslator::Ollama(ollama::StreamDecoder::new(ctx)),
         };
-        stream_response(&upstream, resp, translator, headers, meter).await
+        stream_response(&upstream, resp, translator, headers, meter, &state.cut_streams).await
     } else {
         let (out, usage) = if upstream_stream {
             let decoder = match json_mode {
@@ -545,6 +545,7 @@ async fn stream_response(
     mut translator: AnyTranslator,
     headers: Vec<(HeaderName, HeaderValue)>,
     meter: &mut RequestMeter,
+    cut_streams: &tokio_util::sync::CancellationToken,
 ) -> Result<ChatReply, Error> {
     let mut incoming = resp.into_body();
     let mut events = Vec::new();
@@ -591,6 +592,7 @@ async fn stream_response(
         upstream.config.timeouts.idle,
         meter.hand_over(),
         ended,
+        cut_streams.clone(),
     );
     let mut resp = Response::new(ReplyBody::Stream(body));
     let h = resp.headers_mut();

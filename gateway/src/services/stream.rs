@@ -3,6 +3,11 @@
 //! No task or channel per stream: the client's reads drive the upstream reads, so backpressure reaches the
 //! upstream and a slow client cannot make us buffer without bound. Dropping the body (client hang-up) drops
 //! the upstream connection at once and records the request as `cancelled` with the usage so far.
+//!
+//! Shutdown (issue 11, item 2): when the grace period is over, the server cancels
+//! `AppState::cut_streams`. Every open body then ends with one OpenAI-shaped error event (code
+//! `gateway_shutdown`, no `[DONE]`) and records itself as `partial` with the usage so far, before the
+//! connections are closed and before the ledger writer drains.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use translators::openai::sse_out;
 use translators::openai::{passthrough, ErrorBody};
 use translators::{anthropic, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
@@ -93,10 +99,28 @@ pub struct TranslatingBody {
     idle: Pin<Box<Sleep>>,
     phase: Phase,
     meter: RequestMeter,
+    /// Cancelled when the shutdown grace period is over (`AppState::cut_streams`).
+    cut: CancellationToken,
+    /// Wakes this body when `cut` is cancelled while it waits on the upstream.
+    cut_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// Metric label of a stream cut because the shutdown grace period ended.
+const SHUTDOWN_KIND: &str = "stream_shutdown";
+/// Metric label of a stream whose upstream went silent for longer than the idle timeout.
+const IDLE_KIND: &str = "stream_idle_timeout";
+
+fn shutdown_error() -> ErrorBody {
+    ErrorBody::new(
+        "the gateway is shutting down and ended this stream before it was complete; retry the request",
+        "server_error",
+        Some("gateway_shutdown"),
+    )
 }
 
 impl TranslatingBody {
-    /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed.
+    /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed;
+    /// `cut` ends the stream with a shutdown error event when cancelled.
     pub fn new(
         upstream: Incoming,
         translator: AnyTranslator,
@@ -104,6 +128,7 @@ impl TranslatingBody {
         idle_timeout: Duration,
         meter: RequestMeter,
         upstream_ended: bool,
+        cut: CancellationToken,
     ) -> Self {
         if let Some(m) = meter.metrics() {
             m.open_streams.inc();
@@ -119,6 +144,8 @@ impl TranslatingBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
             meter,
+            cut_wait: Box::pin(cut.clone().cancelled_owned()),
+            cut,
         }
     }
 
@@ -130,11 +157,12 @@ impl TranslatingBody {
         }
     }
 
-    /// Flushes the translator, writes `[DONE]` on success, and records the outcome.
-    fn finish(&mut self, forced_error: Option<ErrorBody>) {
+    /// Flushes the translator, writes `[DONE]` on success, and records the outcome. A forced error
+    /// (idle timeout, shutdown) comes with its metric label and ends the stream as `partial`.
+    fn finish(&mut self, forced_error: Option<(ErrorBody, &'static str)>) {
         self.upstream = None;
-        let forced_idle = forced_error.is_some();
-        let summary = if let Some(error) = forced_error {
+        let forced_kind = forced_error.as_ref().map(|(_, kind)| *kind);
+        let summary = if let Some((error, _)) = forced_error {
             self.events.push(StreamEvent::Error(error));
             let mut s = self.translator.summary();
             s.outcome = StreamOutcome::Truncated;
@@ -146,7 +174,7 @@ impl TranslatingBody {
         self.meter.info.error_kind = match &summary.outcome {
             StreamOutcome::Completed => None,
             StreamOutcome::UpstreamError(_) => Some("stream_error"),
-            StreamOutcome::Truncated if forced_idle => Some("stream_idle_timeout"),
+            StreamOutcome::Truncated if forced_kind.is_some() => forced_kind,
             StreamOutcome::Truncated | StreamOutcome::Open => Some("stream_truncated"),
         };
         let outcome = match &summary.outcome {
@@ -183,6 +211,10 @@ impl HttpBody for TranslatingBody {
                         this.phase = Phase::Finishing;
                         continue;
                     }
+                    if this.cut.is_cancelled() {
+                        this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
+                        continue;
+                    }
                     let Some(upstream) = this.upstream.as_mut() else {
                         this.phase = Phase::Finishing;
                         continue;
@@ -198,13 +230,17 @@ impl HttpBody for TranslatingBody {
                         }
                         Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
                         Poll::Pending => {
+                            if this.cut_wait.as_mut().poll(cx).is_ready() {
+                                this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
+                                continue;
+                            }
                             if this.idle.as_mut().poll(cx).is_ready() {
                                 let error = ErrorBody::new(
                                     "upstream stream stalled: no data within the idle timeout",
                                     "server_error",
                                     Some("timeout"),
                                 );
-                                this.finish(Some(error));
+                                this.finish(Some((error, IDLE_KIND)));
                                 continue;
                             }
                             return Poll::Pending;
