@@ -321,8 +321,9 @@ async fn reused_request_id_is_billed_every_time_postgres() {
 
 /// Issue 11, item 2: with `shutdown_grace_secs: 1`, four streams held open by a stalled upstream
 /// and one non-streamed request still waiting for its answer: after the shutdown token is
-/// cancelled, every stream ends with one OpenAI-shaped error event (no `[DONE]`), and the ledger
-/// holds five records (streams `partial` with the tokens so far, the waiting request `cancelled`).
+/// cancelled, every stream ends with one OpenAI-shaped error event (no `[DONE]`), the waiting
+/// request is answered 503, and the ledger holds five records (streams `partial` with the tokens
+/// so far, the waiting request `cancelled`).
 #[tokio::test]
 async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
     const STREAMS: usize = 4;
@@ -384,8 +385,10 @@ async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
         assert!(sum.text.starts_with("one "), "stream {i}: text so far: {:?}", sum.text);
         assert_eq!(end, Some(integration_tests::client::StreamEnd::Eof), "stream {i}: a clean end, not a reset");
     }
-    // The waiting request's client sees the connection close (no answer).
-    let _ = waiting.await.unwrap();
+    // The waiting request is answered 503 in OpenAI's error shape instead of a cut connection.
+    let w = waiting.await.unwrap().expect("an answer, not a cut connection");
+    assert_eq!(w.status.as_u16(), 503, "{}", w.text());
+    assert_eq!(w.json()["error"]["code"], "shutting_down", "{}", w.text());
 
     let rows = sqlite_rows(&data_dir);
     assert_eq!(rows.len(), STREAMS + 1, "every request that reached the meter is recorded: {rows:#?}");
@@ -396,7 +399,7 @@ async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
         assert!(r.completion_tokens > 0, "the tokens streamed so far are billed: {r:?}");
     }
     let w = rows.iter().find(|r| r.request_id == "cut-waiting").expect("the waiting request's record");
-    assert_eq!((w.status.as_str(), w.http_status), ("cancelled", 499), "{w:?}");
+    assert_eq!((w.status.as_str(), w.http_status), ("cancelled", 503), "{w:?}");
     let _ = std::fs::remove_dir_all(data_dir);
 }
 

@@ -79,7 +79,20 @@ where
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
     let mut rate_headers = None;
-    match serve(state, req, &mut meter, &limits, &mut rate_headers).await {
+    let served = tokio::select! {
+        res = serve(state, req, &mut meter, &limits, &mut rate_headers) => Some(res),
+        // The shutdown grace period is over while we still wait for the upstream's answer: answer
+        // 503 now rather than having the connection cut (issue 11, item 2).
+        () = state.cut_streams.cancelled() => None,
+    };
+    let Some(served) = served else {
+        // As when the client goes away: the upstream may still bill the prompt.
+        meter.info.error_kind = Some(Error::ShuttingDown.label());
+        let tokens = Tokens { prompt: meter.info.prompt_estimate, estimated: true, ..Tokens::default() };
+        meter.finish(Outcome::Cancelled, tokens, Error::ShuttingDown.status().as_u16());
+        return Err(Error::ShuttingDown);
+    };
+    match served {
         Ok(mut resp) => {
             if let Some(h) = rate_headers {
                 h.apply(resp.headers_mut());
