@@ -181,7 +181,7 @@ pub(crate) async fn build(
         limiter,
         sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger), metrics))),
         shutdown: shutdown.clone(),
-        cut_streams: CancellationToken::new(),
+        cut_streams: services::stream::StreamCut::default(),
         tasks,
         config: config.clone(),
     });

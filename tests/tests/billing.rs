@@ -324,8 +324,7 @@ async fn reused_request_id_is_billed_every_time_postgres() {
 /// cancelled, every stream ends with one OpenAI-shaped error event (no `[DONE]`), the waiting
 /// request is answered 503, and the ledger holds five records (streams `partial` with the tokens
 /// so far, the waiting request `cancelled`).
-#[tokio::test]
-async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
+async fn streams_cut_by_shutdown(h2c: bool) {
     const STREAMS: usize = 4;
     let mock = MockUpstream::start(Flavor::OpenAi).await;
     let pieces = ["one ", "two ", "three ", "four ", "five ", "six "];
@@ -335,7 +334,7 @@ async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
     let data_dir = temp_dir("billing-cut");
     let yaml = ConfigBuilder::new().provider("openai", &mock).extra("shutdown_grace_secs: 1\n").build();
     let gw = Gw::start(&yaml, &data_dir, MapEnv::default()).await;
-    let c = gw.client();
+    let c = if h2c { TestClient::h2c(&format!("http://{}", gw.addr)) } else { gw.client() };
     let body = json!({"model": "openai/gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let mut readers = Vec::new();
     for i in 0..STREAMS {
@@ -401,6 +400,19 @@ async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
     let w = rows.iter().find(|r| r.request_id == "cut-waiting").expect("the waiting request's record");
     assert_eq!((w.status.as_str(), w.http_status), ("cancelled", 503), "{w:?}");
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// Issue 11, item 2, over HTTP/1.1.
+#[tokio::test]
+async fn streams_cut_by_shutdown_are_recorded_and_end_with_an_error_event() {
+    streams_cut_by_shutdown(false).await;
+}
+
+/// Issue 11, item 2, over HTTP/2 (h2c): the streams are polled by hyper's per-stream tasks, which
+/// shutdown must also wait for.
+#[tokio::test]
+async fn streams_cut_by_shutdown_over_h2c_are_recorded_and_end_with_an_error_event() {
+    streams_cut_by_shutdown(true).await;
 }
 
 // -------------------------------------------------------------------------------------------------

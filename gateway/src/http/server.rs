@@ -4,7 +4,7 @@
 //! Shutdown, in order (issue 11, item 2: every request that reached the meter is recorded):
 //! 1. the shutdown token stops the accept loop; open connections are asked to finish (HTTP/1.1
 //!    keep-alive off, HTTP/2 GOAWAY) and get `grace`;
-//! 2. when `grace` is over, `AppState::cut_streams` is cancelled: every open stream writes one
+//! 2. when `grace` is over, `AppState::cut_streams` fires: every open stream writes one
 //!    OpenAI-shaped error event (no `[DONE]`), records itself as `partial` with the usage so far
 //!    and ends; the connections get [`CUT_FLUSH`] to deliver that event;
 //! 3. the remaining connections are dropped, which drops their handlers and bodies, whose meters
@@ -124,7 +124,7 @@ async fn accept_loop(
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; ending open streams with an error event");
             if !ops_only {
-                state.cut_streams.cancel();
+                state.cut_streams.cut();
             }
             tokio::select! {
                 () = &mut drained => tracing::info!("all connections drained after the cut"),

@@ -558,7 +558,7 @@ async fn stream_response(
     mut translator: AnyTranslator,
     headers: Vec<(HeaderName, HeaderValue)>,
     meter: &mut RequestMeter,
-    cut_streams: &tokio_util::sync::CancellationToken,
+    cut_streams: &super::stream::StreamCut,
 ) -> Result<ChatReply, Error> {
     let mut incoming = resp.into_body();
     let mut events = Vec::new();

@@ -12,6 +12,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +27,42 @@ use translators::openai::{passthrough, ErrorBody};
 use translators::{anthropic, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
 
 use crate::services::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
+
+/// The signal that ends every open stream at the end of the shutdown grace period (issue 11,
+/// item 2). Cheap to check per frame (one atomic load: `CancellationToken::is_cancelled` takes a
+/// mutex shared by every stream); the token wakes bodies that wait on their upstream.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCut {
+    inner: Arc<CutInner>,
+}
+
+#[derive(Debug, Default)]
+struct CutInner {
+    cut: AtomicBool,
+    token: CancellationToken,
+}
+
+impl StreamCut {
+    /// Ends every open stream (and makes waiting chat requests answer 503). Idempotent.
+    pub fn cut(&self) {
+        self.inner.cut.store(true, Ordering::Release);
+        self.inner.token.cancel();
+    }
+
+    /// True once [`StreamCut::cut`] ran.
+    pub fn is_cut(&self) -> bool {
+        self.inner.cut.load(Ordering::Acquire)
+    }
+
+    /// Completes when [`StreamCut::cut`] runs.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.inner.token.cancelled()
+    }
+
+    fn cancelled_owned(&self) -> WaitForCancellationFutureOwned {
+        self.inner.token.clone().cancelled_owned()
+    }
+}
 
 /// The translator for one provider kind (static dispatch: no `dyn`).
 pub enum AnyTranslator {
@@ -99,10 +137,13 @@ pub struct TranslatingBody {
     idle: Pin<Box<Sleep>>,
     phase: Phase,
     meter: RequestMeter,
-    /// Cancelled when the shutdown grace period is over (`AppState::cut_streams`).
-    cut: CancellationToken,
-    /// Wakes this body when `cut` is cancelled while it waits on the upstream.
+    /// Set when the shutdown grace period is over (`AppState::cut_streams`).
+    cut: StreamCut,
+    /// Wakes this body when `cut` fires while it waits on the upstream. Polled once, at the first
+    /// wait, to register the waker (the same task polls the body from then on); later polls would
+    /// take the token's shared lock on every chunk.
     cut_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    cut_registered: bool,
 }
 
 /// Metric label of a stream cut because the shutdown grace period ended.
@@ -120,7 +161,7 @@ fn shutdown_error() -> ErrorBody {
 
 impl TranslatingBody {
     /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed;
-    /// `cut` ends the stream with a shutdown error event when cancelled.
+    /// `cut` ends the stream with a shutdown error event when it fires.
     pub fn new(
         upstream: Incoming,
         translator: AnyTranslator,
@@ -128,7 +169,7 @@ impl TranslatingBody {
         idle_timeout: Duration,
         meter: RequestMeter,
         upstream_ended: bool,
-        cut: CancellationToken,
+        cut: StreamCut,
     ) -> Self {
         if let Some(m) = meter.metrics() {
             m.open_streams.inc();
@@ -144,7 +185,8 @@ impl TranslatingBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
             meter,
-            cut_wait: Box::pin(cut.clone().cancelled_owned()),
+            cut_wait: Box::pin(cut.cancelled_owned()),
+            cut_registered: false,
             cut,
         }
     }
@@ -211,7 +253,7 @@ impl HttpBody for TranslatingBody {
                         this.phase = Phase::Finishing;
                         continue;
                     }
-                    if this.cut.is_cancelled() {
+                    if this.cut.is_cut() {
                         this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
                         continue;
                     }
@@ -230,9 +272,13 @@ impl HttpBody for TranslatingBody {
                         }
                         Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
                         Poll::Pending => {
-                            if this.cut_wait.as_mut().poll(cx).is_ready() {
-                                this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
-                                continue;
+                            if !this.cut_registered {
+                                if this.cut_wait.as_mut().poll(cx).is_ready() {
+                                    this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
+                                    continue;
+                                }
+                                // From now on the cut wakes this task, and `is_cut` above sees it.
+                                this.cut_registered = true;
                             }
                             if this.idle.as_mut().poll(cx).is_ready() {
                                 let error = ErrorBody::new(
