@@ -183,6 +183,7 @@ pub(crate) async fn build(
         limiter,
         sink: Some(Arc::new(sink::Sink::new(Some(pricing), Some(ledger), metrics).with_unpriced(config.unpriced))),
         shutdown: shutdown.clone(),
+        cut_streams: services::stream::StreamCut::default(),
         tasks,
         config: config.clone(),
     });

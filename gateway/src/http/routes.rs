@@ -16,6 +16,8 @@ use crate::services::{self, AppState, Error};
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
+/// Correlation only: the ledger's identity is a record id the meter generates (issue 11, item 1), so
+/// a reused or borrowed id never merges records.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 

@@ -219,7 +219,20 @@ where
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
     let mut rate_headers = None;
-    match serve(state, req, dialect, &mut meter, &limits, &mut rate_headers).await {
+    let served = tokio::select! {
+        res = serve(state, req, dialect, &mut meter, &limits, &mut rate_headers) => Some(res),
+        // The shutdown grace period is over while we still wait for the upstream's answer: answer
+        // 503 now rather than having the connection cut (issue 11, item 2).
+        () = state.cut_streams.cancelled() => None,
+    };
+    let Some(served) = served else {
+        // As when the client goes away: the upstream may still bill the prompt.
+        meter.info.error_kind = Some(Error::ShuttingDown.label());
+        let tokens = Tokens { prompt: meter.info.prompt_estimate, estimated: true, ..Tokens::default() };
+        meter.finish(Outcome::Cancelled, tokens, Error::ShuttingDown.status().as_u16());
+        return Err(Error::ShuttingDown);
+    };
+    match served {
         Ok(mut resp) => {
             if let Some(h) = rate_headers {
                 h.apply(resp.headers_mut());
@@ -625,7 +638,7 @@ async fn try_target(
             }
             Inbound::Completions { decoded } => Output::Completions(Box::new(completions::StreamEncoder::new(decoded))),
         };
-        stream_response(&upstream, resp, translator, output, headers, meter).await
+        stream_response(&upstream, resp, translator, output, headers, meter, &state.cut_streams).await
     } else {
         let (out, usage) = if upstream_stream {
             let decoder = match json_mode {
@@ -895,6 +908,7 @@ async fn stream_response(
     mut output: Output,
     headers: Vec<(HeaderName, HeaderValue)>,
     meter: &mut RequestMeter,
+    cut_streams: &super::stream::StreamCut,
 ) -> Result<ChatReply, Error> {
     let mut incoming = resp.into_body();
     let mut events = Vec::new();
@@ -948,6 +962,7 @@ async fn stream_response(
         upstream.config.timeouts.idle,
         meter.hand_over(),
         ended,
+        cut_streams.clone(),
     );
     let mut resp = Response::new(ReplyBody::Stream(body));
     let h = resp.headers_mut();

@@ -106,6 +106,7 @@ impl Sink {
         let Some(ledger) = &self.ledger else { return };
         let i = done.info;
         ledger.submit(LedgerRecord {
+            record_id: i.record_id.clone(),
             request_id: i.request_id.clone(),
             ts_unix_ms: done.ts_unix_ms,
             tenant: i.tenant.to_string(),
@@ -184,6 +185,7 @@ impl Sink {
 pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
     let i = done.info;
     tracing::info!(
+        record_id = %i.record_id,
         request_id = %Escaped(&i.request_id),
         tenant = %Escaped(&i.tenant),
         provider = i.provider.as_deref().unwrap_or("-"),
