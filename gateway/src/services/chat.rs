@@ -441,6 +441,44 @@ where
     Ok(Bytes::from(anthropic_ingress::count_tokens_json(n)))
 }
 
+/// A stored-response call (`GET`/`DELETE /responses/{id}`, `/cancel`, `/input_items`) for `principal`,
+/// forwarded to the first OpenAI-kind provider (where `store: true` responses live). Nothing is
+/// generated, so nothing is metered; the upstream's status and body come back as they are.
+///
+/// # Errors
+/// 401 for the admin key; 404 when no OpenAI-kind provider is enabled; upstream failures.
+pub async fn stored_response(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    method: http::Method,
+    path_and_query: &str,
+) -> Result<(http::StatusCode, Bytes), Error> {
+    principal.caller()?;
+    let upstream = state
+        .config
+        .providers
+        .iter()
+        .find(|p| p.kind == ProviderKind::OpenAi)
+        .and_then(|p| state.upstream(&p.id))
+        .ok_or_else(|| {
+            Error::NotFound(
+                "Stored responses live at an OpenAI-kind provider, and none is enabled: this gateway serves the Responses API statelessly.".into(),
+            )
+        })?;
+    let mut req = match method {
+        http::Method::POST => upstream.post_request(path_and_query, Bytes::new(), &[])?,
+        _ => upstream.get_request(path_and_query)?,
+    };
+    *req.method_mut() = method;
+    let resp = upstream.send(req).await?;
+    let status = resp.status();
+    if !status.is_success() && !status.is_client_error() {
+        return Err(upstream_status_error(upstream, resp).await);
+    }
+    let bytes = read_upstream_body(upstream, resp.into_body()).await?;
+    Ok((status, bytes))
+}
+
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
 fn backoff(
     policy: &crate::domain::config::RetryPolicy,
