@@ -59,9 +59,9 @@ def mocks() -> Iterator[dict[str, MockUpstream]]:
         m.close()
 
 
-@pytest.fixture(scope="session")
-def gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("gateway")
+def start_gateway(mocks: dict[str, MockUpstream], tmp: pathlib.Path, extra_config: str = "") -> Gateway:
+    """Starts the gateway binary on a free port in front of the mocks; `extra_config` is appended YAML
+    (tenants, routes, ...)."""
     port = free_port()
     config = f"""
 listen: 127.0.0.1:{port}
@@ -82,7 +82,7 @@ providers:
     kind: ollama
     base_url: {mocks['ollama'].base_url}
     num_ctx: 8192
-"""
+""" + extra_config
     cfg = tmp / "gateway.yaml"
     cfg.write_text(config)
     log = tmp / "gateway.log"
@@ -107,13 +107,23 @@ providers:
                 proc.kill()
                 raise RuntimeError(f"gateway did not answer within 30 s:\n{log.read_text()[-4000:]}")
             time.sleep(0.1)
-    yield Gateway(url, proc, log)
-    proc.terminate()
+    return Gateway(url, proc, log)
+
+
+def stop_gateway(gw: Gateway) -> None:
+    gw.proc.terminate()
     try:
-        proc.wait(timeout=15)
+        gw.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        gw.proc.kill()
         raise
+
+
+@pytest.fixture(scope="session")
+def gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(mocks, tmp_path_factory.mktemp("gateway"))
+    yield gw
+    stop_gateway(gw)
 
 
 @dataclass
