@@ -25,6 +25,9 @@ from mock_upstream import MockUpstream
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-test"
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-test"
+# Tenants of `tenant_gateway`: each test module meters under its own tenant, so `GET /v1/usage` with that
+# key sees only its own ledger records.
+TENANT_KEYS = {"acme": "sk-acme-e2e", "ledger": "sk-ledger-e2e", "claude": "sk-claude-e2e"}
 
 
 def gateway_binary() -> pathlib.Path:
@@ -126,6 +129,17 @@ def gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFac
     stop_gateway(gw)
 
 
+@pytest.fixture(scope="session")
+def tenant_gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with tenants (so keys are checked and usage is per tenant), for the Anthropic SDK and
+    Claude Code tests. Bare `claude-*` names (Claude Code's Haiku-class background calls included) reach
+    the Anthropic mock through the built-in route."""
+    tenants = "tenants:\n" + "".join(f"  - id: {t}\n    api_keys: [\"{k}\"]\n" for t, k in TENANT_KEYS.items())
+    gw = start_gateway(mocks, tmp_path_factory.mktemp("tenant-gateway"), tenants)
+    yield gw
+    stop_gateway(gw)
+
+
 @dataclass
 class Exchange:
     method: str
@@ -133,6 +147,7 @@ class Exchange:
     status: int
     content_type: str
     body: bytearray = field(default_factory=bytearray)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class _Tee(httpx.SyncByteStream):
@@ -157,7 +172,8 @@ class RecordingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         resp = self.inner.handle_request(request)
-        ex = Exchange(request.method, str(request.url), resp.status_code, resp.headers.get("content-type", ""))
+        ex = Exchange(request.method, str(request.url), resp.status_code, resp.headers.get("content-type", ""),
+                      headers={k.lower(): v for k, v in resp.headers.items()})
         self.exchanges.append(ex)
         return httpx.Response(resp.status_code, headers=resp.headers, stream=_Tee(resp.stream, ex),
                               extensions=resp.extensions, request=request)
