@@ -9,7 +9,8 @@ wire format exactly (see /work/shared/wire-formats.md sections 1, 2.5-2.7, 4.2-4
              POST /v1/messages/count_tokens (`{"input_tokens": count_tokens}`), GET /v1/models (has_more/after_id)
 - ollama:    POST /api/chat (JSON, or NDJSON ending with a `done: true` line), GET /api/tags
 
-Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise a short text answer is sent.
+Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise `default_answer` is sent (a short
+text unless a test sets it; `reset()` restores it).
 Every request is recorded in `requests` (method, path, query, headers, json); `paths()` lists what was called.
 """
 
@@ -252,6 +253,7 @@ class MockUpstream:
         self.queue: list[tuple[str, Reply]] = []
         self.models = list(DEFAULT_MODELS[flavor])
         self.count_tokens = 1234  # what the Anthropic mock's count_tokens answers
+        self.default_answer = Answer()
         self.lock = threading.Lock()
         mock = self
 
@@ -311,6 +313,7 @@ class MockUpstream:
             self.requests.clear()
             self.queue.clear()
         self.count_tokens = 1234
+        self.default_answer = Answer()
 
     # -- request handling
 
@@ -328,7 +331,7 @@ class MockUpstream:
             reply = next((r for p, r in self.queue if p == url.path), None)
             if reply is not None:
                 self.queue.remove(next(pr for pr in self.queue if pr[1] is reply))
-        reply = reply or Reply(answer=Answer())
+        reply = reply or Reply(answer=self.default_answer)
 
         if reply.answer is None:
             payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
