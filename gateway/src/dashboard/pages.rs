@@ -980,7 +980,7 @@ async fn playground_chat(state: &Arc<AppState>, ctx: &Ctx, body: String) -> Resu
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(bytes))
         .map_err(|e| Error::Internal(e.to_string().into()))?;
-    let request_id = format!("dash_{}", &sessions::random_token().unwrap_or_default()[..24.min(64)]);
+    let request_id = format!("dash_{}", &sessions::random_token().unwrap_or_default()[..24]);
     let reply = services::chat::complete(state, &ctx.principal, &request_id, services::chat::Dialect::OpenAi, http_req).await?;
     let provider = reply.headers().get(services::chat::X_AGGREGATOR_PROVIDER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let model = reply.headers().get(services::chat::X_AGGREGATOR_MODEL).and_then(|v| v.to_str().ok()).map(str::to_owned);
