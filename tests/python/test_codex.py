@@ -50,7 +50,7 @@ from mock_upstream import RESPONSES_PATH, Answer, MockUpstream
 def codex_binary() -> pathlib.Path | None:
     env = os.environ.get("CODEX_BIN")
     if env:
-        return pathlib.Path(env)
+        return pathlib.Path(env).resolve()  # codex runs in a temporary working directory
     p = REPO / "tests" / "node" / "node_modules" / ".bin" / "codex"
     return p if p.exists() else None
 
