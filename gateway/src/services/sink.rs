@@ -62,6 +62,16 @@ impl Sink {
         }
     }
 
+    /// The price table in effect now (`None` without one: every request costs 0).
+    pub fn pricing_table(&self) -> Option<Arc<crate::domain::pricing::PricingTable>> {
+        self.pricing.as_ref().map(|p| arc_swap::Guard::into_inner(p.current()))
+    }
+
+    /// What unpriced models cost (refused, or the fallback price).
+    pub fn unpriced(&self) -> UnpricedPolicy {
+        self.unpriced
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -35,7 +35,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
 pub use crate::metrics::LedgerStats;
-pub use query::{GroupBy, UsageQuery, UsageRow};
+pub use query::{Bucket, GroupBy, UsageQuery, UsageRow};
 pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
 pub use writer::LedgerWriter;
 

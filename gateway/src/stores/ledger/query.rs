@@ -53,13 +53,49 @@ impl GroupBy {
         Ok(out)
     }
 
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Tenant => "tenant",
-            GroupBy::Provider => "provider",
-            GroupBy::Model => "upstream_model",
-            GroupBy::Day => "(ts_unix_ms / 86400000)",
+    fn column(self, bucket: Option<Bucket>) -> String {
+        match (self, bucket) {
+            (GroupBy::Tenant, _) => "tenant".to_owned(),
+            (GroupBy::Provider, _) => "provider".to_owned(),
+            (GroupBy::Model, _) => "upstream_model".to_owned(),
+            (GroupBy::Day, None) => "(ts_unix_ms / 86400000)".to_owned(),
+            // Integers of our own (validated by `Bucket::new`), not client text: formatted into the
+            // SQL so both dialects see the same BIGINT arithmetic without typed placeholders.
+            (GroupBy::Day, Some(b)) => format!("((ts_unix_ms + ({})) / {})", b.offset_ms, b.width_ms),
         }
+    }
+}
+
+/// A time bucket for series: `width_ms` long, aligned to local midnight of a fixed UTC offset
+/// (`offset_ms`, e.g. +02:00 = 7 200 000). Replaces the UTC day of [`GroupBy::Day`] when set.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bucket {
+    width_ms: i64,
+    offset_ms: i64,
+}
+
+impl Bucket {
+    /// Widest bucket (a day) and largest offset (±18 h, as RFC 3339 and ISO 8601 allow).
+    const MAX_OFFSET_MS: i64 = 18 * 3_600_000;
+
+    /// A bucket of `width_ms` (one hour or one day; an hour boundary is the same in every whole-
+    /// or quarter-hour offset, so the offset only matters for days) at `offset_ms` from UTC.
+    ///
+    /// # Errors
+    /// [`LedgerError::Query`] for a width other than 1 h or 1 day, or an offset beyond ±18 h.
+    pub fn new(width_ms: i64, offset_ms: i64) -> Result<Self, LedgerError> {
+        if width_ms != 3_600_000 && width_ms != 86_400_000 {
+            return Err(LedgerError::Query("bucket width must be one hour or one day".into()));
+        }
+        if offset_ms.abs() > Self::MAX_OFFSET_MS {
+            return Err(LedgerError::Query("time zone offset must be within ±18:00".into()));
+        }
+        Ok(Self { width_ms, offset_ms })
+    }
+
+    /// Where bucket number `n` starts, unix ms UTC.
+    fn start_ms(self, n: i64) -> i64 {
+        n * self.width_ms - self.offset_ms
     }
 }
 
@@ -81,6 +117,10 @@ pub struct UsageQuery {
     pub model: Option<String>,
     /// Dimensions to group by (any subset, order irrelevant); empty = one total row.
     pub group_by: Vec<GroupBy>,
+    /// With [`GroupBy::Day`]: bucket by this instead of the UTC day (rows then carry
+    /// `bucket_start_unix_ms` and no `day`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<Bucket>,
 }
 
 /// One usage row. A dimension not grouped by is `None`.
@@ -94,6 +134,9 @@ pub struct UsageRow {
     pub model: Option<String>,
     /// UTC day `YYYY-MM-DD`, when grouped by day.
     pub day: Option<String>,
+    /// Start of the time bucket (unix ms), when grouped by a [`Bucket`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_start_unix_ms: Option<i64>,
     /// Number of requests (ledger records).
     pub requests: u64,
     /// Sum of prompt tokens (including cached and cache-write tokens).
@@ -130,6 +173,7 @@ pub(crate) struct BuiltQuery {
     pub sql: String,
     pub binds: Vec<Bind>,
     pub groups: Vec<GroupBy>,
+    pub bucket: Option<Bucket>,
 }
 
 pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
@@ -165,8 +209,8 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     if let Some(m) = &q.model {
         push("upstream_model = ?", Bind::Text(m.clone()), &mut binds);
     }
-    let group_cols: Vec<&str> = groups.iter().map(|g| g.column()).collect();
-    let mut select: Vec<String> = group_cols.iter().map(|c| (*c).to_owned()).collect();
+    let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.bucket)).collect();
+    let mut select: Vec<String> = group_cols.clone();
     select.push("COUNT(*)".to_owned());
     for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
         select.push(format!("COALESCE(CAST(SUM({col}) AS BIGINT), 0)"));
@@ -180,7 +224,7 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
         sql.push_str(" GROUP BY ");
         sql.push_str(&group_cols.join(", "));
     }
-    BuiltQuery { sql, binds, groups }
+    BuiltQuery { sql, binds, groups, bucket: q.bucket }
 }
 
 /// A raw result row before normalization: group values then the six counters.
@@ -190,7 +234,7 @@ pub(crate) struct RawRow {
     pub counters: [i64; 6],
 }
 
-pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
+pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow>) -> Vec<UsageRow> {
     let mut rows: Vec<UsageRow> = raw
         .into_iter()
         .filter(|r| !groups.is_empty() || r.counters[0] > 0)
@@ -201,6 +245,7 @@ pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
                 provider: None,
                 model: None,
                 day: None,
+                bucket_start_unix_ms: None,
                 requests: super::record::to_u64(r.counters[0]),
                 prompt_tokens: super::record::to_u64(r.counters[1]),
                 completion_tokens: super::record::to_u64(r.counters[2]),
@@ -214,12 +259,23 @@ pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
                     GroupBy::Tenant => row.tenant = texts.next().flatten(),
                     GroupBy::Provider => row.provider = texts.next().flatten(),
                     GroupBy::Model => row.model = texts.next().flatten(),
-                    GroupBy::Day => row.day = r.day.map(format_day),
+                    GroupBy::Day => match bucket {
+                        None => row.day = r.day.map(format_day),
+                        Some(b) => row.bucket_start_unix_ms = r.day.map(|n| b.start_ms(n)),
+                    },
                 }
             }
             row
         })
         .collect();
-    rows.sort_by(|a, b| (&a.day, &a.tenant, &a.provider, &a.model).cmp(&(&b.day, &b.tenant, &b.provider, &b.model)));
+    rows.sort_by(|a, b| {
+        (a.bucket_start_unix_ms, &a.day, &a.tenant, &a.provider, &a.model).cmp(&(
+            b.bucket_start_unix_ms,
+            &b.day,
+            &b.tenant,
+            &b.provider,
+            &b.model,
+        ))
+    });
     rows
 }
