@@ -110,7 +110,11 @@ async fn tenant_management_is_the_admins() {
     let update = "mutation($id: ID!) { updateTenant(id: $id, input: {limits: {monthlyBudgetUsd: \"12.50\", rpm: null}}) { limits { rpm monthlyBudgetUsd } } }";
     assert_eq!(code(&f.run(&acme, update, json!({"id": "acme"})).await), Some("FORBIDDEN"));
     let updated = f.run(&admin, update, json!({"id": "acme"})).await;
-    assert_eq!(updated["data"]["updateTenant"]["limits"], json!({"rpm": null, "monthlyBudgetUsd": "12.5"}), "{updated}");
+    assert_eq!(
+        updated["data"]["updateTenant"]["limits"],
+        json!({"rpm": null, "monthlyBudgetUsd": "12.5"}),
+        "{updated}"
+    );
     let bad = "mutation { updateTenant(id: \"acme\", input: {limits: {monthlyBudgetUsd: \"lots\"}}) { id } }";
     assert_eq!(code(&f.run(&admin, bad, json!({})).await), Some("BAD_USER_INPUT"));
 
@@ -130,7 +134,10 @@ async fn keys_are_the_admins_or_their_own_tenants() {
     let create = "mutation($t: ID!) { createKey(input: {tenantId: $t, name: \"ci\"}) { secret key { id tenantId prefix revoked } } }";
     let by_admin = f.run(&admin, create, json!({"t": "acme"})).await;
     let secret = by_admin["data"]["createKey"]["secret"].as_str().unwrap();
-    assert!(secret.starts_with("sk-") && secret.starts_with(by_admin["data"]["createKey"]["key"]["prefix"].as_str().unwrap()));
+    assert!(
+        secret.starts_with("sk-")
+            && secret.starts_with(by_admin["data"]["createKey"]["key"]["prefix"].as_str().unwrap())
+    );
     let own = f.run(&acme, create, json!({"t": "acme"})).await;
     let own_id = own["data"]["createKey"]["key"]["id"].as_str().unwrap().to_owned();
     assert_eq!(code(&f.run(&globex, create, json!({"t": "acme"})).await), Some("NOT_FOUND"));
@@ -152,7 +159,8 @@ async fn pages_walk_to_the_end_and_are_capped() {
     let f = fixture().await;
     let admin = Principal::Admin;
     for i in 0..7 {
-        f.run(&admin, "mutation($id: ID!) { createTenant(input: {id: $id}) { id } }", json!({"id": format!("t{i}")})).await;
+        f.run(&admin, "mutation($id: ID!) { createTenant(input: {id: $id}) { id } }", json!({"id": format!("t{i}")}))
+            .await;
     }
     let q = "query($after: String) { tenants(first: 3, after: $after) { edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage endCursor } } }";
     let mut after = Value::Null;
@@ -172,7 +180,10 @@ async fn pages_walk_to_the_end_and_are_capped() {
     sorted.dedup();
     assert_eq!(sorted.len(), 7, "every tenant once: {seen:?}");
     assert_eq!(code(&f.run(&admin, "{ tenants(first: 101) { totalCount } }", json!({})).await), Some("BAD_USER_INPUT"));
-    assert_eq!(code(&f.run(&admin, "{ tenants(after: \"zz\") { totalCount } }", json!({})).await), Some("BAD_USER_INPUT"));
+    assert_eq!(
+        code(&f.run(&admin, "{ tenants(after: \"zz\") { totalCount } }", json!({})).await),
+        Some("BAD_USER_INPUT")
+    );
 }
 
 #[tokio::test]
@@ -203,11 +214,20 @@ async fn usage_and_me_are_the_callers_own_unless_admin() {
 async fn catalog_and_prices_are_readable_by_both() {
     let f = fixture().await;
     for p in [Principal::Admin, tenant("acme")] {
-        let v = f.run(&p, "{ models { id health } pricing { unpriced entries { provider model price { inputUsdPerMillion } } } }", json!({})).await;
+        let v = f
+            .run(
+                &p,
+                "{ models { id health } pricing { unpriced entries { provider model price { inputUsdPerMillion } } } }",
+                json!({}),
+            )
+            .await;
         assert!(v["errors"].is_null(), "{v}");
         assert_eq!(v["data"]["models"], json!([]));
         let entries = v["data"]["pricing"]["entries"].as_array().unwrap();
-        assert!(entries.iter().any(|e| e["provider"] == "openai" && e["model"] == "gpt-4o-mini*"), "built-in prices listed");
+        assert!(
+            entries.iter().any(|e| e["provider"] == "openai" && e["model"] == "gpt-4o-mini*"),
+            "built-in prices listed"
+        );
         assert_eq!(v["data"]["pricing"]["unpriced"], "REFUSE");
     }
 }
@@ -221,7 +241,9 @@ async fn abusive_queries_are_refused_before_running() {
     let v = f.run(&admin, deep, json!({})).await;
     assert!(v["errors"][0]["message"].as_str().unwrap_or("").contains("nested too deep"), "{v}");
     // Aliases multiply the work: 30 × a page of 100 tenants is far above the complexity limit.
-    let aliases: String = (0..30).map(|i| format!("a{i}: tenants(first: 100) {{ edges {{ node {{ id limits {{ rpm }} }} }} }} ")).collect();
+    let aliases: String = (0..30)
+        .map(|i| format!("a{i}: tenants(first: 100) {{ edges {{ node {{ id limits {{ rpm }} }} }} }} "))
+        .collect();
     let v = f.run(&admin, &format!("{{ {aliases} }}"), json!({})).await;
     assert!(v["errors"][0]["message"].as_str().unwrap_or("").contains("too complex"), "{v}");
     assert!(v["data"].is_null());
