@@ -227,7 +227,7 @@ impl PricingTable {
         // Lowest priority first, so a higher layer's entry replaces it.
         for layer in self.layers.iter().rev() {
             for (provider, prices) in layer {
-                let models = prices.exact.iter().map(|(m, p)| (m, p)).chain(prices.globs.iter().map(|(m, p)| (m, p)));
+                let models = prices.exact.iter().chain(prices.globs.iter().map(|(m, p)| (m, p)));
                 for (model, price) in models {
                     out.insert((provider.clone(), model.clone()), *price);
                 }
