@@ -13,6 +13,7 @@
 
 pub mod dashboard;
 pub mod domain;
+pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod services;
@@ -85,7 +86,7 @@ pub async fn serve_with_admin(
         tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "operations listener ready");
         tokio::spawn(http::server::run_ops(l, state.clone(), shutdown.clone(), config.shutdown_grace))
     });
-    http::server::run(listener, state.clone(), shutdown, config.shutdown_grace).await;
+    http::server::run_with(listener, state.clone(), mounts(&config), shutdown, config.shutdown_grace).await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
@@ -98,6 +99,17 @@ pub async fn serve_with_admin(
     }
     tracing::info!("ledger flushed; bye");
     Ok(())
+}
+
+/// The front doors mounted into the REST dispatch: GraphQL at `/graphql` (`http` and `graphql` are
+/// both layer 4 and do not import each other; the wiring joins them).
+fn mounts(config: &Config) -> http::routes::Mounts {
+    let door = Arc::new(graphql::Door::new(&config.graphql));
+    let mount: http::routes::Mount = Arc::new(move |state, auth, req| {
+        let door = door.clone();
+        Box::pin(async move { door.handle(state, auth, req).await })
+    });
+    http::routes::Mounts { graphql: Some(mount) }
 }
 
 /// The services and the background work that must stop after them.

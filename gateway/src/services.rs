@@ -8,19 +8,23 @@
 //! | `tenants` | tenants (admin) and keys (admin, or a tenant for its own) |
 //! | `usage` | usage totals from the ledger, scoped to what the caller may see |
 //! | `models` | the live model catalog (with prices and breaker health) |
+//! | `account` | `me`: who the caller is, its limits and spend this month |
+//! | `pricing` | the price table in effect |
 //! | `sessions` | dashboard sign-in: browser sessions over `auth`, CSRF tokens, the sign-in limiter |
 //!
 //! `metering`, `sink` and `stream` are the chat service's parts: one record per request, priced and
 //! handed to the ledger; the translating stream body. `error` is this layer's one error type.
 
+pub mod account;
 pub mod auth;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
 pub mod metering;
 pub mod models;
-pub mod sink;
+pub mod pricing;
 pub mod sessions;
+pub mod sink;
 pub mod state;
 pub mod stream;
 pub mod tenants;

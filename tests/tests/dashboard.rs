@@ -43,7 +43,11 @@ impl Browser {
     async fn get(&mut self, path: &str) -> TestResponse {
         let cookie = self.cookie_header();
         let lang = if self.lang == "ru" { "ru-RU,ru;q=0.9" } else { "en-US,en;q=0.9" };
-        let r = self.c.raw(Method::GET, path, &[("cookie", &cookie), ("accept-language", lang)], Bytes::new()).await.unwrap();
+        let r = self
+            .c
+            .raw(Method::GET, path, &[("cookie", &cookie), ("accept-language", lang)], Bytes::new())
+            .await
+            .unwrap();
         self.keep(&r);
         r
     }
@@ -51,7 +55,9 @@ impl Browser {
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> TestResponse {
         let body: String = form
             .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)))
+            .map(|(k, v)| {
+                format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC))
+            })
             .collect::<Vec<_>>()
             .join("&");
         let cookie = self.cookie_header();
@@ -61,7 +67,11 @@ impl Browser {
             .raw(
                 Method::POST,
                 path,
-                &[("cookie", &cookie), ("content-type", "application/x-www-form-urlencoded"), ("accept-language", lang)],
+                &[
+                    ("cookie", &cookie),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("accept-language", lang),
+                ],
                 body,
             )
             .await
@@ -111,7 +121,9 @@ fn body_rows(html: &str, caption: &str) -> Vec<Vec<String>> {
     let body = &t[t.find("<tbody>").unwrap()..t.find("</tbody>").unwrap()];
     body.split("<tr>")
         .skip(1)
-        .map(|r| r.split("<td").skip(1).map(|c| c.split_once('>').unwrap().1.split('<').next().unwrap().to_owned()).collect())
+        .map(|r| {
+            r.split("<td").skip(1).map(|c| c.split_once('>').unwrap().1.split('<').next().unwrap().to_owned()).collect()
+        })
         .collect()
 }
 
@@ -140,7 +152,9 @@ async fn setup() -> Setup {
         let csrf = admin.csrf().await;
         let r = admin.post("/dashboard/tenants", &[("csrf", &csrf), ("id", t), ("monthly_budget_usd", "100")]).await;
         assert_eq!(r.status, 303, "{}", r.text());
-        let r = admin.post(&format!("/dashboard/tenants/{t}/keys"), &[("csrf", &csrf), ("name", "<script>alert(1)</script>")]).await;
+        let r = admin
+            .post(&format!("/dashboard/tenants/{t}/keys"), &[("csrf", &csrf), ("name", "<script>alert(1)</script>")])
+            .await;
         assert_eq!(r.status, 200);
         let html = r.text();
         assert!(!html.contains("<script>alert(1)</script>"), "a key name is escaped");
@@ -149,7 +163,12 @@ async fn setup() -> Setup {
         keys.push(html[at..].split('<').next().unwrap().to_owned());
     }
     // acme: 3 calls (one to a model named like markup and a formula); globex: 1 call.
-    let calls = [(0usize, "openai/gpt-4o-mini"), (0, "openai/gpt-4o-mini"), (0, "openai/<img src=x onerror=alert(1)>"), (1, "openai/globex-secret-model")];
+    let calls = [
+        (0usize, "openai/gpt-4o-mini"),
+        (0, "openai/gpt-4o-mini"),
+        (0, "openai/<img src=x onerror=alert(1)>"),
+        (1, "openai/globex-secret-model"),
+    ];
     for (who, model) in calls {
         mock.enqueue_chat(Reply::answer(Answer::text("hello").with_usage(Usage::new(100, 200)))).await;
         let r = gw
@@ -166,7 +185,11 @@ async fn setup() -> Setup {
     }
     // The ledger writer batches for up to 100 ms.
     for _ in 0..50 {
-        let r = gw.client().raw(Method::GET, "/admin/usage", &[("authorization", &format!("Bearer {ADMIN}"))], Bytes::new()).await.unwrap();
+        let r = gw
+            .client()
+            .raw(Method::GET, "/admin/usage", &[("authorization", &format!("Bearer {ADMIN}"))], Bytes::new())
+            .await
+            .unwrap();
         if r.json()["data"][0]["requests"] == 4 {
             break;
         }
@@ -190,7 +213,10 @@ async fn sign_in_sessions_csrf_and_headers() {
     assert_eq!(r.status, 303);
     let set: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
     let session = set.iter().find(|c| c.starts_with("agg_session=")).expect("a session cookie");
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/dashboard"), "{session}");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict") && session.contains("Path=/dashboard"),
+        "{session}"
+    );
     let page = b.get("/dashboard").await;
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap();
@@ -223,7 +249,15 @@ async fn sign_in_sessions_csrf_and_headers() {
 #[tokio::test]
 async fn every_page_for_admin_and_tenant_with_isolation_and_escaping() {
     let s = setup().await;
-    let pages = ["/dashboard", "/dashboard/usage?g=model", "/dashboard/requests", "/dashboard/models", "/dashboard/jobs", "/dashboard/playground", "/dashboard/settings"];
+    let pages = [
+        "/dashboard",
+        "/dashboard/usage?g=model",
+        "/dashboard/requests",
+        "/dashboard/models",
+        "/dashboard/jobs",
+        "/dashboard/playground",
+        "/dashboard/settings",
+    ];
     let mut admin = Browser::new(&s.gw, "en");
     admin.sign_in(ADMIN).await;
     for p in pages.iter().chain(["/dashboard/tenants", "/dashboard/tenants/acme"].iter()) {
@@ -296,28 +330,26 @@ async fn totals_reconcile_with_admin_usage_and_csv() {
     assert_eq!(by_id(&overview, "kpi-requests"), "4 requests");
     // The dashboard CSV is byte for byte the admin API's for the same filter.
     let csv = admin.get("/dashboard/usage.csv?from=2020-01-01&to=2099-12-31&g=tenant&g=model").await.text();
-    let api = s
-        .gw
-        .client()
-        .raw(
-            Method::GET,
-            "/admin/usage?from=2020-01-01&to=2100-01-01&group_by=tenant,model&format=csv",
-            &[("authorization", &format!("Bearer {ADMIN}"))],
-            Bytes::new(),
-        )
-        .await
-        .unwrap()
-        .text();
+    let api =
+        s.gw.client()
+            .raw(
+                Method::GET,
+                "/admin/usage?from=2020-01-01&to=2100-01-01&group_by=tenant,model&format=csv",
+                &[("authorization", &format!("Bearer {ADMIN}"))],
+                Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .text();
     assert_eq!(csv, api);
     let csv_cost: f64 = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<f64>().unwrap()).sum();
     assert!((csv_cost - 2.0).abs() < 1e-9);
-    let json = s
-        .gw
-        .client()
-        .raw(Method::GET, "/admin/usage", &[("authorization", &format!("Bearer {ADMIN}"))], Bytes::new())
-        .await
-        .unwrap()
-        .json();
+    let json =
+        s.gw.client()
+            .raw(Method::GET, "/admin/usage", &[("authorization", &format!("Bearer {ADMIN}"))], Bytes::new())
+            .await
+            .unwrap()
+            .json();
     assert_eq!(json["data"][0]["requests"], 4);
     assert_eq!(json["data"][0]["cost_nano_usd"], 2_000_000_000i64);
     s.gw.shutdown().await;

@@ -24,7 +24,11 @@ pub fn bars(aria_label: &str, labels: &[String], titles: &[String], values: &[i6
         r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
         escape(aria_label)
     );
-    let _ = write!(out, r#"<line x1="0" y1="{y}" x2="{W}" y2="{y}" stroke="currentColor" stroke-opacity="0.4"/>"#, y = H - PAD_BOTTOM);
+    let _ = write!(
+        out,
+        r#"<line x1="0" y1="{y}" x2="{W}" y2="{y}" stroke="currentColor" stroke-opacity="0.4"/>"#,
+        y = H - PAD_BOTTOM
+    );
     let every = (values.len() / 10).max(1);
     for (i, v) in values.iter().enumerate() {
         let i64i = i64::try_from(i).unwrap_or(0);

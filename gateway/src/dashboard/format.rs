@@ -108,8 +108,8 @@ pub fn local_midnight(unix_ms: i64, offset_min: i32) -> i64 {
 /// common half-hour ones. No DST rules (a tz database crate would add megabytes and build time);
 /// a day is always `[local midnight, +24 h)` in the chosen offset.
 pub const OFFSETS_MIN: &[i32] = &[
-    -720, -660, -600, -540, -480, -420, -360, -300, -240, -210, -180, -120, -60, 0, 60, 120, 180, 210, 240, 270,
-    300, 330, 345, 360, 390, 420, 480, 540, 570, 600, 660, 720, 780, 840,
+    -720, -660, -600, -540, -480, -420, -360, -300, -240, -210, -180, -120, -60, 0, 60, 120, 180, 210, 240, 270, 300,
+    330, 345, 360, 390, 420, 480, 540, 570, 600, 660, 720, 780, 840,
 ];
 
 /// `UTC`, `UTC+03:00`, `UTC−05:00`.

@@ -17,11 +17,11 @@ use super::i18n::{self, Lang};
 use super::{chart, form_pairs, redirect, respond, set_cookie, with_cookie, Body, Prefs, Theme};
 use crate::domain::principal::Principal;
 use crate::domain::time::now_unix_ms;
+use crate::services::models::BreakerState;
 use crate::services::sessions::{self, same_token, Resumed, SignInError};
 use crate::services::tenants::{self, LimitsPatch, NewKeyRequest, TenantChange, TenantSource};
 use crate::services::usage::{self, Cursor, GroupBy, UsageFilter, UsageRow};
 use crate::services::{self, AppState, Error};
-use crate::services::models::BreakerState;
 
 /// Per-request page context: language, theme, zone, the principal and its CSRF token.
 pub struct Ctx {
@@ -141,7 +141,11 @@ struct PlaygroundPage<'a> {
 }
 
 fn page(ctx: &Ctx, title_id: &str, content: String, refresh: bool) -> Response {
-    let mut nav = vec![("/dashboard", "nav-overview"), ("/dashboard/usage", "nav-usage"), ("/dashboard/requests", "nav-requests")];
+    let mut nav = vec![
+        ("/dashboard", "nav-overview"),
+        ("/dashboard/usage", "nav-usage"),
+        ("/dashboard/requests", "nav-requests"),
+    ];
     nav.push(if ctx.is_admin() { ("/dashboard/tenants", "nav-tenants") } else { ("/dashboard/keys", "nav-keys") });
     nav.extend([
         ("/dashboard/models", "nav-models"),
@@ -217,7 +221,13 @@ impl Html {
         self
     }
     /// A table: `head`, rows of (text, numeric) cells, an optional total row.
-    fn table(&mut self, caption: &str, head: &[String], rows: &[Vec<(String, bool)>], foot: Option<Vec<(String, bool)>>) {
+    fn table(
+        &mut self,
+        caption: &str,
+        head: &[String],
+        rows: &[Vec<(String, bool)>],
+        foot: Option<Vec<(String, bool)>>,
+    ) {
         self.raw("<div class=\"scroll\"><table><caption>").text(caption).raw("</caption><thead><tr>");
         for h in head {
             self.raw("<th scope=\"col\">").text(h).raw("</th>");
@@ -234,7 +244,9 @@ impl Html {
         if let Some(f) = foot {
             self.raw("<tfoot><tr>");
             for (v, num) in f {
-                self.raw(if num { "<th class=\"num\" scope=\"row\">" } else { "<th scope=\"row\">" }).text(&v).raw("</th>");
+                self.raw(if num { "<th class=\"num\" scope=\"row\">" } else { "<th scope=\"row\">" })
+                    .text(&v)
+                    .raw("</th>");
             }
             self.raw("</tr></tfoot>");
         }
@@ -292,7 +304,9 @@ pub async fn login_post(
             &set_cookie(super::LOGIN_COOKIE, "", true, Some(0), prefs.secure),
         ),
         Err(SignInError::Invalid) => login_page(prefs, Some("sign-in-invalid"), StatusCode::UNAUTHORIZED),
-        Err(SignInError::Unavailable) => login_page(prefs, Some("sign-in-unavailable"), StatusCode::SERVICE_UNAVAILABLE),
+        Err(SignInError::Unavailable) => {
+            login_page(prefs, Some("sign-in-unavailable"), StatusCode::SERVICE_UNAVAILABLE)
+        }
         Err(SignInError::TooMany { retry_after_secs }) => {
             let mut resp =
                 login_page(prefs, Some(&format!("too-many:{retry_after_secs}")), StatusCode::TOO_MANY_REQUESTS);
@@ -385,9 +399,17 @@ fn period_form(ctx: &Ctx, html: &mut Html, days: i64, tenant: Option<&str>) {
     }
     html.raw("</select></label>");
     if ctx.is_admin() {
-        html.raw("<label>").text(&ctx.t("tenant")).raw(r#" <input name="tenant" value=""#).text(tenant.unwrap_or("")).raw(r#""></label>"#);
+        html.raw("<label>")
+            .text(&ctx.t("tenant"))
+            .raw(r#" <input name="tenant" value=""#)
+            .text(tenant.unwrap_or(""))
+            .raw(r#""></label>"#);
     }
-    html.raw(r#"<button type="submit">"#).text(&ctx.t("apply")).raw("</button><span class=\"zone\">").text(&format::offset_label(ctx.prefs.tz_min)).raw("</span></form>");
+    html.raw(r#"<button type="submit">"#)
+        .text(&ctx.t("apply"))
+        .raw("</button><span class=\"zone\">")
+        .text(&format::offset_label(ctx.prefs.tz_min))
+        .raw("</span></form>");
 }
 
 fn sum(rows: &[UsageRow]) -> UsageRow {
@@ -403,6 +425,7 @@ fn sum(rows: &[UsageRow]) -> UsageRow {
         cache_write_tokens: 0,
         cost_nano_usd: 0,
         cost_usd: String::new(),
+        bucket_start_unix_ms: None,
     };
     for r in rows {
         t.requests += r.requests;
@@ -416,7 +439,8 @@ fn sum(rows: &[UsageRow]) -> UsageRow {
 }
 
 fn breakdown(ctx: &Ctx, html: &mut Html, caption: &str, label: &str, rows: &[UsageRow], key: fn(&UsageRow) -> String) {
-    let head = vec![label.to_owned(), ctx.t("requests"), ctx.t("tokens-prompt"), ctx.t("tokens-completion"), ctx.t("spend")];
+    let head =
+        vec![label.to_owned(), ctx.t("requests"), ctx.t("tokens-prompt"), ctx.t("tokens-completion"), ctx.t("spend")];
     let body: Vec<Vec<(String, bool)>> = rows
         .iter()
         .map(|r| {
@@ -496,11 +520,15 @@ async fn overview(state: &AppState, ctx: &Ctx, query: &[(String, String)]) -> Re
     html.raw(r#"<section class="card"><h2>"#).text(&ctx.t("spend-per-day")).raw("</h2>");
     html.raw(&chart::bars(&ctx.t("spend-per-day"), &labels, &titles, &values));
     html.raw("</section>");
-    breakdown(ctx, &mut html, &ctx.t("by-provider"), &ctx.t("provider"), &per_provider, |r| r.provider.clone().unwrap_or_default());
+    breakdown(ctx, &mut html, &ctx.t("by-provider"), &ctx.t("provider"), &per_provider, |r| {
+        r.provider.clone().unwrap_or_default()
+    });
     breakdown(ctx, &mut html, &ctx.t("by-model"), &ctx.t("model"), &per_model, |r| r.model.clone().unwrap_or_default());
     if ctx.is_admin() {
         let per_tenant = usage::query(state, p, by(vec![GroupBy::Tenant])).await?;
-        breakdown(ctx, &mut html, &ctx.t("by-tenant"), &ctx.t("tenant"), &per_tenant, |r| r.tenant.clone().unwrap_or_default());
+        breakdown(ctx, &mut html, &ctx.t("by-tenant"), &ctx.t("tenant"), &per_tenant, |r| {
+            r.tenant.clone().unwrap_or_default()
+        });
     }
     budgets(state, ctx, &mut html).await?;
     Ok(page(ctx, "nav-overview", html.0, true))
@@ -527,7 +555,12 @@ async fn budgets(state: &AppState, ctx: &Ctx, html: &mut Html) -> Result<(), Err
         let budget_nano = budget_micro.saturating_mul(1000);
         let label = ctx.ta("budget-of", &[("spent", ctx.money(used)), ("budget", ctx.money(budget_nano))]);
         html.raw(r#"<div class="budget"><span>"#).text(&tenant).raw("</span> ");
-        let _ = write!(html.0, r#"<meter min="0" max="{budget_nano}" value="{}" high="{}" aria-label=""#, used.min(budget_nano), budget_nano / 10 * 8);
+        let _ = write!(
+            html.0,
+            r#"<meter min="0" max="{budget_nano}" value="{}" high="{}" aria-label=""#,
+            used.min(budget_nano),
+            budget_nano / 10 * 8
+        );
         html.text(&format!("{tenant}: {label}")).raw(r#""></meter> <span>"#).text(&label).raw("</span></div>");
     }
     if !any {
@@ -553,7 +586,9 @@ fn explorer_filter(ctx: &Ctx, query: &[(String, String)]) -> Result<(UsageFilter
         }
     };
     let from = parse("from")?.unwrap_or(def_from);
-    let to = parse("to")?.map(|t| if q(query, "to").is_some_and(|v| v.len() == 10) { t + DAY_MS } else { t }).unwrap_or(def_to);
+    let to = parse("to")?
+        .map(|t| if q(query, "to").is_some_and(|v| v.len() == 10) { t + DAY_MS } else { t })
+        .unwrap_or(def_to);
     let mut groups = Vec::new();
     for (k, v) in query {
         if k == "g" {
@@ -580,14 +615,38 @@ fn explorer_filter(ctx: &Ctx, query: &[(String, String)]) -> Result<(UsageFilter
 }
 
 fn filter_inputs(ctx: &Ctx, html: &mut Html, f: &UsageFilter, from: &str, to: &str) {
-    html.raw("<label>").text(&ctx.t("from")).raw(r#" <input type="date" name="from" value=""#).text(from).raw(r#""></label>"#);
-    html.raw("<label>").text(&ctx.t("to")).raw(r#" <input type="date" name="to" value=""#).text(to).raw(r#""></label>"#);
+    html.raw("<label>")
+        .text(&ctx.t("from"))
+        .raw(r#" <input type="date" name="from" value=""#)
+        .text(from)
+        .raw(r#""></label>"#);
+    html.raw("<label>")
+        .text(&ctx.t("to"))
+        .raw(r#" <input type="date" name="to" value=""#)
+        .text(to)
+        .raw(r#""></label>"#);
     if ctx.is_admin() {
-        html.raw("<label>").text(&ctx.t("tenant")).raw(r#" <input name="tenant" value=""#).text(f.tenant.as_deref().unwrap_or("")).raw(r#""></label>"#);
+        html.raw("<label>")
+            .text(&ctx.t("tenant"))
+            .raw(r#" <input name="tenant" value=""#)
+            .text(f.tenant.as_deref().unwrap_or(""))
+            .raw(r#""></label>"#);
     }
-    html.raw("<label>").text(&ctx.t("provider")).raw(r#" <input name="provider" value=""#).text(f.provider.as_deref().unwrap_or("")).raw(r#""></label>"#);
-    html.raw("<label>").text(&ctx.t("model")).raw(r#" <input name="model" value=""#).text(f.model.as_deref().unwrap_or("")).raw(r#""></label>"#);
-    html.raw("<label>").text(&ctx.t("status")).raw(r#" <select name="status"><option value="">"#).text(&ctx.t("status-any")).raw("</option>");
+    html.raw("<label>")
+        .text(&ctx.t("provider"))
+        .raw(r#" <input name="provider" value=""#)
+        .text(f.provider.as_deref().unwrap_or(""))
+        .raw(r#""></label>"#);
+    html.raw("<label>")
+        .text(&ctx.t("model"))
+        .raw(r#" <input name="model" value=""#)
+        .text(f.model.as_deref().unwrap_or(""))
+        .raw(r#""></label>"#);
+    html.raw("<label>")
+        .text(&ctx.t("status"))
+        .raw(r#" <select name="status"><option value="">"#)
+        .text(&ctx.t("status-any"))
+        .raw("</option>");
     for st in usage::RecordStatus::ALL {
         let sel = if f.status.as_deref() == Some(st.as_str()) { " selected" } else { "" };
         let _ = write!(html.0, r#"<option value="{0}"{sel}>{0}</option>"#, st.as_str());
@@ -614,7 +673,11 @@ async fn usage_page(state: &AppState, ctx: &Ctx, query: &[(String, String)]) -> 
     }
     html.raw(r#"</fieldset><button type="submit">"#).text(&ctx.t("apply")).raw("</button></form>");
     let raw_query: String = query.iter().map(|(k, v)| format!("{}={}&", enc(k), enc(v))).collect();
-    html.raw(r#"<p><a class="button" href="/dashboard/usage.csv?"#).text(raw_query.trim_end_matches('&')).raw(r#"" download>"#).text(&ctx.t("download-csv")).raw("</a></p>");
+    html.raw(r#"<p><a class="button" href="/dashboard/usage.csv?"#)
+        .text(raw_query.trim_end_matches('&'))
+        .raw(r#"" download>"#)
+        .text(&ctx.t("download-csv"))
+        .raw("</a></p>");
     let mut head = Vec::new();
     for (g, id) in &dims {
         if f.group_by.contains(g) {
@@ -622,7 +685,14 @@ async fn usage_page(state: &AppState, ctx: &Ctx, query: &[(String, String)]) -> 
         }
     }
     let n_dims = head.len();
-    head.extend([ctx.t("requests"), ctx.t("tokens-prompt"), ctx.t("tokens-completion"), ctx.t("tokens-cached"), ctx.t("tokens-cache-write"), ctx.t("spend")]);
+    head.extend([
+        ctx.t("requests"),
+        ctx.t("tokens-prompt"),
+        ctx.t("tokens-completion"),
+        ctx.t("tokens-cached"),
+        ctx.t("tokens-cache-write"),
+        ctx.t("spend"),
+    ]);
     let body: Vec<Vec<(String, bool)>> = rows
         .iter()
         .map(|r| {
@@ -678,7 +748,8 @@ async fn usage_csv(state: &AppState, ctx: &Ctx, query: &[(String, String)]) -> R
     let (f, _, _) = explorer_filter(ctx, query)?;
     let rows = usage::query(state, &ctx.principal, f).await?;
     let mut resp = respond(StatusCode::OK, "text/csv; charset=utf-8", usage::to_csv(&rows));
-    resp.headers_mut().insert(http::header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"usage.csv\""));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"usage.csv\""));
     Ok(resp)
 }
 
@@ -700,7 +771,16 @@ async fn requests_page(state: &AppState, ctx: &Ctx, query: &[(String, String)]) 
     if ctx.is_admin() {
         head.push(ctx.t("tenant"));
     }
-    head.extend([ctx.t("provider"), ctx.t("model"), ctx.t("status"), ctx.t("tokens-prompt"), ctx.t("tokens-completion"), ctx.t("latency"), ctx.t("cost"), ctx.t("record-id")]);
+    head.extend([
+        ctx.t("provider"),
+        ctx.t("model"),
+        ctx.t("status"),
+        ctx.t("tokens-prompt"),
+        ctx.t("tokens-completion"),
+        ctx.t("latency"),
+        ctx.t("cost"),
+        ctx.t("record-id"),
+    ]);
     let body: Vec<Vec<(String, bool)>> = rows
         .iter()
         .map(|r| {
@@ -728,14 +808,23 @@ async fn requests_page(state: &AppState, ctx: &Ctx, query: &[(String, String)]) 
         html.table(&ctx.t("nav-requests"), &head, &body, None);
     }
     html.raw("</section><nav class=\"pager\">");
-    let keep: String = query.iter().filter(|(k, _)| k != "before").map(|(k, v)| format!("{}={}&", enc(k), enc(v))).collect();
+    let keep: String =
+        query.iter().filter(|(k, _)| k != "before").map(|(k, v)| format!("{}={}&", enc(k), enc(v))).collect();
     if before.is_some() {
-        html.raw(r#"<a href="/dashboard/requests?"#).text(keep.trim_end_matches('&')).raw(r#"">"#).text(&ctx.t("newest")).raw("</a> ");
+        html.raw(r#"<a href="/dashboard/requests?"#)
+            .text(keep.trim_end_matches('&'))
+            .raw(r#"">"#)
+            .text(&ctx.t("newest"))
+            .raw("</a> ");
     }
     if rows.len() == PAGE_SIZE as usize {
         if let Some(last) = rows.last() {
             let c = Cursor { ts_unix_ms: last.ts_unix_ms, record_id: last.record_id.clone() };
-            html.raw(r#"<a rel="next" href="/dashboard/requests?"#).text(&format!("{keep}before={}", enc(&c.encode()))).raw(r#"">"#).text(&ctx.t("older")).raw("</a>");
+            html.raw(r#"<a rel="next" href="/dashboard/requests?"#)
+                .text(&format!("{keep}before={}", enc(&c.encode())))
+                .raw(r#"">"#)
+                .text(&ctx.t("older"))
+                .raw("</a>");
         }
     }
     html.raw("</nav>");
@@ -759,11 +848,20 @@ async fn tenants_page(state: &AppState, ctx: &Ctx) -> Result<Response, Error> {
     let list = tenants::list_tenants(state, &ctx.principal).await?;
     let mut html = Html::default();
     html.raw("<h1>").text(&ctx.t("tenants")).raw("</h1>");
-    html.raw(r#"<section class="card"><h2>"#).text(&ctx.t("new-tenant")).raw(r#"</h2><form method="post" action="/dashboard/tenants" class="filters">"#).csrf(ctx);
-    html.raw("<label>").text(&ctx.t("tenant-id")).raw(r#" <input name="id" required maxlength="128" pattern="[A-Za-z0-9][A-Za-z0-9._\-]*"></label>"#);
-    html.raw("<label>").text(&ctx.t("monthly-budget")).raw(r#" <input name="monthly_budget_usd" inputmode="decimal"></label>"#);
+    html.raw(r#"<section class="card"><h2>"#)
+        .text(&ctx.t("new-tenant"))
+        .raw(r#"</h2><form method="post" action="/dashboard/tenants" class="filters">"#)
+        .csrf(ctx);
+    html.raw("<label>")
+        .text(&ctx.t("tenant-id"))
+        .raw(r#" <input name="id" required maxlength="128" pattern="[A-Za-z0-9][A-Za-z0-9._\-]*"></label>"#);
+    html.raw("<label>")
+        .text(&ctx.t("monthly-budget"))
+        .raw(r#" <input name="monthly_budget_usd" inputmode="decimal"></label>"#);
     html.raw(r#"<button type="submit">"#).text(&ctx.t("create")).raw("</button></form></section>");
-    html.raw(r#"<section class="card"><div class="scroll"><table><caption>"#).text(&ctx.t("tenants")).raw("</caption><thead><tr>");
+    html.raw(r#"<section class="card"><div class="scroll"><table><caption>"#)
+        .text(&ctx.t("tenants"))
+        .raw("</caption><thead><tr>");
     for h in [ctx.t("tenant"), ctx.t("source"), ctx.t("status"), ctx.t("rpm"), ctx.t("tpm"), ctx.t("monthly-budget")] {
         html.raw(r#"<th scope="col">"#).text(&h).raw("</th>");
     }
@@ -776,9 +874,18 @@ async fn tenants_page(state: &AppState, ctx: &Ctx) -> Result<Response, Error> {
             html.text(&t.id);
         }
         let source = if t.source == TenantSource::Stored { ctx.t("source-stored") } else { ctx.t("source-config") };
-        html.raw("</td><td>").text(&source).raw("</td><td>").text(&ctx.t(if t.disabled { "disabled" } else { "active" }));
-        html.raw(r#"</td><td class="num">"#).text(&limit_text(ctx, t.limits.rpm)).raw(r#"</td><td class="num">"#).text(&limit_text(ctx, t.limits.tpm));
-        html.raw(r#"</td><td class="num">"#).text(&budget_text(ctx, t.limits.monthly_budget_micro_usd)).raw("</td></tr>");
+        html.raw("</td><td>").text(&source).raw("</td><td>").text(&ctx.t(if t.disabled {
+            "disabled"
+        } else {
+            "active"
+        }));
+        html.raw(r#"</td><td class="num">"#)
+            .text(&limit_text(ctx, t.limits.rpm))
+            .raw(r#"</td><td class="num">"#)
+            .text(&limit_text(ctx, t.limits.tpm));
+        html.raw(r#"</td><td class="num">"#)
+            .text(&budget_text(ctx, t.limits.monthly_budget_micro_usd))
+            .raw("</td></tr>");
     }
     html.raw("</tbody></table></div></section>");
     Ok(page(ctx, "nav-tenants", html.0, false))
@@ -789,7 +896,10 @@ fn patch_from(form: &[(String, String)]) -> Result<LimitsPatch, Error> {
         match form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim()) {
             None => Ok(None),
             Some("") => Ok(Some(None)),
-            Some(v) => v.parse().map(|v| Some(Some(v))).map_err(|_| Error::bad_request(format!("`{k}` must be a whole number."), Some(k))),
+            Some(v) => v
+                .parse()
+                .map(|v| Some(Some(v)))
+                .map_err(|_| Error::bad_request(format!("`{k}` must be a whole number."), Some(k))),
         }
     };
     Ok(LimitsPatch {
@@ -830,7 +940,11 @@ async fn create_key(state: &AppState, ctx: &Ctx, id: &str, form: &[(String, Stri
 
 async fn revoke_key(state: &AppState, ctx: &Ctx, key_id: &str, form: &[(String, String)]) -> Result<Response, Error> {
     let row = tenants::revoke_key(state, &ctx.principal, &decode(key_id)).await?;
-    let back = if ctx.is_admin() { format!("/dashboard/tenants/{}", enc(&row.tenant_id)) } else { "/dashboard/keys".to_owned() };
+    let back = if ctx.is_admin() {
+        format!("/dashboard/tenants/{}", enc(&row.tenant_id))
+    } else {
+        "/dashboard/keys".to_owned()
+    };
     let _ = form;
     Ok(redirect(&back))
 }
@@ -856,23 +970,46 @@ async fn tenant_page(state: &AppState, ctx: &Ctx, id: &str, new_secret: Option<&
             ("rpm", "rpm", tenant.limits.rpm.map(|v| v.to_string())),
             ("tpm", "tpm", tenant.limits.tpm.map(|v| v.to_string())),
             ("max_concurrent", "max-concurrent", tenant.limits.max_concurrent.map(|v| v.to_string())),
-            ("monthly_budget_usd", "monthly-budget", tenant.limits.monthly_budget_micro_usd.map(crate::domain::money::format_usd_micro)),
+            (
+                "monthly_budget_usd",
+                "monthly-budget",
+                tenant.limits.monthly_budget_micro_usd.map(crate::domain::money::format_usd_micro),
+            ),
         ] {
-            let _ = write!(html.0, r#"<label>{} <input name="{name}" inputmode="decimal" value="{}"></label>"#, escape(&ctx.t(label)), escape(value.as_deref().unwrap_or("")));
+            let _ = write!(
+                html.0,
+                r#"<label>{} <input name="{name}" inputmode="decimal" value="{}"></label>"#,
+                escape(&ctx.t(label)),
+                escape(value.as_deref().unwrap_or(""))
+            );
         }
         html.raw(r#"<button type="submit">"#).text(&ctx.t("save")).raw("</button></form>");
         let _ = write!(html.0, r#"<form method="post" action="/dashboard/tenants/{enc_id}">"#);
         html.csrf(ctx);
         let (value, label) = if tenant.disabled { ("false", "enable") } else { ("true", "disable") };
-        let _ = write!(html.0, r#"<input type="hidden" name="disabled" value="{value}"><button type="submit" class="danger">{}</button></form></section>"#, escape(&ctx.t(label)));
+        let _ = write!(
+            html.0,
+            r#"<input type="hidden" name="disabled" value="{value}"><button type="submit" class="danger">{}</button></form></section>"#,
+            escape(&ctx.t(label))
+        );
     }
     html.raw(r#"<section class="card"><h2>"#).text(&ctx.t("keys")).raw("</h2>");
     if let Some(secret) = new_secret {
-        html.raw(r#"<div class="notice ok" role="status"><p>"#).text(&ctx.t("key-created")).raw(r#"</p><p><code id="new-key">"#).text(secret).raw(r#"</code> <button type="button" class="copy" data-copy="new-key">"#).text(&ctx.t("copy")).raw("</button></p></div>");
+        html.raw(r#"<div class="notice ok" role="status"><p>"#)
+            .text(&ctx.t("key-created"))
+            .raw(r#"</p><p><code id="new-key">"#)
+            .text(secret)
+            .raw(r#"</code> <button type="button" class="copy" data-copy="new-key">"#)
+            .text(&ctx.t("copy"))
+            .raw("</button></p></div>");
     }
     let _ = write!(html.0, r#"<form method="post" action="/dashboard/tenants/{enc_id}/keys" class="filters">"#);
     html.csrf(ctx);
-    html.raw("<label>").text(&ctx.t("key-name")).raw(r#" <input name="name" maxlength="100"></label><button type="submit">"#).text(&ctx.t("new-key")).raw("</button></form>");
+    html.raw("<label>")
+        .text(&ctx.t("key-name"))
+        .raw(r#" <input name="name" maxlength="100"></label><button type="submit">"#)
+        .text(&ctx.t("new-key"))
+        .raw("</button></form>");
     let keys = tenants::list_keys(state, &ctx.principal, &tenant.id).await?;
     if keys.is_empty() {
         html.raw("<p>").text(&ctx.t("no-keys")).raw("</p>");
@@ -883,17 +1020,28 @@ async fn tenant_page(state: &AppState, ctx: &Ctx, id: &str, new_secret: Option<&
         }
         html.raw("</tr></thead><tbody>");
         for k in &keys {
-            html.raw("<tr><td>").text(k.name.as_deref().unwrap_or(&k.id)).raw("</td><td><code>").text(&k.prefix).raw("…</code></td><td>");
+            html.raw("<tr><td>")
+                .text(k.name.as_deref().unwrap_or(&k.id))
+                .raw("</td><td><code>")
+                .text(&k.prefix)
+                .raw("…</code></td><td>");
             html.text(&format::datetime(ctx.lang(), k.created_at_unix_ms, ctx.prefs.tz_min)).raw("</td><td>");
             match k.revoked_at_unix_ms {
                 Some(at) => {
-                    html.text(&format!("{} {}", ctx.t("revoked"), format::datetime(ctx.lang(), at, ctx.prefs.tz_min))).raw("</td><td></td>");
+                    html.text(&format!("{} {}", ctx.t("revoked"), format::datetime(ctx.lang(), at, ctx.prefs.tz_min)))
+                        .raw("</td><td></td>");
                 }
                 None => {
                     html.text(&ctx.t("active")).raw("</td><td>");
                     let _ = write!(html.0, r#"<form method="post" action="/dashboard/keys/{}/revoke">"#, enc(&k.id));
                     html.csrf(ctx);
-                    let _ = write!(html.0, r#"<button type="submit" class="danger" aria-label="{} {}">{}</button></form></td>"#, escape(&ctx.t("revoke")), escape(k.name.as_deref().unwrap_or(&k.id)), escape(&ctx.t("revoke")));
+                    let _ = write!(
+                        html.0,
+                        r#"<button type="submit" class="danger" aria-label="{} {}">{}</button></form></td>"#,
+                        escape(&ctx.t("revoke")),
+                        escape(k.name.as_deref().unwrap_or(&k.id)),
+                        escape(&ctx.t("revoke"))
+                    );
                 }
             }
             html.raw("</tr>");
@@ -907,10 +1055,18 @@ async fn tenant_page(state: &AppState, ctx: &Ctx, id: &str, new_secret: Option<&
 // ---------------------------------------------------------------- models
 
 async fn models_page(state: &AppState, ctx: &Ctx) -> Result<Response, Error> {
-    let catalog = services::models::catalog(state, &ctx.principal).await;
+    let catalog = services::models::catalog_rows(state, &ctx.principal).await;
     let mut html = Html::default();
     html.raw("<h1>").text(&ctx.t("nav-models")).raw("</h1>");
-    let head = [ctx.t("model"), ctx.t("provider"), ctx.t("price-input"), ctx.t("price-output"), ctx.t("price-cached"), ctx.t("price-cache-write"), ctx.t("health")];
+    let head = [
+        ctx.t("model"),
+        ctx.t("provider"),
+        ctx.t("price-input"),
+        ctx.t("price-output"),
+        ctx.t("price-cached"),
+        ctx.t("price-cache-write"),
+        ctx.t("health"),
+    ];
     let per_m = |micro: i64| ctx.money(micro.saturating_mul(1000));
     let rows: Vec<Vec<(String, bool)>> = catalog
         .iter()
@@ -942,7 +1098,11 @@ async fn models_page(state: &AppState, ctx: &Ctx) -> Result<Response, Error> {
 
 fn jobs_page(ctx: &Ctx) -> Response {
     let mut html = Html::default();
-    html.raw("<h1>").text(&ctx.t("nav-jobs")).raw(r#"</h1><p class="notice">"#).text(&ctx.t("jobs-pending")).raw("</p>");
+    html.raw("<h1>")
+        .text(&ctx.t("nav-jobs"))
+        .raw(r#"</h1><p class="notice">"#)
+        .text(&ctx.t("jobs-pending"))
+        .raw("</p>");
     page(ctx, "nav-jobs", html.0, false)
 }
 
@@ -981,9 +1141,12 @@ async fn playground_chat(state: &Arc<AppState>, ctx: &Ctx, body: String) -> Resu
         .body(Full::new(bytes))
         .map_err(|e| Error::Internal(e.to_string().into()))?;
     let request_id = format!("dash_{}", &sessions::random_token().unwrap_or_default()[..24]);
-    let reply = services::chat::complete(state, &ctx.principal, &request_id, services::chat::Dialect::OpenAi, http_req).await?;
-    let provider = reply.headers().get(services::chat::X_AGGREGATOR_PROVIDER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let model = reply.headers().get(services::chat::X_AGGREGATOR_MODEL).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let reply =
+        services::chat::complete(state, &ctx.principal, &request_id, services::chat::Dialect::OpenAi, http_req).await?;
+    let provider =
+        reply.headers().get(services::chat::X_AGGREGATOR_PROVIDER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let model =
+        reply.headers().get(services::chat::X_AGGREGATOR_MODEL).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let price = match (provider, model) {
         (Some(p), Some(m)) => services::models::price(state, &p, &m),
         _ => None,
@@ -994,7 +1157,10 @@ async fn playground_chat(state: &Arc<AppState>, ctx: &Ctx, body: String) -> Resu
         services::chat::ReplyBody::Stream(s) => s.boxed_unsync(),
     };
     if let Some(p) = price {
-        let v = format!("{},{},{},{}", p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m, p.cache_write_micro_per_m);
+        let v = format!(
+            "{},{},{},{}",
+            p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m, p.cache_write_micro_per_m
+        );
         if let Ok(v) = HeaderValue::try_from(v) {
             parts.headers.insert("x-dashboard-price", v);
         }

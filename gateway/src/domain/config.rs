@@ -60,6 +60,29 @@ pub struct Config {
     pub jwt: Option<JwtSettings>,
     /// Downstream connection timeouts (`server:`).
     pub server: ServerSettings,
+    /// The GraphQL front door (`graphql:`, `ENABLE_PLAYGROUND`).
+    pub graphql: GraphqlSettings,
+}
+
+/// `graphql:`: the GraphQL API at `/graphql` (issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphqlSettings {
+    /// Serve the GraphiQL-style page at `GET /graphql` (off by default; `ENABLE_PLAYGROUND=true`
+    /// or `graphql.playground: true`).
+    pub playground: bool,
+    /// Answer `__schema`/`__type` queries (on by default; `graphql.introspection: false` turns it off).
+    pub introspection: bool,
+    /// Deepest selection nesting a query may have (default 12).
+    pub max_depth: usize,
+    /// Largest complexity (one per field, times the page size of connections) a query may have
+    /// (default 2000).
+    pub max_complexity: usize,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self { playground: false, introspection: true, max_depth: 12, max_complexity: 2000 }
+    }
 }
 
 /// `server:`: how long the gateway waits on a downstream client before closing its connection.

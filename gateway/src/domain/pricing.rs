@@ -220,6 +220,22 @@ impl PricingTable {
         self.lookup_for(provider_id, provider_kind, model).unwrap_or_default()
     }
 
+    /// Every entry in effect, as `(provider id or kind, model name or glob, price)`, sorted by
+    /// provider then model; an entry a higher layer overrides is listed once, with the winning price.
+    pub fn entries(&self) -> Vec<(String, String, Price)> {
+        let mut out: BTreeMap<(String, String), Price> = BTreeMap::new();
+        // Lowest priority first, so a higher layer's entry replaces it.
+        for layer in self.layers.iter().rev() {
+            for (provider, prices) in layer {
+                let models = prices.exact.iter().chain(prices.globs.iter().map(|(m, p)| (m, p)));
+                for (model, price) in models {
+                    out.insert((provider.clone(), model.clone()), *price);
+                }
+            }
+        }
+        out.into_iter().map(|((provider, model), price)| (provider, model, price)).collect()
+    }
+
     /// Number of priced entries (exact names plus globs, every layer), for logs.
     pub fn len(&self) -> usize {
         self.layers.iter().flat_map(|l| l.values()).map(|p| p.exact.len() + p.globs.len()).sum()

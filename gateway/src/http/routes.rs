@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -9,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::{admin, anthropic, chat, models, rescue, usage};
-use crate::domain::principal::{metrics_scope, Listener, MetricsScope};
+use crate::domain::principal::{metrics_scope, Listener, MetricsScope, Principal};
 use crate::services::{self, AppState, Error};
 
 /// `X-API-Key`, the other header a credential may arrive in.
@@ -21,12 +23,44 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// The path of the GraphQL front door.
+pub const GRAPHQL_PATH: &str = "/graphql";
+
+/// A front door the wiring (`lib.rs`) mounts beside these routes: GraphQL at [`GRAPHQL_PATH`].
+/// `http` cannot import it (both are layer 4 front doors), so it arrives as a function of the
+/// state, the result of authenticating the request (authentication stays here, once, deny by
+/// default; the door renders a failure in its own wire format, and may serve a page that needs no
+/// credentials) and the request.
+pub type Mount = Arc<
+    dyn Fn(Arc<AppState>, Result<Principal, Error>, Request<Incoming>) -> BoxFuture<'static, Response<Body>>
+        + Send
+        + Sync,
+>;
+
+/// The front doors mounted by the wiring; `Default` mounts none (`/graphql` is then a 404).
+#[derive(Clone, Default)]
+pub struct Mounts {
+    /// Serves [`GRAPHQL_PATH`].
+    pub graphql: Option<Mount>,
+}
+
 /// Entry point for every downstream request.
 pub async fn dispatch(
     state: Arc<AppState>,
+    mounts: &Mounts,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
+    if req.uri().path() == GRAPHQL_PATH {
+        if let Some(door) = &mounts.graphql {
+            let auth = state.auth.authenticate(req.headers()).await.map_err(Error::from);
+            let mut resp = door(state.clone(), auth, req).await;
+            if let Ok(v) = HeaderValue::try_from(request_id) {
+                resp.headers_mut().insert(X_REQUEST_ID, v);
+            }
+            return Ok(resp);
+        }
+    }
     let anthropic_client = speaks_anthropic(&req);
     let mut resp = route(&state, req, &request_id).await.unwrap_or_else(|e| {
         if anthropic_client {

@@ -63,17 +63,29 @@ where
 /// Serves until `shutdown` is cancelled, then stops accepting and waits up to `grace` for open
 /// connections (in-flight requests and streams) to finish.
 pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration) {
-    accept_loop(listener, state, shutdown, grace, false).await;
+    run_with(listener, state, routes::Mounts::default(), shutdown, grace).await;
+}
+
+/// [`run`] with front doors mounted beside the REST routes (GraphQL), by the wiring.
+pub async fn run_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mounts: routes::Mounts,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    accept_loop(listener, state, mounts, shutdown, grace, false).await;
 }
 
 /// The operations listener: `/metrics`, `/healthz` and `/readyz` only.
 pub async fn run_ops(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, grace: Duration) {
-    accept_loop(listener, state, shutdown, grace, true).await;
+    accept_loop(listener, state, routes::Mounts::default(), shutdown, grace, true).await;
 }
 
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
+    mounts: routes::Mounts,
     shutdown: CancellationToken,
     grace: Duration,
     ops_only: bool,
@@ -106,12 +118,14 @@ async fn accept_loop(
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
                 let state = state.clone();
+                let mounts = mounts.clone();
                 let activity = Arc::new(Activity::new());
                 let tracked = activity.clone();
                 let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     // The client address, for per-address limits (dashboard sign-in).
                     req.extensions_mut().insert(peer);
                     let state = state.clone();
+                    let mounts = mounts.clone();
                     // Taken before the request is served and released when its response body is
                     // dropped: the connection is not idle while a request or a stream is open.
                     let guard = InFlight::begin(&tracked);
@@ -119,7 +133,7 @@ async fn accept_loop(
                         let resp = if ops_only {
                             routes::dispatch_ops(state, req).await
                         } else {
-                            routes::dispatch(state, req).await
+                            routes::dispatch(state, &mounts, req).await
                         };
                         resp.map(|r| r.map(|inner| TrackedBody { inner, _guard: guard }))
                     }

@@ -134,6 +134,7 @@ mod tests {
             provider: None,
             model: Some("m\"x".into()),
             day: None,
+            bucket_start_unix_ms: None,
             requests: 2,
             prompt_tokens: 10,
             completion_tokens: 5,

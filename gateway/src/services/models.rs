@@ -219,7 +219,7 @@ pub struct CatalogEntry {
 }
 
 /// The live catalog with prices and breaker states: what [`list`] shows, for any principal.
-pub async fn catalog(state: &AppState, principal: &Principal) -> Vec<CatalogEntry> {
+pub async fn catalog_rows(state: &AppState, principal: &Principal) -> Vec<CatalogEntry> {
     let all = list(state, principal).await;
     all.into_iter()
         .map(|m| {
@@ -249,3 +249,45 @@ pub fn price(state: &AppState, provider_id: &str, model: &str) -> Option<crate::
     state.sink.as_ref()?.price_of(&u.config.id, u.config.kind, model)
 }
 pub use crate::upstream::health::BreakerState;
+/// One catalog entry with what serves it, its price and its deployment's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogModel {
+    pub entry: ModelEntry,
+    /// Provider id serving it (an alias: its route's primary target).
+    pub provider: Option<String>,
+    /// Model name at that provider.
+    pub upstream_model: Option<String>,
+    /// Its price; `None` when no price matches (refused unless `pricing.unpriced: fallback`).
+    pub price: Option<crate::domain::pricing::Price>,
+    /// The deployment's circuit breaker: closed (healthy), open (skipped) or half-open (probing).
+    pub health: crate::upstream::health::BreakerState,
+}
+
+/// The live catalog ([`list`]) with each model's price and provider health, for any authenticated
+/// principal. Everything is read from memory (the cached listings, the price table, the breakers):
+/// no per-model upstream or database call.
+pub async fn catalog(state: &AppState, principal: &Principal) -> Vec<CatalogModel> {
+    let table = state.sink.as_ref().and_then(|s| s.pricing_table());
+    list(state, principal)
+        .await
+        .into_iter()
+        .map(|entry| {
+            let target = match entry.id.split_once('/') {
+                Some((p, m)) if state.upstreams.contains_key(p) => Some((p.to_owned(), m.to_owned())),
+                _ => crate::domain::routing::resolve(&state.config, &entry.id)
+                    .ok()
+                    .map(|r| (r.primary().provider.id.clone(), r.primary().upstream_model.clone())),
+            };
+            let (price, health) = match &target {
+                Some((p, m)) => {
+                    let kind = state.upstream(p).map_or(p.as_str(), |u| u.config.kind.as_str());
+                    let price = table.as_ref().and_then(|t| t.lookup_for(p, kind, m));
+                    (price, state.breakers.state(&format!("{p}/{m}")))
+                }
+                None => (None, crate::upstream::health::BreakerState::Closed),
+            };
+            let (provider, upstream_model) = target.map_or((None, None), |(p, m)| (Some(p), Some(m)));
+            CatalogModel { entry, provider, upstream_model, price, health }
+        })
+        .collect()
+}

@@ -68,6 +68,16 @@ impl Sink {
         self.pricing.as_ref()?.current().lookup_for(provider_id, kind.as_str(), model)
     }
 
+    /// The price table in effect now (`None` without one: every request costs 0).
+    pub fn pricing_table(&self) -> Option<Arc<crate::domain::pricing::PricingTable>> {
+        self.pricing.as_ref().map(|p| arc_swap::Guard::into_inner(p.current()))
+    }
+
+    /// What unpriced models cost (refused, or the fallback price).
+    pub fn unpriced(&self) -> UnpricedPolicy {
+        self.unpriced
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

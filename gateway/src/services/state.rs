@@ -19,7 +19,13 @@ pub type Door = fn(
     Arc<AppState>,
     http::Request<hyper::body::Incoming>,
 ) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = http::Response<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>>> + Send>,
+    Box<
+        dyn std::future::Future<
+                Output = http::Response<
+                    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>,
+                >,
+            > + Send,
+    >,
 >;
 
 /// Everything a service needs. Built once at start; cheap to share behind `Arc`.

@@ -174,8 +174,8 @@ async fn records_latency_and_catalog_are_scoped() {
     assert_eq!((own.requests, own.errors, own.p50_ms), (0, 0, None));
     assert!(usage::records(s, &acme, usage::UsageFilter::default(), None, 10).await.unwrap().is_empty());
     // No provider configured: an empty catalog for both.
-    assert!(models::catalog(s, &admin).await.is_empty());
-    assert!(models::catalog(s, &acme).await.is_empty());
+    assert!(models::catalog_rows(s, &admin).await.is_empty());
+    assert!(models::catalog_rows(s, &acme).await.is_empty());
 }
 
 /// Issue 16: dashboard sessions re-authenticate their credential; bad ones are limited per address.
@@ -198,4 +198,30 @@ async fn dashboard_sessions() {
     assert!(matches!(sessions::sign_in(s, ADMIN_KEY, ip).await, Err(SignInError::TooMany { .. })));
     // Another address is not affected.
     assert!(sessions::sign_in(s, ADMIN_KEY, Some(std::net::IpAddr::from([10, 0, 0, 2]))).await.is_ok());
+}
+
+#[tokio::test]
+async fn me_prices_catalog_and_series_follow_the_usage_scope() {
+    let f = fixture().await;
+    let s = &f.state;
+    let admin = Principal::Admin;
+    let acme = tenant("acme");
+
+    let me = super::account::me(s, &acme).await.unwrap();
+    assert_eq!(me.tenant.as_deref(), Some("acme"));
+    assert_eq!(me.spend_this_month_nano_usd, 0);
+    assert_eq!(super::account::me(s, &admin).await.unwrap().tenant, None);
+
+    // Prices and the catalog: public to every authenticated caller, and the same for both.
+    assert_eq!(super::pricing::list(s, &admin), super::pricing::list(s, &acme));
+    assert!(!super::pricing::list(s, &acme).entries.is_empty());
+    assert_eq!(models::catalog(s, &admin).await, models::catalog(s, &acme).await);
+
+    // A series is a usage query: the same scope rule.
+    let bucket = usage::Bucket::new(3_600_000, 0).unwrap();
+    let other = usage::UsageFilter { tenant: Some("globex".into()), ..Default::default() };
+    assert!(matches!(usage::series(s, &acme, other.clone(), bucket).await, Err(Error::BadRequest { .. })));
+    assert!(usage::series(s, &admin, other, bucket).await.is_ok());
+    assert!(usage::Bucket::new(60_000, 0).is_err());
+    assert!(usage::Bucket::new(3_600_000, 19 * 3_600_000).is_err());
 }

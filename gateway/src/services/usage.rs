@@ -5,8 +5,10 @@ use super::error::Error;
 use super::state::AppState;
 use crate::domain::principal::{Denied, MetricsScope, Principal, UsageScope};
 use crate::domain::time::{month_start_ms, now_unix_ms};
+pub use crate::stores::ledger::{
+    Bucket, Cursor, GroupBy, LatencyStats, LedgerError, RecordStatus, RecordSummary, UsageRow,
+};
 use crate::stores::ledger::{LedgerHandle, UsageQuery};
-pub use crate::stores::ledger::{Cursor, GroupBy, LatencyStats, LedgerError, RecordStatus, RecordSummary, UsageRow};
 
 /// What to total and how to group it: the ledger's own query type (times in unix ms, `from`
 /// inclusive, `to` exclusive). Its `tenant` is a filter the caller asks for; the scope decides.
@@ -23,6 +25,24 @@ pub async fn query(state: &AppState, principal: &Principal, filter: UsageFilter)
         other => Error::Denied(other),
     })?;
     run(state, scope, filter).await
+}
+
+/// Usage visible to `principal` (as [`query`]) as a time series: one row per `bucket` (and per the
+/// filter's other groups), each with its `bucket_start_unix_ms`; empty buckets are absent.
+///
+/// # Errors
+/// As [`query`].
+pub async fn series(
+    state: &AppState,
+    principal: &Principal,
+    mut filter: UsageFilter,
+    bucket: Bucket,
+) -> Result<Vec<UsageRow>, Error> {
+    if !filter.group_by.contains(&GroupBy::Day) {
+        filter.group_by.push(GroupBy::Day);
+    }
+    filter.bucket = Some(bucket);
+    query(state, principal, filter).await
 }
 
 /// Everyone's usage (admin only): the operation behind `/admin/usage`.

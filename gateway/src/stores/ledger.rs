@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 
 pub use crate::metrics::LedgerStats;
 pub use browse::{Cursor, LatencyStats, RecordSummary};
-pub use query::{GroupBy, UsageQuery, UsageRow};
+pub use query::{Bucket, GroupBy, UsageQuery, UsageRow};
 pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
 pub use writer::LedgerWriter;
 
@@ -332,7 +332,10 @@ impl LedgerHandle {
         }
     }
 
-    async fn cells(&self, build: impl Fn(query::Dialect) -> browse::Plain) -> Result<Vec<Vec<browse::Cell>>, LedgerError> {
+    async fn cells(
+        &self,
+        build: impl Fn(query::Dialect) -> browse::Plain,
+    ) -> Result<Vec<Vec<browse::Cell>>, LedgerError> {
         self.store.store.ensure_ready(&self.store.migrated).await?;
         match &self.store.store {
             Store::Postgres(pg) => pg.cells(build(query::Dialect::Postgres)).await,

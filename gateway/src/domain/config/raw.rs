@@ -33,6 +33,17 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub jwt: Option<RawJwt>,
     pub server: Option<RawServer>,
+    pub graphql: Option<RawGraphql>,
+}
+
+/// `graphql:`: the GraphQL front door at `/graphql` (issue 15).
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphql {
+    pub playground: Option<bool>,
+    pub introspection: Option<bool>,
+    pub max_depth: Option<usize>,
+    pub max_complexity: Option<usize>,
 }
 
 /// `server:`: downstream connection limits, in seconds.

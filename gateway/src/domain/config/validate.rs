@@ -67,6 +67,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "limits",
     "jwt",
     "server",
+    "graphql",
 ];
 
 /// Built-in routes for bare names, appended after the configured ones.
@@ -173,6 +174,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(limits);
     scalar!(jwt);
     scalar!(server);
+    scalar!(graphql);
     if let Some(mut v) = top.remove("ledger") {
         expand_tree(&mut v, "ledger", env, c);
         raw.ledger = c.section::<RawLedger>(v, "ledger");
@@ -569,6 +571,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
     }
 
     let server = server_settings(raw.server.unwrap_or_default(), &mut c);
+    let graphql = graphql_settings(raw.graphql.unwrap_or_default(), env, &mut c);
 
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
@@ -603,6 +606,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         limits,
         jwt,
         server,
+        graphql,
     })
 }
 
@@ -635,6 +639,39 @@ fn server_settings(raw: super::raw::RawServer, c: &mut Collector) -> super::Serv
         body_read_timeout,
         h2_keep_alive_interval,
         h2_keep_alive_timeout,
+    }
+}
+
+/// Largest `graphql.max_depth` / `graphql.max_complexity` accepted (a limit that high is no limit).
+const MAX_GRAPHQL_DEPTH: usize = 64;
+const MAX_GRAPHQL_COMPLEXITY: usize = 100_000;
+
+/// `graphql:` → [`super::GraphqlSettings`]. The playground is on when the file says so or when
+/// `ENABLE_PLAYGROUND` is `true`/`1` (the product's documented switch).
+fn graphql_settings(raw: super::raw::RawGraphql, env: &dyn EnvSource, c: &mut Collector) -> super::GraphqlSettings {
+    let d = super::GraphqlSettings::default();
+    let env_playground = match env.get("ENABLE_PLAYGROUND").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v.is_empty() || v == "false" || v == "0" => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) => {
+            c.push("ENABLE_PLAYGROUND", format!("`{v}` is not true or false"));
+            false
+        }
+    };
+    let mut bounded = |field: &str, v: Option<usize>, max: usize, default: usize| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            c.push(format!("graphql.{field}"), format!("must be between 1 and {max}"));
+            default
+        }
+    };
+    super::GraphqlSettings {
+        playground: raw.playground.unwrap_or(false) || env_playground,
+        introspection: raw.introspection.unwrap_or(d.introspection),
+        max_depth: bounded("max_depth", raw.max_depth, MAX_GRAPHQL_DEPTH, d.max_depth),
+        max_complexity: bounded("max_complexity", raw.max_complexity, MAX_GRAPHQL_COMPLEXITY, d.max_complexity),
     }
 }
 

@@ -273,7 +273,7 @@ impl PgStore {
             }
             raw.push(RawRow { texts, day, counters });
         }
-        Ok(query::finish(&built.groups, raw))
+        Ok(query::finish(&built.groups, built.bucket, raw))
     }
 
     /// Deletes records older than `ts_unix_ms` in chunks (short transactions); returns how many.

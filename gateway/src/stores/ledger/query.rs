@@ -53,15 +53,51 @@ impl GroupBy {
         Ok(out)
     }
 
-    fn column(self, utc_offset_ms: i64) -> String {
-        match self {
-            GroupBy::Tenant => "tenant".to_owned(),
-            GroupBy::Provider => "provider".to_owned(),
-            GroupBy::Model => "upstream_model".to_owned(),
+    fn column(self, bucket: Option<Bucket>, utc_offset_ms: i64) -> String {
+        match (self, bucket) {
+            (GroupBy::Tenant, _) => "tenant".to_owned(),
+            (GroupBy::Provider, _) => "provider".to_owned(),
+            (GroupBy::Model, _) => "upstream_model".to_owned(),
             // Integer division truncates toward zero; timestamps before 1970 are not stored.
-            GroupBy::Day if utc_offset_ms == 0 => "(ts_unix_ms / 86400000)".to_owned(),
-            GroupBy::Day => format!("((ts_unix_ms + ({utc_offset_ms})) / 86400000)"),
+            (GroupBy::Day, None) if utc_offset_ms == 0 => "(ts_unix_ms / 86400000)".to_owned(),
+            (GroupBy::Day, None) => format!("((ts_unix_ms + ({utc_offset_ms})) / 86400000)"),
+            // Integers of our own (validated by `Bucket::new`), not client text: formatted into the
+            // SQL so both dialects see the same BIGINT arithmetic without typed placeholders.
+            (GroupBy::Day, Some(b)) => format!("((ts_unix_ms + ({})) / {})", b.offset_ms, b.width_ms),
         }
+    }
+}
+
+/// A time bucket for series: `width_ms` long, aligned to local midnight of a fixed UTC offset
+/// (`offset_ms`, e.g. +02:00 = 7 200 000). Replaces the UTC day of [`GroupBy::Day`] when set.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bucket {
+    width_ms: i64,
+    offset_ms: i64,
+}
+
+impl Bucket {
+    /// Widest bucket (a day) and largest offset (±18 h, as RFC 3339 and ISO 8601 allow).
+    const MAX_OFFSET_MS: i64 = 18 * 3_600_000;
+
+    /// A bucket of `width_ms` (one hour or one day; an hour boundary is the same in every whole-
+    /// or quarter-hour offset, so the offset only matters for days) at `offset_ms` from UTC.
+    ///
+    /// # Errors
+    /// [`LedgerError::Query`] for a width other than 1 h or 1 day, or an offset beyond ±18 h.
+    pub fn new(width_ms: i64, offset_ms: i64) -> Result<Self, LedgerError> {
+        if width_ms != 3_600_000 && width_ms != 86_400_000 {
+            return Err(LedgerError::Query("bucket width must be one hour or one day".into()));
+        }
+        if offset_ms.abs() > Self::MAX_OFFSET_MS {
+            return Err(LedgerError::Query("time zone offset must be within ±18:00".into()));
+        }
+        Ok(Self { width_ms, offset_ms })
+    }
+
+    /// Where bucket number `n` starts, unix ms UTC.
+    fn start_ms(self, n: i64) -> i64 {
+        n * self.width_ms - self.offset_ms
     }
 }
 
@@ -90,6 +126,10 @@ pub struct UsageQuery {
     /// `[local midnight, next local midnight)`.
     #[serde(default)]
     pub utc_offset_ms: i64,
+    /// With [`GroupBy::Day`]: bucket by this instead of the UTC day (rows then carry
+    /// `bucket_start_unix_ms` and no `day`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<Bucket>,
 }
 
 /// One usage row. A dimension not grouped by is `None`.
@@ -103,6 +143,9 @@ pub struct UsageRow {
     pub model: Option<String>,
     /// UTC day `YYYY-MM-DD`, when grouped by day.
     pub day: Option<String>,
+    /// Start of the time bucket (unix ms), when grouped by a [`Bucket`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_start_unix_ms: Option<i64>,
     /// Number of requests (ledger records).
     pub requests: u64,
     /// Sum of prompt tokens (including cached and cache-write tokens).
@@ -139,6 +182,7 @@ pub(crate) struct BuiltQuery {
     pub sql: String,
     pub binds: Vec<Bind>,
     pub groups: Vec<GroupBy>,
+    pub bucket: Option<Bucket>,
 }
 
 pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
@@ -177,7 +221,7 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     if let Some(st) = &q.status {
         push("status = ?", Bind::Text(st.clone()), &mut binds);
     }
-    let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.utc_offset_ms)).collect();
+    let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.bucket, q.utc_offset_ms)).collect();
     let mut select: Vec<String> = group_cols.clone();
     select.push("COUNT(*)".to_owned());
     for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
@@ -192,7 +236,7 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
         sql.push_str(" GROUP BY ");
         sql.push_str(&group_cols.join(", "));
     }
-    BuiltQuery { sql, binds, groups }
+    BuiltQuery { sql, binds, groups, bucket: q.bucket }
 }
 
 /// A raw result row before normalization: group values then the six counters.
@@ -202,7 +246,7 @@ pub(crate) struct RawRow {
     pub counters: [i64; 6],
 }
 
-pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
+pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow>) -> Vec<UsageRow> {
     let mut rows: Vec<UsageRow> = raw
         .into_iter()
         .filter(|r| !groups.is_empty() || r.counters[0] > 0)
@@ -213,6 +257,7 @@ pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
                 provider: None,
                 model: None,
                 day: None,
+                bucket_start_unix_ms: None,
                 requests: super::record::to_u64(r.counters[0]),
                 prompt_tokens: super::record::to_u64(r.counters[1]),
                 completion_tokens: super::record::to_u64(r.counters[2]),
@@ -226,12 +271,23 @@ pub(crate) fn finish(groups: &[GroupBy], raw: Vec<RawRow>) -> Vec<UsageRow> {
                     GroupBy::Tenant => row.tenant = texts.next().flatten(),
                     GroupBy::Provider => row.provider = texts.next().flatten(),
                     GroupBy::Model => row.model = texts.next().flatten(),
-                    GroupBy::Day => row.day = r.day.map(format_day),
+                    GroupBy::Day => match bucket {
+                        None => row.day = r.day.map(format_day),
+                        Some(b) => row.bucket_start_unix_ms = r.day.map(|n| b.start_ms(n)),
+                    },
                 }
             }
             row
         })
         .collect();
-    rows.sort_by(|a, b| (&a.day, &a.tenant, &a.provider, &a.model).cmp(&(&b.day, &b.tenant, &b.provider, &b.model)));
+    rows.sort_by(|a, b| {
+        (a.bucket_start_unix_ms, &a.day, &a.tenant, &a.provider, &a.model).cmp(&(
+            b.bucket_start_unix_ms,
+            &b.day,
+            &b.tenant,
+            &b.provider,
+            &b.model,
+        ))
+    });
     rows
 }

@@ -121,6 +121,7 @@ impl SqliteStore {
     pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
         let built = query::build(q, Dialect::Sqlite);
         let result_groups = built.groups.clone();
+        let bucket = built.bucket;
         let conn = Arc::clone(&self.reader).lock_owned().await;
         let raw = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<RawRow>> {
             let mut stmt = conn.prepare(&built.sql)?;
@@ -153,7 +154,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| LedgerError::Task(e.to_string()))??;
-        Ok(query::finish(&result_groups, raw))
+        Ok(query::finish(&result_groups, bucket, raw))
     }
 
     /// Deletes records older than `ts_unix_ms`, in chunks; returns how many.

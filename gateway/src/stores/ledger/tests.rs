@@ -168,6 +168,7 @@ fn totals(records: &[LedgerRecord]) -> UsageRow {
         provider: None,
         model: None,
         day: None,
+        bucket_start_unix_ms: None,
         requests: records.len() as u64,
         prompt_tokens: records.iter().map(|r| r.prompt_tokens).sum(),
         completion_tokens: records.iter().map(|r| r.completion_tokens).sum(),
