@@ -8,13 +8,17 @@
 //! | `tenants` | tenants (admin) and keys (admin, or a tenant for its own) |
 //! | `usage` | usage totals from the ledger, scoped to what the caller may see |
 //! | `models` | the live model catalog |
+//! | `files` | the Files API, tenant-scoped |
+//! | `batches` | the Batch API, tenant-scoped, and the steps of its local execution |
 //!
 //! `metering`, `sink` and `stream` are the chat service's parts: one record per request, priced and
 //! handed to the ledger; the translating stream body. `error` is this layer's one error type.
 
 pub mod auth;
+pub mod batches;
 pub mod chat;
 pub mod error;
+pub mod files;
 pub mod metering;
 pub mod models;
 pub mod sink;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Background tasks that must finish before the process exits.
     pub tasks: TaskTracker,
+    /// Files, batches and their queue (`None` only in tests that build a bare state).
+    pub batches: Option<Arc<super::batches::Batches>>,
 }
 
 impl AppState {

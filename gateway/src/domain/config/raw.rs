@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub jwt: Option<RawJwt>,
     pub server: Option<RawServer>,
+    pub batches: Option<RawBatches>,
 }
 
 /// `server:`: downstream connection limits, in seconds.
@@ -40,6 +41,20 @@ pub struct RawServer {
     pub body_read_timeout_secs: Option<u64>,
     pub h2_keep_alive_interval_secs: Option<u64>,
     pub h2_keep_alive_timeout_secs: Option<u64>,
+}
+
+/// `batches:`: the local batch executor (issue 14).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatches {
+    pub worker: Option<bool>,
+    pub lane_concurrency: Option<u32>,
+    #[serde(default)]
+    pub lanes: BTreeMap<String, u32>,
+    pub lease_secs: Option<u64>,
+    pub poll_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    pub window_secs: Option<u64>,
 }
 
 /// One entry of `providers:`.
