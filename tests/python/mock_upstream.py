@@ -9,6 +9,11 @@ wire format exactly (see /work/shared/wire-formats.md sections 1, 2.5-2.7, 4.2-4
 
 Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise a short text answer is sent.
 Every request is recorded in `requests` (method, path, query, headers, json).
+
+Model-name fault modes (for batch tests, where replies cannot be scripted per line): a model containing
+`-slow` answers after `slow_secs`; `-fail529` answers Anthropic's 529 overloaded (503 on the other
+flavors); `-rl429` answers every other call with 429 and `retry-after: 1`. `max_inflight` is the highest
+number of chat calls served at once since the last `reset`.
 """
 
 from __future__ import annotations
@@ -245,6 +250,10 @@ class MockUpstream:
         self.queue: list[tuple[str, Reply]] = []
         self.models = list(DEFAULT_MODELS[flavor])
         self.lock = threading.Lock()
+        self.slow_secs = 0.3
+        self.inflight = 0
+        self.max_inflight = 0
+        self.rl_calls = 0
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -286,6 +295,34 @@ class MockUpstream:
         with self.lock:
             self.requests.clear()
             self.queue.clear()
+            self.max_inflight = 0
+            self.rl_calls = 0
+
+    def _model_fault(self, h: BaseHTTPRequestHandler, path: str, body: Any) -> bool:
+        """Applies the model-name fault modes; True when a fault reply was sent."""
+        if path != CHAT_PATH[self.flavor] or not isinstance(body, dict):
+            return False
+        model = str(body.get("model", ""))
+        if "-slow" in model:
+            time.sleep(self.slow_secs)
+        if "-fail529" in model:
+            if self.flavor == "anthropic":
+                payload = json.dumps(anthropic_error(529, "Overloaded")).encode()
+                self._send_whole(h, 529, {"content-type": "application/json"}, payload)
+            else:
+                payload = json.dumps({"error": {"message": "overloaded", "type": "server_error", "code": None}}).encode()
+                self._send_whole(h, 503, {"content-type": "application/json"}, payload)
+            return True
+        if "-rl429" in model:
+            with self.lock:
+                self.rl_calls += 1
+                limited = self.rl_calls % 2 == 1
+            if limited:
+                err = (anthropic_error(429, "Rate limited") if self.flavor == "anthropic"
+                       else {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
+                self._send_whole(h, 429, {"content-type": "application/json", "retry-after": "1"}, json.dumps(err).encode())
+                return True
+        return False
 
     # -- request handling
 
@@ -304,6 +341,21 @@ class MockUpstream:
             if reply is not None:
                 self.queue.remove(next(pr for pr in self.queue if pr[1] is reply))
         reply = reply or Reply(answer=Answer())
+        chat = url.path == CHAT_PATH[self.flavor]
+        if chat:
+            with self.lock:
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if self._model_fault(h, url.path, body):
+                return
+            self._reply(h, url, rec, body, reply)
+        finally:
+            if chat:
+                with self.lock:
+                    self.inflight -= 1
+
+    def _reply(self, h: BaseHTTPRequestHandler, url: Any, rec: Recorded, body: Any, reply: Reply) -> None:
 
         if reply.answer is None:
             payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()

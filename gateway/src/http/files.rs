@@ -328,6 +328,17 @@ async fn upload(state: &Arc<AppState>, principal: &Principal, req: Request<Incom
         if let Some(u) = form.finished.take() {
             u.abort().await;
         }
+        // A refused upload (too large, bad purpose) is read to its end, discarded, so the client,
+        // still sending, gets the 400 instead of a reset connection.
+        if matches!(e, Error::BadRequest { .. }) {
+            let mut drained = 0u64;
+            while drained < 2 * files::MAX_FILE_BYTES {
+                match tokio::time::timeout(idle, body.frame()).await {
+                    Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => break,
+                }
+            }
+        }
         return Err(e);
     }
     let Some(upload) = form.finished.take() else {

@@ -125,27 +125,40 @@ pub struct BatchErrors {
     pub data: Vec<BatchError>,
 }
 
-/// OpenAI's `Batch` object: every field, `null` until reached.
+/// OpenAI's `Batch` object: every field; optional ones are left out until reached (the OpenAPI schema
+/// types them non-nullable; the SDKs read a missing field as `None`).
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchObject {
     pub id: String,
     pub object: &'static str,
     pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<BatchErrors>,
     pub input_file_id: String,
     pub completion_window: String,
     pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_file_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_file_id: Option<String>,
     pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub in_progress_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finalizing_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelling_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<i64>,
     pub request_counts: RequestCounts,
     pub usage: BatchUsage,

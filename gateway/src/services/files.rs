@@ -37,11 +37,13 @@ pub struct FileObject {
     pub object: &'static str,
     pub bytes: i64,
     pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     pub filename: String,
     pub purpose: String,
     /// Deprecated but required by the schema: every stored file is `processed`.
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status_details: Option<String>,
 }
 
