@@ -127,15 +127,17 @@ pub(crate) async fn build(
     let pricing = match &config.pricing_file {
         Some(path) => {
             let pricing = pricing::Pricing::load(path)?;
-            tracing::info!(file = %path.display(), entries = pricing.current().len(), "pricing loaded");
+            tracing::info!(file = %path.display(), entries = pricing.current().len(), "pricing loaded over the built-in prices");
             tasks.spawn(pricing.watch(shutdown.clone()));
-            Some(pricing)
+            pricing
         }
         None => {
-            tracing::warn!("no pricing file: every request is priced at 0");
-            None
+            let pricing = pricing::Pricing::builtin()?;
+            tracing::info!(entries = pricing.current().len(), "no pricing file: built-in prices");
+            pricing
         }
     };
+    log_unpriced_routes(&config, &pricing.current());
     let ledger_cfg = ledger::LedgerConfig {
         database_url: config.ledger.database_url.as_ref().map(|u| u.expose().to_owned()),
         data_dir: config.ledger.data_dir.clone(),
@@ -188,8 +190,9 @@ pub(crate) async fn build(
         breakers: upstream::health::Breakers::new(config.circuit_breaker),
         auth,
         limiter,
-        sink: Some(Arc::new(sink::Sink::new(pricing, Some(ledger), metrics))),
+        sink: Some(Arc::new(sink::Sink::new(Some(pricing), Some(ledger), metrics).with_unpriced(config.unpriced))),
         shutdown: shutdown.clone(),
+        cut_streams: services::stream::StreamCut::default(),
         tasks,
         config: config.clone(),
         batches: Some(batches),
@@ -198,4 +201,31 @@ pub(crate) async fn build(
         state.tasks.spawn(worker::run(state.clone()));
     }
     Ok(Built { state, ledger_stop, writer_task })
+}
+
+/// Warns about the routable models no price matches: exact-name routes and aliases (globs and
+/// `provider/model` names can only be checked per request, which refuses them unless a fallback is set).
+fn log_unpriced_routes(config: &Config, table: &domain::pricing::PricingTable) {
+    let mut unpriced: Vec<String> = Vec::new();
+    for rule in &config.routes {
+        for t in &rule.targets {
+            let model = match (&t.model, &rule.pattern) {
+                (Some(m), _) => m.as_str(),
+                (None, domain::config::ModelPattern::Exact(name)) => name.as_str(),
+                (None, domain::config::ModelPattern::Glob(_)) => continue,
+            };
+            let Some(provider) = config.provider(&t.provider) else { continue };
+            if table.lookup_for(&provider.id, provider.kind.as_str(), model).is_none() {
+                unpriced.push(format!("`{}` ({}/{model})", rule.pattern.as_str(), provider.id));
+            }
+        }
+    }
+    if unpriced.is_empty() {
+        return;
+    }
+    let policy = match config.unpriced {
+        domain::pricing::UnpricedPolicy::Refuse => "refused with 403 `model_price_missing`",
+        domain::pricing::UnpricedPolicy::Fallback(_) => "charged the `pricing.fallback` price",
+    };
+    tracing::warn!(models = %unpriced.join(", "), policy, "Routable models without a price: add them to the pricing file");
 }

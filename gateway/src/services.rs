@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod batches;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod files;
 pub mod metering;

@@ -25,6 +25,9 @@ from mock_upstream import MockUpstream
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UPSTREAM_OPENAI_KEY = "sk-upstream-openai-test"
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-test"
+# Tenants of `tenant_gateway`: each test module meters under its own tenant, so `GET /v1/usage` with that
+# key sees only its own ledger records.
+TENANT_KEYS = {"acme": "sk-acme-e2e", "ledger": "sk-ledger-e2e", "claude": "sk-claude-e2e"}
 
 
 def gateway_binary() -> pathlib.Path:
@@ -59,9 +62,9 @@ def mocks() -> Iterator[dict[str, MockUpstream]]:
         m.close()
 
 
-@pytest.fixture(scope="session")
-def gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("gateway")
+def start_gateway(mocks: dict[str, MockUpstream], tmp: pathlib.Path, extra_config: str = "") -> Gateway:
+    """Starts the gateway binary on a free port in front of the mocks; `extra_config` is appended YAML
+    (tenants, routes, ...)."""
     port = free_port()
     config = f"""
 listen: 127.0.0.1:{port}
@@ -82,7 +85,7 @@ providers:
     kind: ollama
     base_url: {mocks['ollama'].base_url}
     num_ctx: 8192
-"""
+""" + extra_config
     cfg = tmp / "gateway.yaml"
     cfg.write_text(config)
     log = tmp / "gateway.log"
@@ -107,13 +110,34 @@ providers:
                 proc.kill()
                 raise RuntimeError(f"gateway did not answer within 30 s:\n{log.read_text()[-4000:]}")
             time.sleep(0.1)
-    yield Gateway(url, proc, log)
-    proc.terminate()
+    return Gateway(url, proc, log)
+
+
+def stop_gateway(gw: Gateway) -> None:
+    gw.proc.terminate()
     try:
-        proc.wait(timeout=15)
+        gw.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        gw.proc.kill()
         raise
+
+
+@pytest.fixture(scope="session")
+def gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(mocks, tmp_path_factory.mktemp("gateway"))
+    yield gw
+    stop_gateway(gw)
+
+
+@pytest.fixture(scope="session")
+def tenant_gateway(mocks: dict[str, MockUpstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with tenants (so keys are checked and usage is per tenant), for the Anthropic SDK and
+    Claude Code tests. Bare `claude-*` names (Claude Code's Haiku-class background calls included) reach
+    the Anthropic mock through the built-in route."""
+    tenants = "tenants:\n" + "".join(f"  - id: {t}\n    api_keys: [\"{k}\"]\n" for t, k in TENANT_KEYS.items())
+    gw = start_gateway(mocks, tmp_path_factory.mktemp("tenant-gateway"), tenants)
+    yield gw
+    stop_gateway(gw)
 
 
 @dataclass
@@ -123,6 +147,7 @@ class Exchange:
     status: int
     content_type: str
     body: bytearray = field(default_factory=bytearray)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class _Tee(httpx.SyncByteStream):
@@ -147,7 +172,8 @@ class RecordingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         resp = self.inner.handle_request(request)
-        ex = Exchange(request.method, str(request.url), resp.status_code, resp.headers.get("content-type", ""))
+        ex = Exchange(request.method, str(request.url), resp.status_code, resp.headers.get("content-type", ""),
+                      headers={k.lower(): v for k, v in resp.headers.items()})
         self.exchanges.append(ex)
         return httpx.Response(resp.status_code, headers=resp.headers, stream=_Tee(resp.stream, ex),
                               extensions=resp.extensions, request=request)

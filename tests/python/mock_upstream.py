@@ -4,16 +4,19 @@ Each `MockUpstream(flavor)` listens on 127.0.0.1:<free port> in a daemon thread 
 wire format exactly (see /work/shared/wire-formats.md sections 1, 2.5-2.7, 4.2-4.5):
 
 - openai:    POST /v1/chat/completions (JSON, or SSE `data:` chunks + usage chunk + `[DONE]`), GET /v1/models
-- anthropic: POST /v1/messages (JSON, or SSE with `event:` lines), GET /v1/models (has_more/after_id)
+- anthropic: POST /v1/messages (JSON, or SSE with `event:` lines, `ping`, final cumulative usage in
+             `message_delta` like the recordings in shared/upstream-recordings/anthropic),
+             POST /v1/messages/count_tokens (`{"input_tokens": count_tokens}`), GET /v1/models (has_more/after_id)
 - ollama:    POST /api/chat (JSON, or NDJSON ending with a `done: true` line), GET /api/tags
-
-Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise a short text answer is sent.
-Every request is recorded in `requests` (method, path, query, headers, json).
 
 Model-name fault modes (for batch tests, where replies cannot be scripted per line): a model containing
 `-slow` answers after `slow_secs`; `-fail529` answers Anthropic's 529 overloaded (503 on the other
 flavors); `-rl429` answers every other call with 429 and `retry-after: 1`. `max_inflight` is the highest
 number of chat calls served at once since the last `reset`.
+
+Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise `default_answer` is sent (a short
+text unless a test sets it; `reset()` restores it).
+Every request is recorded in `requests` (method, path, query, headers, json); `paths()` lists what was called.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 CHAT_PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
 MODELS_PATH = {"openai": "/v1/models", "anthropic": "/v1/models", "ollama": "/api/tags"}
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 @dataclass
@@ -181,7 +185,11 @@ def anthropic_events(model: str, a: Answer) -> list[bytes]:
     out.append(ev("message_delta", {"type": "message_delta",
                                     "delta": {"stop_reason": "tool_use" if a.tool_calls else "end_turn",
                                               "stop_sequence": None},
-                                    "usage": {"output_tokens": a.output_tokens}}))
+                                    # Current Anthropic repeats the cumulative input and cache counts here.
+                                    "usage": {"input_tokens": a.input_tokens,
+                                              "cache_creation_input_tokens": a.cache_creation,
+                                              "cache_read_input_tokens": a.cache_read,
+                                              "output_tokens": a.output_tokens}}))
     out.append(ev("message_stop", {"type": "message_stop"}))
     return out
 
@@ -249,6 +257,8 @@ class MockUpstream:
         self.requests: list[Recorded] = []
         self.queue: list[tuple[str, Reply]] = []
         self.models = list(DEFAULT_MODELS[flavor])
+        self.count_tokens = 1234  # what the Anthropic mock's count_tokens answers
+        self.default_answer = Answer()
         self.lock = threading.Lock()
         self.slow_secs = 0.3
         self.inflight = 0
@@ -267,6 +277,13 @@ class MockUpstream:
 
             def do_POST(self) -> None:
                 mock._handle(self)
+
+            def do_HEAD(self) -> None:  # connection probes: recorded, answered 200 without a body
+                with mock.lock:
+                    mock.requests.append(Recorded("HEAD", urlsplit(self.path).path, {}, {}, None))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -291,10 +308,21 @@ class MockUpstream:
         with self.lock:
             return [r for r in self.requests if r.path == CHAT_PATH[self.flavor]]
 
+    def requests_to(self, path: str) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def paths(self) -> list[str]:
+        """`METHOD /path` of every request so far, in order."""
+        with self.lock:
+            return [f"{r.method} {r.path}" for r in self.requests]
+
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.queue.clear()
+            self.count_tokens = 1234
+            self.default_answer = Answer()
             self.max_inflight = 0
             self.rl_calls = 0
 
@@ -340,7 +368,7 @@ class MockUpstream:
             reply = next((r for p, r in self.queue if p == url.path), None)
             if reply is not None:
                 self.queue.remove(next(pr for pr in self.queue if pr[1] is reply))
-        reply = reply or Reply(answer=Answer())
+        reply = reply or Reply(answer=self.default_answer)
         chat = url.path == CHAT_PATH[self.flavor]
         if chat:
             with self.lock:
@@ -356,7 +384,6 @@ class MockUpstream:
                     self.inflight -= 1
 
     def _reply(self, h: BaseHTTPRequestHandler, url: Any, rec: Recorded, body: Any, reply: Reply) -> None:
-
         if reply.answer is None:
             payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             ctype = "text/html" if isinstance(reply.body, bytes) else "application/json"
@@ -365,6 +392,10 @@ class MockUpstream:
 
         if url.path == MODELS_PATH[self.flavor] and h.command == "GET":
             self._send_whole(h, 200, {"content-type": "application/json"}, json.dumps(self._models(rec)).encode())
+            return
+        if self.flavor == "anthropic" and url.path == COUNT_TOKENS_PATH and h.command == "POST":
+            self._send_whole(h, 200, {"content-type": "application/json", **reply.headers},
+                             json.dumps({"input_tokens": self.count_tokens}).encode())
             return
         if url.path != CHAT_PATH[self.flavor] or h.command != "POST":
             self._send_whole(h, 404, {"content-type": "application/json"},

@@ -392,3 +392,30 @@ async fn one_ledger_record_per_messages_request() {
     }
     stack.gateway.shutdown().await;
 }
+
+/// Claude Code 2.1.3xx puts `system` turns inside `messages` for models it does not know (every
+/// `openai/…` and `ollama/…` name). Translated backends get a system message in place instead of a 400
+/// (which Claude Code recovered from only by resending the whole request: two upstream attempts and a
+/// failed ledger record per turn).
+#[tokio::test]
+async fn system_turns_inside_messages_reach_translated_backends() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    for flavor in [Flavor::OpenAi, Flavor::Ollama] {
+        let body = json!({"model": model_for(flavor), "max_tokens": 256, "stream": true,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "say hi"}]},
+                         {"role": "system", "content": [{"type": "text", "text": "# Environment\ncwd: /w"}]}]});
+        let mut s = c.stream("/v1/messages", &HEADERS[1..], &body).await.unwrap();
+        assert_eq!(s.status, 200, "{flavor:?}");
+        let events = s.collect().await.unwrap();
+        let (text, _, _) = check_anthropic_stream(&events, &format!("{flavor:?} system turn"));
+        assert_eq!(text, "Hello there!", "{flavor:?}");
+        let sent = stack.mock(flavor).last_chat().await;
+        let msgs = sent.body_json()["messages"].as_array().unwrap().clone();
+        let system: Vec<&Value> = msgs.iter().filter(|m| m["role"] == "system").collect();
+        assert_eq!(system.len(), 1, "{flavor:?}: {msgs:?}");
+        assert_eq!(system[0]["content"], "# Environment\ncwd: /w", "{flavor:?}");
+        assert_eq!(msgs.last().unwrap()["role"], "system", "{flavor:?}: kept in place");
+    }
+    stack.gateway.shutdown().await;
+}

@@ -52,7 +52,8 @@ async fn upstream_429_keeps_status_and_retry_after() {
 
 #[tokio::test]
 async fn anthropic_529_becomes_503_with_retry_after() {
-    let stack = Stack::start().await;
+    // One attempt: the default policy would retry the overload (issue 11, item 14).
+    let stack = Stack::start_with(Timeouts::default(), "retry: {attempts: 1}\n").await;
     stack.anthropic.enqueue_chat(Reply::error(Flavor::Anthropic, 529, "Overloaded")).await;
     let r = stack.client().chat(&chat_body(Flavor::Anthropic, false)).await.unwrap();
     let e = r.expect_error(503, "529");

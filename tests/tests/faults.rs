@@ -322,8 +322,9 @@ async fn garbage_truncated_html_and_in_stream_errors() {
             .provider_at("ant", ant.flavor(), &ant.base_url(), Timeouts::default())
             .provider_at("oai", oai.flavor(), &oai.base_url(), Timeouts::default())
             .provider_at("oll", oll.flavor(), &oll.base_url(), Timeouts::default())
-            // Many failures in a row here: keep the breakers out of the way (they have their own test).
-            .extra("circuit_breaker: {failures: 1000, cooldown_ms: 1000}")
+            // Many failures in a row here: keep the breakers out of the way (they have their own test), and
+            // the default retry of an overload (issue 11, item 14): one scripted answer per request.
+            .extra("circuit_breaker: {failures: 1000, cooldown_ms: 1000}\nretry: {attempts: 1}")
             .build();
         let gw = FaultGateway::start(&yaml).await;
         let c = gw.client();
@@ -514,7 +515,11 @@ async fn overloaded_529_is_503_with_retry_after() {
     bounded(async {
         let healthy = MockUpstream::start(Flavor::OpenAi).await;
         let up = FaultUpstream::start(Flavor::Anthropic).await;
-        let yaml = base_config(&healthy).provider_at("up", up.flavor(), &up.base_url(), Timeouts::default()).build();
+        // Retries configured down to one attempt (the default retries an overload once: issue 11, item 14).
+        let yaml = base_config(&healthy)
+            .provider_at("up", up.flavor(), &up.base_url(), Timeouts::default())
+            .extra("retry: {attempts: 1}")
+            .build();
         let gw = FaultGateway::start(&yaml).await;
         let c = gw.client();
         for (id, stream) in [("529-a", false), ("529-b", true)] {

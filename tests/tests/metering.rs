@@ -244,14 +244,15 @@ async fn workload(s: &Stack3) -> HashMap<String, Expected> {
             },
         );
     }
-    // A client error is one record too (no upstream attempt).
+    // A client error is one record too (no upstream attempt). `n: 3` is what Anthropic cannot do (an empty
+    // `messages` is now refused before routing, issue 11 item 15, and that record has no provider).
     let id = next_id("bad");
     let resp = client
         .raw(
             Method::POST,
             "/v1/chat/completions",
             &[("authorization", &format!("Bearer {ACME_KEY}")), ("x-request-id", &id)],
-            r#"{"model":"anthropic/claude-sonnet-4-5","messages":[],"n":3}"#,
+            r#"{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}],"n":3}"#,
         )
         .await
         .unwrap();

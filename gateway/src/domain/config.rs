@@ -35,12 +35,23 @@ pub struct Config {
     pub providers: Vec<Arc<ProviderConfig>>,
     /// Ids of providers present in the configuration but not enabled (for the start-up log).
     pub disabled_providers: Vec<String>,
+    /// Providers a client may name (a `provider/` prefix, or a built-in route such as `gpt-*` → `openai`)
+    /// that are not enabled, each with what would enable it (`set \`OPENAI_API_KEY\``): routing answers
+    /// with that instead of a bare `model_not_found` (issue 11, item 16).
+    pub unavailable_providers: Vec<UnavailableProvider>,
+    /// Built-in routes whose provider is not enabled (`gpt-*` → `openai` without `OPENAI_API_KEY`).
+    pub unavailable_routes: Vec<(ModelPattern, String)>,
     /// Routes for bare model names: configured ones first, then the built-in defaults.
     pub routes: Vec<RouteRule>,
+    /// The retry policy of everything without its own `retry:` (top-level `retry:`, else
+    /// [`RetryPolicy::DEFAULT`]).
+    pub default_retry: RetryPolicy,
     pub tenants: Vec<TenantConfig>,
     pub admin_api_key: Option<Secret>,
     pub ledger: LedgerSettings,
     pub pricing_file: Option<PathBuf>,
+    /// What happens to a routable model no price table matches (`pricing.unpriced`; default refuse).
+    pub unpriced: crate::domain::pricing::UnpricedPolicy,
     /// Per-deployment circuit breaker settings.
     pub circuit_breaker: BreakerPolicy,
     /// Tenant limits: defaults, counting, Redis.
@@ -174,6 +185,14 @@ pub struct ProviderConfig {
     pub keep_alive: Option<String>,
 }
 
+/// A provider that is known but not enabled, and what the operator must do to enable it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnavailableProvider {
+    pub id: String,
+    /// An imperative the error message ends with, e.g. ``set `OPENAI_API_KEY` ``.
+    pub hint: String,
+}
+
 /// Upstream timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -222,6 +241,17 @@ pub struct TargetSpec {
     pub priority: u32,
 }
 
+/// Which failures a [`RetryPolicy`] retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// Only a transient overload answered before any byte: upstream 503 or 529 (Anthropic `overloaded`),
+    /// or an in-band `overloaded` error before the first content. The default policy's choice: safe for
+    /// every route, since such an answer says nothing was done.
+    Overload,
+    /// Every failure that a retry could cure (connect errors, timeouts, 429, 502/503/504, …).
+    Retryable,
+}
+
 /// Retries before the first byte reaches the client (never a retried half-stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -233,15 +263,29 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Give up retrying once this much time has passed since the request arrived.
     pub deadline: Duration,
+    /// Which failures are retried.
+    pub on: RetryOn,
 }
 
 impl RetryPolicy {
-    /// No retries: the default for routes that do not configure any.
+    /// No retries.
     pub const NONE: RetryPolicy = RetryPolicy {
         attempts: 1,
         backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(2),
         deadline: Duration::from_secs(60),
+        on: RetryOn::Retryable,
+    };
+
+    /// The policy of routes that configure none, of the built-in routes and of `provider/model` names,
+    /// unless the top-level `retry:` says otherwise: a transient overload is tried twice in all, after a
+    /// backoff that honours the upstream's `retry-after` (capped at `max_backoff`) (issue 11, item 14).
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 2,
+        backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(2),
+        deadline: Duration::from_secs(60),
+        on: RetryOn::Overload,
     };
 }
 
@@ -394,6 +438,11 @@ impl Config {
     /// The enabled provider with this id.
     pub fn provider(&self, id: &str) -> Option<&Arc<ProviderConfig>> {
         self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// The known but not enabled provider with this id.
+    pub fn unavailable_provider(&self, id: &str) -> Option<&UnavailableProvider> {
+        self.unavailable_providers.iter().find(|p| p.id == id)
     }
 }
 

@@ -1,4 +1,10 @@
-//! Per-model token prices loaded from `pricing.yaml`, and exact integer cost arithmetic.
+//! Per-model token prices: the built-in table (`gateway/pricing/default.yaml`, compiled in) under the
+//! operator's `pricing.yaml`, and exact integer cost arithmetic.
+//!
+//! Lookup order: the operator's file by provider id, then by kind, then the built-in table by id, then
+//! by kind ([`PricingTable::over`]). A model matched nowhere is *unpriced*, and what happens to it is the
+//! operator's [`UnpricedPolicy`]: refused by default, or charged a configured fallback price; never a
+//! silent $0 (issue 11, item 5). Local (Ollama) models are priced 0 by the built-in table.
 //!
 //! Invariants:
 //! - Money is never a float. Prices are parsed from decimal strings into integer micro-USD per
@@ -24,6 +30,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// The built-in price table, compiled into the binary so it works from any directory and in containers.
+pub const BUILTIN_PRICING_YAML: &str = include_str!("../../pricing/default.yaml");
+
+/// What to do with a routable model that no price table matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnpricedPolicy {
+    /// Refuse the request before any upstream call (403 `model_price_missing`). The default.
+    #[default]
+    Refuse,
+    /// Charge this price.
+    Fallback(Price),
+}
 
 /// Most decimal places a price may have: micro-USD per million tokens.
 const PRICE_DECIMALS: u32 = 6;
@@ -96,10 +115,11 @@ impl ProviderPrices {
     }
 }
 
-/// A validated, immutable pricing table.
+/// A validated, immutable pricing table: one or more layers, the first match wins.
 #[derive(Debug, Default, Clone)]
 pub struct PricingTable {
-    providers: BTreeMap<String, ProviderPrices>,
+    /// Highest priority first (the operator's file, then the built-in table).
+    layers: Vec<BTreeMap<String, ProviderPrices>>,
 }
 
 impl PricingTable {
@@ -151,10 +171,25 @@ impl PricingTable {
             providers.insert(provider, prices);
         }
         if problems.is_empty() {
-            Ok(Self { providers })
+            Ok(Self { layers: vec![providers] })
         } else {
             Err(PricingError::Invalid(problems))
         }
+    }
+
+    /// The built-in table ([`BUILTIN_PRICING_YAML`]).
+    ///
+    /// # Errors
+    /// Only if the compiled-in file is broken, which a unit test rules out.
+    pub fn builtin() -> Result<Self, PricingError> {
+        Self::parse(BUILTIN_PRICING_YAML)
+    }
+
+    /// This table layered over `base`: a model this table prices keeps this price (by provider id, then
+    /// kind); every other model is looked up in `base`.
+    pub fn over(mut self, base: &PricingTable) -> Self {
+        self.layers.extend(base.layers.iter().cloned());
+        self
     }
 
     /// The price of `model` under one provider id or kind (`"openai"`, `"anthropic"`, `"groq"`).
@@ -168,17 +203,26 @@ impl PricingTable {
 
     /// Like [`PricingTable::price`], but `None` when no entry matches.
     pub fn lookup(&self, provider_kind_or_id: &str, model: &str) -> Option<Price> {
-        self.providers.get(provider_kind_or_id)?.lookup(model)
+        self.layers.iter().find_map(|layer| layer.get(provider_kind_or_id)?.lookup(model))
     }
 
-    /// The price looked up by provider id first (`"groq"`), then by its kind (`"openai"`).
+    /// The price looked up, layer by layer, by provider id first (`"groq"`), then by its kind (`"openai"`);
+    /// `None` when the model is unpriced.
+    pub fn lookup_for(&self, provider_id: &str, provider_kind: &str, model: &str) -> Option<Price> {
+        self.layers.iter().find_map(|layer| {
+            let by = |key: &str| layer.get(key).and_then(|p| p.lookup(model));
+            by(provider_id).or_else(|| by(provider_kind))
+        })
+    }
+
+    /// [`PricingTable::lookup_for`], zero when unpriced.
     pub fn price_for(&self, provider_id: &str, provider_kind: &str, model: &str) -> Price {
-        self.lookup(provider_id, model).or_else(|| self.lookup(provider_kind, model)).unwrap_or_default()
+        self.lookup_for(provider_id, provider_kind, model).unwrap_or_default()
     }
 
-    /// Number of priced entries (exact names plus globs), for logs.
+    /// Number of priced entries (exact names plus globs, every layer), for logs.
     pub fn len(&self) -> usize {
-        self.providers.values().map(|p| p.exact.len() + p.globs.len()).sum()
+        self.layers.iter().flat_map(|l| l.values()).map(|p| p.exact.len() + p.globs.len()).sum()
     }
 
     /// True when the table prices nothing.

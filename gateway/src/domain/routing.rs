@@ -39,6 +39,9 @@ pub enum RouteError {
     UnknownModel(String),
     #[error("`model` must not be empty.")]
     EmptyModel,
+    /// The model names (by prefix or a built-in route) a provider that is not enabled.
+    #[error("The model `{model}` cannot be served: provider `{provider}` is not enabled: {hint}.")]
+    ProviderNotEnabled { model: String, provider: String, hint: String },
 }
 
 /// Resolves `requested` against the enabled providers and the routes.
@@ -46,14 +49,26 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Route, RouteError> {
     if requested.is_empty() {
         return Err(RouteError::EmptyModel);
     }
+    let not_enabled = |provider: &str| {
+        config.unavailable_provider(provider).map(|p| RouteError::ProviderNotEnabled {
+            model: requested.to_owned(),
+            provider: p.id.clone(),
+            hint: p.hint.clone(),
+        })
+    };
     if let Some((prefix, rest)) = requested.split_once('/') {
+        if config.provider(prefix).is_none() {
+            if let Some(e) = not_enabled(prefix) {
+                return Err(e);
+            }
+        }
         if let Some(provider) = config.provider(prefix) {
             if rest.is_empty() {
                 return Err(RouteError::UnknownModel(requested.to_owned()));
             }
             let target =
                 RouteTarget { provider: provider.clone(), upstream_model: rest.to_owned(), weight: 1, priority: 0 };
-            return Ok(Route { targets: vec![target], retry: RetryPolicy::NONE });
+            return Ok(Route { targets: vec![target], retry: config.default_retry });
         }
     }
     for rule in &config.routes {
@@ -78,6 +93,12 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Route, RouteError> {
         }
         targets.sort_by_key(|t| t.priority);
         return Ok(Route { targets, retry: rule.retry });
+    }
+    // A built-in route would have taken it, had its provider been enabled: say so.
+    if let Some((_, provider)) = config.unavailable_routes.iter().find(|(p, _)| p.matches(requested)) {
+        if let Some(e) = not_enabled(provider) {
+            return Err(e);
+        }
     }
     Err(RouteError::UnknownModel(requested.to_owned()))
 }
@@ -111,7 +132,8 @@ routes:
         let r = resolve(&config(), "ollama/hf.co/org/repo:Q4_K_M").unwrap();
         assert_eq!(r.primary().provider.id, "ollama");
         assert_eq!(r.primary().upstream_model, "hf.co/org/repo:Q4_K_M");
-        assert_eq!(r.retry, RetryPolicy::NONE);
+        // Issue 11, item 14 changed this from no retry to the default policy (overloads tried twice).
+        assert_eq!(r.retry, RetryPolicy::DEFAULT);
     }
 
     #[test]
@@ -145,5 +167,25 @@ routes:
         assert!(resolve(&cfg, "nope/gpt-4o").is_err());
         assert!(resolve(&cfg, "openai/").is_err());
         assert_eq!(resolve(&cfg, "").unwrap_err(), RouteError::EmptyModel);
+    }
+
+    /// Issue 11, item 16: a model whose provider is not enabled names the provider and the fix, by
+    /// built-in route (`gpt-4o` → `openai`) and by explicit prefix, from the environment and from a file.
+    #[test]
+    fn a_provider_that_is_not_enabled_says_what_would_enable_it() {
+        let cfg = Config::from_env(&MapEnv::default()).unwrap();
+        for model in ["gpt-4o", "openai/gpt-4o"] {
+            let err = resolve(&cfg, model).unwrap_err();
+            assert!(matches!(err, RouteError::ProviderNotEnabled { .. }), "{model}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains("provider `openai` is not enabled: set `OPENAI_API_KEY`"), "{model}: {text}");
+        }
+        assert!(resolve(&cfg, "claude-sonnet-4-5").unwrap_err().to_string().contains("ANTHROPIC_API_KEY"));
+        assert_eq!(resolve(&cfg, "mystery").unwrap_err(), RouteError::UnknownModel("mystery".into()));
+        let yaml = "providers:\n  anthropic: {kind: anthropic}\n  ollama: {kind: ollama}\n";
+        let cfg = Config::from_yaml_str(yaml, &MapEnv::default()).unwrap();
+        let text = resolve(&cfg, "anthropic/claude-sonnet-4-5").unwrap_err().to_string();
+        assert!(text.contains("provider `anthropic` is not enabled: set `providers.anthropic.api_key`"), "{text}");
+        assert!(resolve(&cfg, "gpt-4o").unwrap_err().to_string().contains("add `providers.openai`"));
     }
 }

@@ -16,6 +16,8 @@ use crate::services::{self, AppState, Error};
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// `x-request-id`: honoured when the client sends a sane one, generated otherwise, always returned.
+/// Correlation only: the ledger's identity is a record id the meter generates (issue 11, item 1), so
+/// a reused or borrowed id never merges records.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -73,6 +75,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
     let principal = state.auth.authenticate(req.headers()).await?;
     match (req.method(), api_path) {
         (&Method::POST, "/chat/completions") => chat::handle(state, &principal, request_id, req).await,
+        (&Method::POST, "/responses") => {
+            chat::handle_dialect(state, &principal, request_id, services::chat::Dialect::Responses, req).await
+        }
+        (&Method::POST, "/completions") => {
+            chat::handle_dialect(state, &principal, request_id, services::chat::Dialect::Completions, req).await
+        }
+        (&Method::POST, "/embeddings") => chat::embeddings(state, &principal, request_id, req).await,
+        (&Method::GET | &Method::DELETE, p) if p.starts_with("/responses/") && !p.ends_with("/cancel") => {
+            let path = format!("{p}{}", req.uri().query().map(|q| format!("?{q}")).unwrap_or_default());
+            chat::stored_response(state, &principal, req.method().clone(), &path).await
+        }
+        (&Method::POST, p) if p.starts_with("/responses/") && p.ends_with("/cancel") => {
+            chat::stored_response(state, &principal, Method::POST, p).await
+        }
         (&Method::POST, "/messages") => anthropic::messages(state, &principal, request_id, req).await,
         (&Method::POST, "/messages/count_tokens") => anthropic::count_tokens(state, &principal, req).await,
         (&Method::GET, "/models") if anthropic::is_anthropic_client(req.headers()) => {
@@ -101,7 +117,16 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
         (&Method::DELETE, "/admin/usage") if path == "/admin/usage" => {
             usage::prune(state, &principal, req.uri().query()).await
         }
-        (_, "/chat/completions" | "/models" | "/messages" | "/messages/count_tokens") => Err(Error::MethodNotAllowed),
+        (
+            _,
+            "/chat/completions"
+            | "/models"
+            | "/messages"
+            | "/messages/count_tokens"
+            | "/responses"
+            | "/completions"
+            | "/embeddings",
+        ) => Err(Error::MethodNotAllowed),
         _ => Err(Error::NotFound(format!("Unknown path `{}`.", truncate(path, 200)).into())),
     }
 }

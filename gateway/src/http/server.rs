@@ -7,6 +7,19 @@
 //! sends a byte (the HTTP/1-or-2 sniffing waits for the first bytes with no timer), and an h2c
 //! connection kept open by a client that answers pings but sends nothing.
 
+//!
+//! Shutdown, in order (issue 11, item 2: every request that reached the meter is recorded):
+//! 1. the shutdown token stops the accept loop; open connections are asked to finish (HTTP/1.1
+//!    keep-alive off, HTTP/2 GOAWAY) and get `grace`;
+//! 2. when `grace` is over, `AppState::cut_streams` fires: every open stream writes one
+//!    OpenAI-shaped error event (no `[DONE]`), records itself as `partial` with the usage so far
+//!    and ends; the connections get [`CUT_FLUSH`] to deliver that event;
+//! 3. the remaining connections are dropped, which drops their handlers and bodies, whose meters
+//!    record the request as `cancelled`; `run` returns only when every connection task (and every
+//!    HTTP/2 stream task) has ended, so all those records are in the ledger's queue before the
+//!    wiring stops the ledger writer.
+
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -26,6 +39,26 @@ use super::body::Body;
 use super::routes;
 use crate::domain::config::ServerSettings;
 use crate::services::state::AppState;
+
+/// After the grace period, how long cut streams get to deliver their error event and end.
+pub const CUT_FLUSH: Duration = Duration::from_secs(1);
+/// Upper bound on waiting for dropped connections to finish unwinding (their meters record then).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs hyper's per-connection background work (HTTP/2 streams) on the server's tracker, so
+/// shutdown can wait until every response body has been dropped and metered.
+#[derive(Clone)]
+struct TrackedExecutor(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
 
 /// Serves until `shutdown` is cancelled, then stops accepting and waits up to `grace` for open
 /// connections (in-flight requests and streams) to finish.
@@ -46,7 +79,10 @@ async fn accept_loop(
     ops_only: bool,
 ) {
     let limits: ServerSettings = state.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Connection tasks and HTTP/2 stream tasks; `kill` drops the connections still open at the end.
+    let connections = TaskTracker::new();
+    let kill = CancellationToken::new();
+    let mut builder = auto::Builder::new(TrackedExecutor(connections.clone()));
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
         .http2()
@@ -54,7 +90,6 @@ async fn accept_loop(
         .max_concurrent_streams(1024)
         .keep_alive_interval(limits.h2_keep_alive_interval)
         .keep_alive_timeout(limits.h2_keep_alive_timeout);
-    let connections = TaskTracker::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -89,6 +124,7 @@ async fn accept_loop(
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let shutdown = shutdown.clone();
+                let kill = kill.clone();
                 let idle = limits.idle_timeout;
                 connections.spawn(async move {
                     let mut conn = std::pin::pin!(conn);
@@ -104,7 +140,11 @@ async fn accept_loop(
                         Some(r) => r,
                         None => {
                             conn.as_mut().graceful_shutdown();
-                            conn.await
+                            tokio::select! {
+                                r = conn.as_mut() => r,
+                                // Dropping the connection drops its handlers and bodies: their meters record.
+                                () = kill.cancelled() => return,
+                            }
                         }
                     };
                     if let Err(e) = result {
@@ -117,9 +157,27 @@ async fn accept_loop(
     }
     drop(listener);
     connections.close();
+    let drained = connections.wait();
+    tokio::pin!(drained);
     tokio::select! {
-        () = connections.wait() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(grace) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections"),
+        () = &mut drained => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; ending open streams with an error event");
+            if !ops_only {
+                state.cut_streams.cut();
+            }
+            tokio::select! {
+                () = &mut drained => tracing::info!("all connections drained after the cut"),
+                () = tokio::time::sleep(CUT_FLUSH) => tracing::warn!("Closing the remaining connections"),
+            }
+        }
+    }
+    kill.cancel();
+    if tokio::time::timeout(CLOSE_WAIT, connections.wait()).await.is_err() {
+        tracing::error!(
+            tasks = connections.len(),
+            "Connections still unwinding after shutdown; their records may reach the ledger late (journal)"
+        );
     }
 }
 

@@ -28,7 +28,7 @@ use crate::domain::config::BatchSettings;
 use crate::domain::principal::{Credential, Principal, TenantCaller};
 use crate::domain::time::now_unix_ms;
 use crate::metrics::batches::BatchMetrics;
-use crate::stores::batches::{BatchRow, BatchStore, Claimed, FileKind, LineResult, NewItem};
+use crate::stores::batches::{line_record_id, BatchRow, BatchStore, Claimed, FileKind, LineResult, NewItem};
 
 /// The one endpoint executed inside batches today (every provider). Embeddings and Responses join
 /// when the chat service executes them.
@@ -901,7 +901,11 @@ pub async fn execute(state: &Arc<AppState>, line: &Claimed) -> Result<Executed, 
         response: Some(LineResponse { status_code: status, request_id: &line.request_id, body: &raw }),
         error: None,
     };
-    let record = capture.get();
+    let record = capture.get().map(|mut r| {
+        // Deterministic identity: a line re-run after a crash dedupes on the ledger's key.
+        r.record_id = line_record_id(&line.request_id);
+        r
+    });
     let result = LineResult {
         ok,
         line: out.to_bytes(),

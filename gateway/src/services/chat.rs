@@ -19,17 +19,18 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use translators::openai::{passthrough, ChatRequest, ErrorBody};
 use translators::stream::ResponseContext;
-use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamTranslator};
+use translators::{anthropic, anthropic_ingress, completions, ollama, responses, StreamEvent, StreamTranslator};
 
 use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
 use super::state::AppState;
 use super::stream::{AnyTranslator, Output, TranslatingBody};
-use crate::domain::config::ProviderKind;
+use crate::domain::config::{ProviderKind, RetryOn};
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
 use crate::domain::principal::Principal;
 use crate::domain::routing;
 use crate::domain::text::MAX_CLIENT_STRING;
+use crate::upstream::health::breaker_key;
 use crate::upstream::provider::{Upstream, ANTHROPIC_BETA};
 
 /// Which provider served the request.
@@ -57,6 +58,11 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic Messages (`POST /v1/messages`): Claude Code and the `anthropic` SDKs.
     Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`): Codex, the Agents SDK. Passed through to OpenAI-kind
+    /// backends (state lives there); a stateless translation for the others.
+    Responses,
+    /// Legacy completions (`POST /v1/completions`), translated through chat for every backend.
+    Completions,
 }
 
 /// The client's request, read once in its dialect; the full parse is done lazily (only a translating
@@ -64,6 +70,8 @@ pub enum Dialect {
 enum Inbound {
     OpenAi { head: passthrough::RequestHead, chat: Option<ChatRequest> },
     Anthropic { head: anthropic_ingress::MessagesHead, decoded: Option<anthropic_ingress::DecodedRequest> },
+    Responses { head: responses::RequestHead, decoded: Option<Box<responses::DecodedRequest>> },
+    Completions { decoded: Box<completions::DecodedCompletion> },
 }
 
 impl Inbound {
@@ -71,6 +79,8 @@ impl Inbound {
         Ok(match dialect {
             Dialect::OpenAi => Inbound::OpenAi { head: passthrough::parse_head(body)?, chat: None },
             Dialect::Anthropic => Inbound::Anthropic { head: anthropic_ingress::parse_head(body)?, decoded: None },
+            Dialect::Responses => Inbound::Responses { head: responses::parse_head(body)?, decoded: None },
+            Dialect::Completions => Inbound::Completions { decoded: Box::new(completions::decode_request(body)?) },
         })
     }
 
@@ -78,6 +88,8 @@ impl Inbound {
         match self {
             Inbound::OpenAi { head, .. } => &head.model,
             Inbound::Anthropic { head, .. } => &head.model,
+            Inbound::Responses { head, .. } => &head.model,
+            Inbound::Completions { decoded } => &decoded.model,
         }
     }
 
@@ -85,6 +97,8 @@ impl Inbound {
         match self {
             Inbound::OpenAi { head, .. } => head.stream,
             Inbound::Anthropic { head, .. } => head.stream,
+            Inbound::Responses { head, .. } => head.stream,
+            Inbound::Completions { decoded } => decoded.chat.is_stream(),
         }
     }
 
@@ -93,7 +107,7 @@ impl Inbound {
     fn include_usage(&self) -> bool {
         match self {
             Inbound::OpenAi { head, .. } => head.include_usage,
-            Inbound::Anthropic { .. } => true,
+            Inbound::Anthropic { .. } | Inbound::Responses { .. } | Inbound::Completions { .. } => true,
         }
     }
 
@@ -112,6 +126,40 @@ impl Inbound {
                 }
                 decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
             }
+            Inbound::Responses { head, decoded } => {
+                if let Some(param) = head.stateful_param {
+                    return Err(Error::BadRequest {
+                        message: format!(
+                            "`{param}` needs server-side state, which only OpenAI-kind backends keep; this model is served statelessly."
+                        )
+                        .into(),
+                        param: Some(param.into()),
+                        code: Some("unsupported_parameter"),
+                    });
+                }
+                if decoded.is_none() {
+                    *decoded = Some(Box::new(responses::decode_request(body)?));
+                }
+                decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
+            }
+            Inbound::Completions { decoded } => Ok(&decoded.chat),
+        }
+    }
+
+    /// What admission reserves for the completion: the output-token cap the request sets (read once,
+    /// from the same parse that decides what the upstream receives for OpenAI clients) and `n`.
+    fn completion_demand(&self, body: &[u8]) -> (Option<u64>, Option<u64>) {
+        #[derive(serde::Deserialize)]
+        struct Caps {
+            max_tokens: Option<u64>,
+            max_output_tokens: Option<u64>,
+        }
+        let caps = || serde_json::from_slice::<Caps>(body).ok();
+        match self {
+            Inbound::OpenAi { head, .. } => (head.max_output_tokens, head.n),
+            Inbound::Anthropic { .. } => (caps().and_then(|c| c.max_tokens), None),
+            Inbound::Responses { .. } => (caps().and_then(|c| c.max_output_tokens), None),
+            Inbound::Completions { decoded } => (decoded.chat.max_output_tokens(), decoded.chat.n),
         }
     }
 
@@ -119,12 +167,20 @@ impl Inbound {
     fn dropped(&self) -> &[&'static str] {
         match self {
             Inbound::Anthropic { decoded: Some(d), .. } => &d.dropped,
-            Inbound::Anthropic { decoded: None, .. } | Inbound::OpenAi { .. } => &[],
+            Inbound::Anthropic { decoded: None, .. }
+            | Inbound::OpenAi { .. }
+            | Inbound::Responses { .. }
+            | Inbound::Completions { .. } => &[],
         }
     }
 
     fn thinking(&self) -> bool {
-        matches!(self, Inbound::Anthropic { decoded: Some(d), .. } if d.thinking)
+        match self {
+            Inbound::Anthropic { decoded: Some(d), .. } => d.thinking,
+            // Responses carry reasoning items whenever the backend reasons.
+            Inbound::Responses { .. } => true,
+            Inbound::Anthropic { decoded: None, .. } | Inbound::OpenAi { .. } | Inbound::Completions { .. } => false,
+        }
     }
 }
 
@@ -165,7 +221,20 @@ where
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
     let mut rate_headers = None;
-    match serve(state, req, dialect, &mut meter, &limits, &mut rate_headers).await {
+    let served = tokio::select! {
+        res = serve(state, req, dialect, &mut meter, &limits, &mut rate_headers) => Some(res),
+        // The shutdown grace period is over while we still wait for the upstream's answer: answer
+        // 503 now rather than having the connection cut (issue 11, item 2).
+        () = state.cut_streams.cancelled() => None,
+    };
+    let Some(served) = served else {
+        // As when the client goes away: the upstream may still bill the prompt.
+        meter.info.error_kind = Some(Error::ShuttingDown.label());
+        let tokens = Tokens { prompt: meter.info.prompt_estimate, estimated: true, ..Tokens::default() };
+        meter.finish(Outcome::Cancelled, tokens, Error::ShuttingDown.status().as_u16());
+        return Err(Error::ShuttingDown);
+    };
+    match served {
         Ok(mut resp) => {
             if let Some(h) = rate_headers {
                 h.apply(resp.headers_mut());
@@ -218,8 +287,18 @@ where
     meter.info.requested_model = inbound.model().to_owned();
     meter.info.stream = inbound.stream();
     let route = routing::resolve(&state.config, inbound.model())?;
+    // Never a silent $0: an unpriced target is refused before admission and any upstream call, unless
+    // the operator configured a fallback price (issue 11, item 5).
+    if let Some(sink) = &state.sink {
+        if let Some(t) =
+            route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model))
+        {
+            return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
+        }
+    }
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
-    *rate_headers = admit(state, meter, limits, &body, &route).await?;
+    let (max_output_tokens, n) = inbound.completion_demand(&body);
+    *rate_headers = admit(state, meter, limits, max_output_tokens, n, &route).await?;
     let started = tokio::time::Instant::now();
     let mut excluded = Vec::new();
     let mut attempt = 0u32;
@@ -238,18 +317,23 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
+        let deployment = breaker_key(target);
         match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
             Ok(resp) => {
-                state.breakers.success(id);
+                state.breakers.success(&deployment);
                 return Ok(resp);
             }
             Err(error) => {
-                if error.side() == Side::Upstream {
-                    state.breakers.failure(id);
+                if error.is_deployment_failure() {
+                    state.breakers.failure(&deployment);
                 } else {
-                    state.breakers.release(id);
+                    state.breakers.release(&deployment);
                 }
-                if !error.is_retryable() || attempt >= route.retry.attempts {
+                let retryable = match route.retry.on {
+                    RetryOn::Overload => error.is_overload(),
+                    RetryOn::Retryable => error.is_retryable(),
+                };
+                if !retryable || attempt >= route.retry.attempts {
                     return Err(error);
                 }
                 let delay = backoff(&route.retry, attempt, retry_after_of(&error));
@@ -265,16 +349,20 @@ where
 }
 
 /// Admits a chat request for `limits` after routing: reserves the prompt estimate plus `max_tokens`
-/// (or the model's completion allowance) and the worst-case cost on the first target, and hands the
-/// admission to the meter, which settles it when the request ends.
+/// (or the model's completion allowance) times `n`, and the worst-case cost on the first target, and
+/// hands the admission to the meter, which settles it when the request ends.
+///
+/// The token counts come from `head`, the one reading of the body: `parse_head` refused duplicated or
+/// non-integer counts, so the upstream obeys the value reserved here (issue 11, item 3).
 ///
 /// # Errors
 /// [`Error::RateLimited`] when a limit refuses the request.
-async fn admit(
+pub(super) async fn admit(
     state: &AppState,
     meter: &mut RequestMeter,
     limits: &CallerLimits,
-    body: &[u8],
+    max_output_tokens: Option<u64>,
+    n: Option<u64>,
     route: &routing::Route,
 ) -> Result<Option<RateHeaders>, Error> {
     if limits.is_unlimited() {
@@ -282,7 +370,9 @@ async fn admit(
     }
     let target = route.targets.first();
     let model = target.map_or(meter.info.requested_model.as_str(), |t| t.upstream_model.as_str());
-    let completion = requested_max_tokens(body).unwrap_or_else(|| state.limiter.completion_allowance(model));
+    let per_choice = max_output_tokens.unwrap_or_else(|| state.limiter.completion_allowance(model));
+    // `n` choices may each generate up to the per-choice limit.
+    let completion = per_choice.saturating_mul(n.unwrap_or(1).max(1));
     let prompt = meter.info.prompt_estimate;
     let wants_cost = limits.tenant.monthly_budget_micro_usd.is_some() || limits.key.monthly_budget_micro_usd.is_some();
     let cost_nano_usd = match (&state.sink, target) {
@@ -307,16 +397,6 @@ async fn admit(
         }
         Err(rejection) => Err(Error::RateLimited(rejection)),
     }
-}
-
-/// `max_completion_tokens` or `max_tokens` from an OpenAI request body.
-fn requested_max_tokens(body: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct MaxTokens {
-        max_tokens: Option<u64>,
-        max_completion_tokens: Option<u64>,
-    }
-    serde_json::from_slice::<MaxTokens>(body).ok().and_then(|m| m.max_completion_tokens.or(m.max_tokens))
 }
 
 /// `POST /v1/messages/count_tokens` for `principal`: forwarded to the routed model's provider when it
@@ -361,6 +441,44 @@ where
     }
     let n = anthropic_ingress::count_tokens(&body)?;
     Ok(Bytes::from(anthropic_ingress::count_tokens_json(n)))
+}
+
+/// A stored-response call (`GET`/`DELETE /responses/{id}`, `/cancel`, `/input_items`) for `principal`,
+/// forwarded to the first OpenAI-kind provider (where `store: true` responses live). Nothing is
+/// generated, so nothing is metered; the upstream's status and body come back as they are.
+///
+/// # Errors
+/// 401 for the admin key; 404 when no OpenAI-kind provider is enabled; upstream failures.
+pub async fn stored_response(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    method: http::Method,
+    path_and_query: &str,
+) -> Result<(http::StatusCode, Bytes), Error> {
+    principal.caller()?;
+    let upstream = state
+        .config
+        .providers
+        .iter()
+        .find(|p| p.kind == ProviderKind::OpenAi)
+        .and_then(|p| state.upstream(&p.id))
+        .ok_or_else(|| {
+            Error::NotFound(
+                "Stored responses live at an OpenAI-kind provider, and none is enabled: this gateway serves the Responses API statelessly.".into(),
+            )
+        })?;
+    let mut req = match method {
+        http::Method::POST => upstream.post_request(path_and_query, Bytes::new(), &[])?,
+        _ => upstream.get_request(path_and_query)?,
+    };
+    *req.method_mut() = method;
+    let resp = upstream.send(req).await?;
+    let status = resp.status();
+    if !status.is_success() && !status.is_client_error() {
+        return Err(upstream_status_error(upstream, resp).await);
+    }
+    let bytes = read_upstream_body(upstream, resp.into_body()).await?;
+    Ok((status, bytes))
 }
 
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.
@@ -413,8 +531,11 @@ async fn try_target(
     // Client and upstream speak the same format: the bytes pass through, only the model is renamed.
     let same_dialect = matches!(
         (&*inbound, target.provider.kind),
-        (Inbound::OpenAi { .. }, ProviderKind::OpenAi) | (Inbound::Anthropic { .. }, ProviderKind::Anthropic)
+        (Inbound::OpenAi { .. } | Inbound::Responses { .. }, ProviderKind::OpenAi)
+            | (Inbound::Anthropic { .. }, ProviderKind::Anthropic)
     );
+    // Where the request goes when it is not the provider's chat endpoint.
+    let mut upstream_path: Option<&'static str> = None;
     let (upstream_body, dropped, json_mode) = match (&*inbound, target.provider.kind) {
         (Inbound::OpenAi { head, .. }, ProviderKind::OpenAi) => {
             (passthrough::rewrite_request(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
@@ -425,7 +546,11 @@ async fn try_target(
             }
             (anthropic_ingress::rewrite_model(body.clone(), head, &target.upstream_model)?, Vec::new(), None)
         }
-        (Inbound::Anthropic { .. }, ProviderKind::OpenAi) => {
+        (Inbound::Responses { head, .. }, ProviderKind::OpenAi) => {
+            upstream_path = Some(responses::RESPONSES_PATH);
+            (responses::passthrough::rename_model(body.clone(), &head.model, &target.upstream_model)?, Vec::new(), None)
+        }
+        (Inbound::Anthropic { .. } | Inbound::Completions { .. }, ProviderKind::OpenAi) => {
             // Translated to an OpenAI chat request; the usage chunk is always asked for, since Anthropic's
             // `message_delta` needs the final counts.
             let mut chat = inbound.chat(body)?.clone();
@@ -478,7 +603,11 @@ async fn try_target(
     };
 
     meter.attempt();
-    let resp = upstream.send(upstream.chat_request(upstream_body, &extra_headers)).await?;
+    let request = match upstream_path {
+        Some(path) => upstream.post_request(path, upstream_body, &extra_headers)?,
+        None => upstream.chat_request(upstream_body, &extra_headers),
+    };
+    let resp = upstream.send(request).await?;
     if !resp.status().is_success() {
         return Err(upstream_status_error(&upstream, resp).await);
     }
@@ -492,6 +621,12 @@ async fn try_target(
         headers.push((X_GATEWAY_DROPPED_PARAMS, header_value(&dropped.join(","))));
     }
 
+    let responses_ctx = || responses::EncodeContext {
+        response_id: responses::response_id(fastrand::u64(..)),
+        created_at: unix_now(),
+        completed_at: unix_now(),
+        id_seed: fastrand::u64(..),
+    };
     let encode_ctx = || anthropic_ingress::EncodeContext {
         message_id: String::new(),
         model: inbound.model().to_owned(),
@@ -504,12 +639,22 @@ async fn try_target(
         match &*inbound {
             Inbound::OpenAi { .. } => serde_json::to_vec(decoded).map_err(|e| Error::Internal(e.to_string().into())),
             Inbound::Anthropic { .. } => Ok(anthropic_ingress::encode_response(decoded, &encode_ctx())?),
+            Inbound::Responses { decoded: Some(d), .. } => {
+                serde_json::to_vec(&responses::encode_response(decoded, &d.echo, &responses_ctx()))
+                    .map_err(|e| Error::Internal(e.to_string().into()))
+            }
+            Inbound::Responses { decoded: None, .. } => Err(Error::Internal("responses request not decoded".into())),
+            Inbound::Completions { decoded: d } => serde_json::to_vec(&completions::encode_response(decoded, d))
+                .map_err(|e| Error::Internal(e.to_string().into())),
         }
         .map(Bytes::from)
     };
 
     if client_stream {
         let translator = match target.provider.kind {
+            ProviderKind::OpenAi if matches!(&*inbound, Inbound::Responses { .. }) => {
+                AnyTranslator::ResponsesUsage(Box::default())
+            }
             ProviderKind::OpenAi => AnyTranslator::OpenAi(passthrough::StreamPassthrough::new(ctx.include_usage)),
             ProviderKind::Anthropic => AnyTranslator::Anthropic(match json_mode {
                 Some(tool) => anthropic::StreamDecoder::with_json_mode(ctx, tool),
@@ -523,8 +668,17 @@ async fn try_target(
             Inbound::Anthropic { .. } => {
                 Output::Anthropic(Box::new(anthropic_ingress::StreamEncoder::new(encode_ctx())))
             }
+            Inbound::Responses { .. } if same_dialect => Output::ResponsesRelay,
+            Inbound::Responses { decoded, .. } => {
+                let echo = decoded
+                    .as_ref()
+                    .map(|d| d.echo.clone())
+                    .ok_or_else(|| Error::Internal("responses request not decoded".into()))?;
+                Output::Responses(Box::new(responses::StreamEncoder::new(echo, responses_ctx())))
+            }
+            Inbound::Completions { decoded } => Output::Completions(Box::new(completions::StreamEncoder::new(decoded))),
         };
-        stream_response(&upstream, resp, translator, output, headers, meter).await
+        stream_response(&upstream, resp, translator, output, headers, meter, &state.cut_streams).await
     } else {
         let (out, usage) = if upstream_stream {
             let decoder = match json_mode {
@@ -538,6 +692,17 @@ async fn try_target(
         } else {
             let bytes = read_upstream_body(&upstream, resp.into_body()).await?;
             match (same_dialect, target.provider.kind) {
+                (true, ProviderKind::OpenAi) if matches!(&*inbound, Inbound::Responses { .. }) => {
+                    // A Responses object, forwarded untouched; read for the usage.
+                    if serde_json::from_slice::<ResponseShape>(&bytes).is_err() {
+                        return Err(UpstreamError::Protocol(
+                            "the upstream answered 200 with a body that is not a response object".into(),
+                        )
+                        .into());
+                    }
+                    let usage = responses::passthrough::extract_usage(&bytes);
+                    (bytes, usage)
+                }
                 (true, ProviderKind::OpenAi) => {
                     // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
                     // proxy, truncated or garbage bytes).
@@ -600,6 +765,13 @@ async fn try_target(
         }
         Ok(resp)
     }
+}
+
+/// The minimum a pass-through Responses object must have.
+#[derive(serde::Deserialize)]
+struct ResponseShape {
+    #[serde(rename = "output")]
+    _output: serde::de::IgnoredAny,
 }
 
 /// The minimum a pass-through `chat.completion` must have; checked without building values.
@@ -720,7 +892,7 @@ async fn aggregate_stream(
 }
 
 /// Reads a non-streamed upstream body within the provider's timeouts.
-async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
+pub(super) async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes, Error> {
     let read = Limited::new(body, MAX_UPSTREAM_BODY).collect();
     match tokio::time::timeout(upstream.config.timeouts.first_byte, read).await {
         Err(_) => Err(UpstreamError::FirstByteTimeout.into()),
@@ -730,7 +902,7 @@ async fn read_upstream_body(upstream: &Upstream, body: Incoming) -> Result<Bytes
 }
 
 /// Turns a non-2xx upstream response into the client's error, keeping `retry-after` and the request id.
-async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
+pub(super) async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) -> Error {
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get(RETRY_AFTER).cloned();
     let upstream_request_id = resp.headers().get("request-id").or_else(|| resp.headers().get("x-request-id")).cloned();
@@ -758,7 +930,13 @@ async fn upstream_status_error(upstream: &Upstream, resp: Response<Incoming>) ->
         && !matches!(status, 401 | 403)
         && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["type"] == "error"))
     .then(|| (status, body));
-    Error::Upstream(UpstreamError::Status { mapped, retry_after, upstream_request_id, anthropic_verbatim })
+    Error::Upstream(UpstreamError::Status {
+        mapped,
+        upstream_status: status,
+        retry_after,
+        upstream_request_id,
+        anthropic_verbatim,
+    })
 }
 
 /// Peeks at the stream until the first event so that an immediate upstream failure keeps a real HTTP
@@ -770,15 +948,17 @@ async fn stream_response(
     mut output: Output,
     headers: Vec<(HeaderName, HeaderValue)>,
     meter: &mut RequestMeter,
+    cut_streams: &super::stream::StreamCut,
 ) -> Result<ChatReply, Error> {
     let mut incoming = resp.into_body();
     let mut events = Vec::new();
     // What was read while peeking, for a relay (the client gets the upstream's own bytes).
     let mut relayed = BytesMut::new();
-    let relay = matches!(output, Output::AnthropicRelay);
+    let relay = output.is_relay();
     let deadline = tokio::time::Instant::now() + upstream.config.timeouts.first_byte;
     let mut ended = false;
-    while events.is_empty() && !translator.is_terminal() {
+    // Until the first event (or, for a relay, the first bytes: a usage-only scanner emits no events).
+    while events.is_empty() && relayed.is_empty() && !translator.is_terminal() {
         match tokio::time::timeout_at(deadline, incoming.frame()).await {
             Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
             Ok(Some(Ok(frame))) => {
@@ -811,20 +991,7 @@ async fn stream_response(
             return Err(in_band_error_to_status(body));
         }
     }
-    let first = match &mut output {
-        Output::OpenAi => {
-            let mut buf = BytesMut::with_capacity(1024);
-            translators::openai::sse_out::encode_all(&events, &mut buf);
-            buf
-        }
-        Output::Anthropic(encoder) => {
-            let mut buf = BytesMut::with_capacity(1024);
-            encoder.start(&mut buf);
-            encoder.push_all(&events, &mut buf);
-            buf
-        }
-        Output::AnthropicRelay => relayed,
-    };
+    let first = super::stream::first_bytes(&mut output, &events, relayed);
     events.clear();
     meter.first_token();
     let body = TranslatingBody::new(
@@ -835,6 +1002,7 @@ async fn stream_response(
         upstream.config.timeouts.idle,
         meter.hand_over(),
         ended,
+        cut_streams.clone(),
     );
     let mut resp = Response::new(ReplyBody::Stream(body));
     let h = resp.headers_mut();
@@ -860,6 +1028,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
     let retry_after = (status == 503 || status == 429).then(|| HeaderValue::from_static("1"));
     Error::Upstream(UpstreamError::Status {
         mapped: translators::error::MappedError { status, body: body.clone() },
+        upstream_status: status,
         retry_after,
         upstream_request_id: None,
         anthropic_verbatim: None,
@@ -871,7 +1040,7 @@ fn in_band_error_to_status(body: &ErrorBody) -> Error {
 ///
 /// # Errors
 /// 400 with `param: "model"`.
-fn check_model_name(model: &str) -> Result<(), Error> {
+pub(super) fn check_model_name(model: &str) -> Result<(), Error> {
     if model.len() > MAX_CLIENT_STRING {
         return Err(Error::BadRequest {
             message: format!("`model` is longer than {MAX_CLIENT_STRING} bytes.").into(),
@@ -884,7 +1053,7 @@ fn check_model_name(model: &str) -> Result<(), Error> {
 
 /// A response header value; `-` for text that is not a valid header value or longer than
 /// [`MAX_CLIENT_STRING`] bytes (we never echo an unbounded value).
-fn header_value(s: &str) -> HeaderValue {
+pub(super) fn header_value(s: &str) -> HeaderValue {
     if s.len() > MAX_CLIENT_STRING {
         return HeaderValue::from_static("-");
     }

@@ -65,6 +65,12 @@ pub enum Error {
     StoreUnavailable(Cow<'static, str>),
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The routed model has no price and the operator's policy refuses unpriced models (403).
+    #[error(
+        "The model `{model}` of provider `{provider}` has no price configured, so this gateway will not serve it; \
+         the operator must add it to the pricing file (or set `pricing.unpriced: fallback`)."
+    )]
+    PriceMissing { provider: String, model: String },
     #[error(transparent)]
     Translate(#[from] TranslateError),
     #[error(transparent)]
@@ -105,7 +111,8 @@ impl Error {
             | Error::Denied(_)
             | Error::RateLimited(_)
             | Error::Conflict(_)
-            | Error::Route(_) => Side::Downstream,
+            | Error::Route(_)
+            | Error::PriceMissing { .. } => Side::Downstream,
             Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => Side::Internal,
             Error::Translate(e) => {
                 if e.is_client_error() {
@@ -151,6 +158,10 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Route(RouteError::UnknownModel(_)) => StatusCode::NOT_FOUND,
             Error::Route(RouteError::EmptyModel) => StatusCode::BAD_REQUEST,
+            // 404 like an unknown model (SDKs do not retry it), with its own code and the fix in the message.
+            Error::Route(RouteError::ProviderNotEnabled { .. }) => StatusCode::NOT_FOUND,
+            // Like OpenAI's "no access to this model": a 4xx SDKs do not retry; the operator must act.
+            Error::PriceMissing { .. } => StatusCode::FORBIDDEN,
             Error::Translate(e) => {
                 if e.is_client_error() {
                     StatusCode::BAD_REQUEST
@@ -206,6 +217,8 @@ impl Error {
             Error::Conflict(_) => Some("conflict"),
             Error::Route(RouteError::UnknownModel(_)) => Some("model_not_found"),
             Error::Route(RouteError::EmptyModel) => Some("invalid_value"),
+            Error::Route(RouteError::ProviderNotEnabled { .. }) => Some("provider_not_enabled"),
+            Error::PriceMissing { .. } => Some("model_price_missing"),
             Error::Translate(e) => Some(e.code()),
             Error::Upstream(UpstreamError::Connect) => Some("upstream_unreachable"),
             Error::Upstream(UpstreamError::FirstByteTimeout) => Some("timeout"),
@@ -223,10 +236,51 @@ impl Error {
     pub fn param(&self) -> Option<&str> {
         match self {
             Error::BadRequest { param, .. } => param.as_deref(),
-            Error::Route(_) => Some("model"),
+            Error::Route(_) | Error::PriceMissing { .. } => Some("model"),
             Error::Translate(e) => e.param(),
             _ => None,
         }
+    }
+
+    /// True when the failure says the deployment (and model) is unhealthy, so it counts toward its circuit
+    /// breaker: connect errors, timeouts, broken connections and protocols, and 5xx/529 from the deployment.
+    /// Client errors (an upstream 400/404/413/422, our own 4xx), upstream rate limits and credential
+    /// refusals do not: one tenant's bad requests must not open the circuit for every tenant (issue 11,
+    /// item 6).
+    pub fn is_deployment_failure(&self) -> bool {
+        match self {
+            Error::Upstream(
+                UpstreamError::Connect
+                | UpstreamError::FirstByteTimeout
+                | UpstreamError::Transport
+                | UpstreamError::Protocol(_),
+            ) => true,
+            Error::Upstream(UpstreamError::Status { upstream_status, .. }) => *upstream_status >= 500,
+            Error::Upstream(UpstreamError::Unavailable)
+            | Error::BadRequest { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::NotFound(_)
+            | Error::MethodNotAllowed
+            | Error::Auth(_)
+            | Error::Denied(_)
+            | Error::RateLimited(_)
+            | Error::Conflict(_)
+            | Error::StoreUnavailable(_)
+            | Error::Route(_)
+            | Error::PriceMissing { .. }
+            | Error::Translate(_)
+            | Error::ShuttingDown
+            | Error::ClientDisconnected
+            | Error::BodyTimeout { .. }
+            | Error::Internal(_) => false,
+        }
+    }
+
+    /// True for a transient overload answered before any byte: the deployment said 503 or 529 (or an
+    /// in-band `overloaded` error before any content, mapped to 503). Retried by the default policy.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Error::Upstream(UpstreamError::Status { mapped, upstream_status, .. })
+            if matches!(*upstream_status, 503 | 529) || mapped.status == 503)
     }
 
     /// True when a retry against the same or another upstream could succeed.
@@ -252,6 +306,7 @@ impl Error {
             | Error::Auth(_)
             | Error::Denied(_)
             | Error::Route(_)
+            | Error::PriceMissing { .. }
             | Error::Translate(_)
             | Error::ShuttingDown
             | Error::ClientDisconnected
@@ -273,6 +328,7 @@ impl Error {
             Error::RateLimited(_) => "rate_limited",
             Error::Conflict(_) => "conflict",
             Error::Route(_) => "model_not_found",
+            Error::PriceMissing { .. } => "price_missing",
             Error::Translate(e) if e.is_client_error() => "translate_request",
             Error::Translate(_) => "translate_response",
             Error::Upstream(UpstreamError::Connect) => "upstream_connect",

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::pricing::{cost_nano_usd, Price};
+use crate::domain::config::ProviderKind;
+use crate::domain::pricing::{cost_nano_usd, Price, UnpricedPolicy};
 use crate::domain::text::Escaped;
 use crate::metrics::Metrics;
 use crate::services::metering::{Outcome, RequestInfo, Tokens};
@@ -26,6 +27,7 @@ pub struct Completed<'a> {
 /// Receives every finished request.
 pub struct Sink {
     pricing: Option<Pricing>,
+    unpriced: UnpricedPolicy,
     ledger: Option<LedgerHandle>,
     metrics: Arc<Metrics>,
 }
@@ -42,7 +44,22 @@ impl std::fmt::Debug for Sink {
 impl Sink {
     /// A sink that prices with `pricing` and records into `ledger`, either optional.
     pub fn new(pricing: Option<Pricing>, ledger: Option<LedgerHandle>, metrics: Arc<Metrics>) -> Self {
-        Self { pricing, ledger, metrics }
+        Self { pricing, unpriced: UnpricedPolicy::Refuse, ledger, metrics }
+    }
+
+    /// Sets what unpriced models cost: refused before admission (the default), or a fallback price.
+    pub fn with_unpriced(mut self, policy: UnpricedPolicy) -> Self {
+        self.unpriced = policy;
+        self
+    }
+
+    /// Whether a request for `model` on this deployment may be served: `false` when no price matches and
+    /// the policy refuses unpriced models (issue 11, item 5). Always true without a pricing table.
+    pub fn is_priced(&self, provider_id: &str, kind: ProviderKind, model: &str) -> bool {
+        match (&self.pricing, self.unpriced) {
+            (None, _) | (Some(_), UnpricedPolicy::Fallback(_)) => true,
+            (Some(p), UnpricedPolicy::Refuse) => p.current().lookup_for(provider_id, kind.as_str(), model).is_some(),
+        }
     }
 
     /// The metrics registry.
@@ -55,10 +72,18 @@ impl Sink {
         self.ledger.as_ref()
     }
 
+    /// The price of the request's deployment and model; an unpriced model costs the fallback price, or 0
+    /// under `refuse` (such a request was refused before any upstream call and carries no tokens).
     fn price(&self, info: &RequestInfo) -> Price {
         match (&self.pricing, &info.provider, info.provider_kind) {
             (Some(p), Some(provider), Some(kind)) => {
-                p.current().price_for(provider, kind.as_str(), &info.upstream_model)
+                match p.current().lookup_for(provider, kind.as_str(), &info.upstream_model) {
+                    Some(price) => price,
+                    None => match self.unpriced {
+                        UnpricedPolicy::Fallback(price) => price,
+                        UnpricedPolicy::Refuse => Price::default(),
+                    },
+                }
             }
             _ => Price::default(),
         }
@@ -80,6 +105,7 @@ impl Sink {
         self.observe(&done, cost);
         let i = done.info;
         let record = LedgerRecord {
+            record_id: i.record_id.clone(),
             request_id: i.request_id.clone(),
             ts_unix_ms: done.ts_unix_ms,
             tenant: i.tenant.to_string(),
@@ -166,6 +192,7 @@ impl Sink {
 pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
     let i = done.info;
     tracing::info!(
+        record_id = %i.record_id,
         request_id = %Escaped(&i.request_id),
         tenant = %Escaped(&i.tenant),
         provider = i.provider.as_deref().unwrap_or("-"),

@@ -28,6 +28,10 @@ pub struct AppState {
     pub sink: Option<Arc<Sink>>,
     /// Cancelled when shutdown begins: readiness turns false, new work is refused.
     pub shutdown: CancellationToken,
+    /// Fired by the server when the shutdown grace period is over: every open stream ends with
+    /// an in-band error event and records its usage so far (issue 11, item 2), before the
+    /// remaining connections are closed and the ledger writer drains.
+    pub cut_streams: super::stream::StreamCut,
     /// Background tasks that must finish before the process exits.
     pub tasks: TaskTracker,
     /// Files, batches and their queue (`None` only in tests that build a bare state).

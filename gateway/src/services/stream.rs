@@ -4,10 +4,17 @@
 //! No task or channel per stream: the client's reads drive the upstream reads, so backpressure reaches the
 //! upstream and a slow client cannot make us buffer without bound. Dropping the body (client hang-up) drops
 //! the upstream connection at once and records the request as `cancelled` with the usage so far.
+//!
+//! Shutdown (issue 11, item 2): when the grace period is over, the server cancels
+//! `AppState::cut_streams`. Every open body then ends with one OpenAI-shaped error event (code
+//! `gateway_shutdown`, no `[DONE]`) and records itself as `partial` with the usage so far, before the
+//! connections are closed and before the ledger writer drains.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,18 +22,60 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use translators::anthropic_ingress::StreamEncoder;
 use translators::openai::sse_out;
 use translators::openai::{passthrough, ErrorBody};
-use translators::{anthropic, anthropic_ingress, ollama, StreamEvent, StreamOutcome, StreamSummary, StreamTranslator};
+use translators::{
+    anthropic, anthropic_ingress, completions, ollama, responses, StreamEvent, StreamOutcome, StreamSummary,
+    StreamTranslator,
+};
 
 use crate::services::metering::{estimate_tokens, Outcome, RequestMeter, Tokens};
+
+/// The signal that ends every open stream at the end of the shutdown grace period (issue 11,
+/// item 2). Cheap to check per frame (one atomic load: `CancellationToken::is_cancelled` takes a
+/// mutex shared by every stream); the token wakes bodies that wait on their upstream.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCut {
+    inner: Arc<CutInner>,
+}
+
+#[derive(Debug, Default)]
+struct CutInner {
+    cut: AtomicBool,
+    token: CancellationToken,
+}
+
+impl StreamCut {
+    /// Ends every open stream (and makes waiting chat requests answer 503). Idempotent.
+    pub fn cut(&self) {
+        self.inner.cut.store(true, Ordering::Release);
+        self.inner.token.cancel();
+    }
+
+    /// True once [`StreamCut::cut`] ran.
+    pub fn is_cut(&self) -> bool {
+        self.inner.cut.load(Ordering::Acquire)
+    }
+
+    /// Completes when [`StreamCut::cut`] runs.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.inner.token.cancelled()
+    }
+
+    fn cancelled_owned(&self) -> WaitForCancellationFutureOwned {
+        self.inner.token.clone().cancelled_owned()
+    }
+}
 
 /// The translator for one provider kind (static dispatch: no `dyn`).
 pub enum AnyTranslator {
     OpenAi(passthrough::StreamPassthrough),
     Anthropic(anthropic::StreamDecoder),
     Ollama(ollama::StreamDecoder),
+    /// A passed-through Responses stream: read for usage only, never changed.
+    ResponsesUsage(Box<responses::passthrough::UsageScanner>),
 }
 
 impl StreamTranslator for AnyTranslator {
@@ -35,6 +84,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.feed(input, out),
             AnyTranslator::Anthropic(t) => t.feed(input, out),
             AnyTranslator::Ollama(t) => t.feed(input, out),
+            AnyTranslator::ResponsesUsage(t) => t.feed(input),
         }
     }
 
@@ -43,6 +93,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.finish(out),
             AnyTranslator::Anthropic(t) => t.finish(out),
             AnyTranslator::Ollama(t) => t.finish(out),
+            AnyTranslator::ResponsesUsage(t) => t.finish(),
         }
     }
 
@@ -51,6 +102,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.is_terminal(),
             AnyTranslator::Anthropic(t) => t.is_terminal(),
             AnyTranslator::Ollama(t) => t.is_terminal(),
+            AnyTranslator::ResponsesUsage(t) => t.is_terminal(),
         }
     }
 
@@ -59,6 +111,7 @@ impl StreamTranslator for AnyTranslator {
             AnyTranslator::OpenAi(t) => t.summary(),
             AnyTranslator::Anthropic(t) => t.summary(),
             AnyTranslator::Ollama(t) => t.summary(),
+            AnyTranslator::ResponsesUsage(t) => t.summary(),
         }
     }
 }
@@ -88,6 +141,20 @@ pub enum Output {
     /// translator only accounts (usage, outcome). A stream that ends without `message_stop` gets one
     /// Anthropic `error` event appended.
     AnthropicRelay,
+    /// Responses API events re-encoded from hub events (Codex, the Agents SDK in front of a
+    /// non-OpenAI backend).
+    Responses(Box<responses::StreamEncoder>),
+    /// An OpenAI Responses stream relayed untouched; a gateway-forced failure is one `error` event.
+    ResponsesRelay,
+    /// Legacy `text_completion` chunks, `[DONE]` after success.
+    Completions(Box<completions::StreamEncoder>),
+}
+
+impl Output {
+    /// True when the client gets the upstream's own bytes.
+    pub fn is_relay(&self) -> bool {
+        matches!(self, Output::AnthropicRelay | Output::ResponsesRelay)
+    }
 }
 
 /// How often an Anthropic stream with a silent upstream gets a `ping` (Claude Code drops a stream that
@@ -115,10 +182,31 @@ pub struct TranslatingBody {
     idle: Pin<Box<Sleep>>,
     phase: Phase,
     meter: RequestMeter,
+    /// Set when the shutdown grace period is over (`AppState::cut_streams`).
+    cut: StreamCut,
+    /// Wakes this body when `cut` fires while it waits on the upstream. Polled once, at the first
+    /// wait, to register the waker (the same task polls the body from then on); later polls would
+    /// take the token's shared lock on every chunk.
+    cut_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    cut_registered: bool,
+}
+
+/// Metric label of a stream cut because the shutdown grace period ended.
+const SHUTDOWN_KIND: &str = "stream_shutdown";
+/// Metric label of a stream whose upstream went silent for longer than the idle timeout.
+const IDLE_KIND: &str = "stream_idle_timeout";
+
+fn shutdown_error() -> ErrorBody {
+    ErrorBody::new(
+        "the gateway is shutting down and ended this stream before it was complete; retry the request",
+        "server_error",
+        Some("gateway_shutdown"),
+    )
 }
 
 impl TranslatingBody {
-    /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed.
+    /// `first` holds the SSE bytes produced while peeking; `upstream_ended` says the upstream already closed;
+    /// `cut` ends the stream with a shutdown error event when it fires.
     pub fn new(
         upstream: Incoming,
         translator: AnyTranslator,
@@ -127,13 +215,14 @@ impl TranslatingBody {
         idle_timeout: Duration,
         meter: RequestMeter,
         upstream_ended: bool,
+        cut: StreamCut,
     ) -> Self {
         if let Some(m) = meter.metrics() {
             m.open_streams.inc();
         }
         let ping = match output {
-            Output::OpenAi => None,
             Output::Anthropic(_) | Output::AnthropicRelay => Some(Box::pin(tokio::time::sleep(PING_INTERVAL))),
+            Output::OpenAi | Output::Responses(_) | Output::ResponsesRelay | Output::Completions(_) => None,
         };
         Self {
             upstream: if upstream_ended { None } else { Some(upstream) },
@@ -148,6 +237,9 @@ impl TranslatingBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             phase: if upstream_ended { Phase::Finishing } else { Phase::Streaming },
             meter,
+            cut_wait: Box::pin(cut.cancelled_owned()),
+            cut_registered: false,
+            cut,
         }
     }
 
@@ -163,11 +255,12 @@ impl TranslatingBody {
         }
     }
 
-    /// Flushes the translator, writes `[DONE]` on success, and records the outcome.
-    fn finish(&mut self, forced_error: Option<ErrorBody>) {
+    /// Flushes the translator, writes `[DONE]` on success, and records the outcome. A forced error
+    /// (idle timeout, shutdown) comes with its metric label and ends the stream as `partial`.
+    fn finish(&mut self, forced_error: Option<(ErrorBody, &'static str)>) {
         self.upstream = None;
-        let forced_idle = forced_error.is_some();
-        let summary = if let Some(error) = forced_error {
+        let forced_kind = forced_error.as_ref().map(|(_, kind)| *kind);
+        let summary = if let Some((error, _)) = forced_error {
             self.events.push(StreamEvent::Error(error));
             let mut s = self.translator.summary();
             s.outcome = StreamOutcome::Truncated;
@@ -181,7 +274,7 @@ impl TranslatingBody {
         self.meter.info.error_kind = match &summary.outcome {
             StreamOutcome::Completed => None,
             StreamOutcome::UpstreamError(_) => Some("stream_error"),
-            StreamOutcome::Truncated if forced_idle => Some("stream_idle_timeout"),
+            StreamOutcome::Truncated if forced_kind.is_some() => forced_kind,
             StreamOutcome::Truncated | StreamOutcome::Open => Some("stream_truncated"),
         };
         let outcome = match &summary.outcome {
@@ -193,6 +286,27 @@ impl TranslatingBody {
         self.meter.finish(outcome, tokens, 200);
         self.phase = Phase::Done;
     }
+}
+
+/// The first bytes of a stream, from what was read while peeking: the upstream's own bytes for a
+/// relay; otherwise the dialect's opening event (Anthropic `message_start`, Responses
+/// `response.created`) and the first events.
+pub fn first_bytes(output: &mut Output, events: &[StreamEvent], relayed: BytesMut) -> BytesMut {
+    if output.is_relay() {
+        return relayed;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    match output {
+        Output::Anthropic(encoder) => encoder.start(&mut buf),
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.start(&mut out);
+            responses::write_sse(&out, &mut buf);
+        }
+        Output::OpenAi | Output::Completions(_) | Output::AnthropicRelay | Output::ResponsesRelay => {}
+    }
+    encode(output, events, &mut buf);
+    buf
 }
 
 /// Hub events → the client's SSE bytes.
@@ -209,6 +323,23 @@ fn encode(output: &mut Output, events: &[StreamEvent], buf: &mut BytesMut) {
                 }
             }
         }
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.push(events, &mut out);
+            responses::write_sse(&out, buf);
+        }
+        Output::ResponsesRelay => {
+            for event in events {
+                if let StreamEvent::Error(body) = event {
+                    let error =
+                        serde_json::json!({"type": "error", "code": body.code, "message": body.message, "param": null});
+                    buf.extend_from_slice(b"event: error\ndata: ");
+                    buf.extend_from_slice(error.to_string().as_bytes());
+                    buf.extend_from_slice(b"\n\n");
+                }
+            }
+        }
+        Output::Completions(encoder) => encoder.push(events, buf),
     }
 }
 
@@ -223,13 +354,19 @@ fn finish_output(output: &mut Output, summary: &StreamSummary, buf: &mut BytesMu
             }
         }
         Output::Anthropic(encoder) => encoder.finish(summary, buf),
-        Output::AnthropicRelay => {}
+        Output::Responses(encoder) => {
+            let mut out = Vec::new();
+            encoder.finish(Some(summary), &mut out);
+            responses::write_sse(&out, buf);
+        }
+        Output::Completions(encoder) => encoder.finish(Some(summary), buf),
+        Output::AnthropicRelay | Output::ResponsesRelay => {}
     }
 }
 
 fn write_ping(output: &mut Output, buf: &mut BytesMut) {
     match output {
-        Output::OpenAi => {}
+        Output::OpenAi | Output::Responses(_) | Output::ResponsesRelay | Output::Completions(_) => {}
         Output::Anthropic(encoder) => encoder.ping(buf),
         Output::AnthropicRelay => buf.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
     }
@@ -260,6 +397,10 @@ impl HttpBody for TranslatingBody {
                         this.phase = Phase::Finishing;
                         continue;
                     }
+                    if this.cut.is_cut() {
+                        this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
+                        continue;
+                    }
                     let Some(upstream) = this.upstream.as_mut() else {
                         this.phase = Phase::Finishing;
                         continue;
@@ -268,7 +409,7 @@ impl HttpBody for TranslatingBody {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Ok(data) = frame.into_data() {
                                 this.translator.feed(&data, &mut this.events);
-                                if matches!(this.output, Output::AnthropicRelay) {
+                                if this.output.is_relay() {
                                     // Relayed as received: the events only fed the accounting.
                                     this.events.clear();
                                     this.buf.extend_from_slice(&data);
@@ -283,6 +424,14 @@ impl HttpBody for TranslatingBody {
                         }
                         Poll::Ready(Some(Err(_))) | Poll::Ready(None) => this.phase = Phase::Finishing,
                         Poll::Pending => {
+                            if !this.cut_registered {
+                                if this.cut_wait.as_mut().poll(cx).is_ready() {
+                                    this.finish(Some((shutdown_error(), SHUTDOWN_KIND)));
+                                    continue;
+                                }
+                                // From now on the cut wakes this task, and `is_cut` above sees it.
+                                this.cut_registered = true;
+                            }
                             if let Some(ping) = this.ping.as_mut() {
                                 if ping.as_mut().poll(cx).is_ready() {
                                     ping.as_mut().reset(tokio::time::Instant::now() + PING_INTERVAL);
@@ -297,7 +446,7 @@ impl HttpBody for TranslatingBody {
                                     "server_error",
                                     Some("timeout"),
                                 );
-                                this.finish(Some(error));
+                                this.finish(Some((error, IDLE_KIND)));
                                 continue;
                             }
                             return Poll::Pending;

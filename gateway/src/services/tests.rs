@@ -142,7 +142,11 @@ async fn usage_is_the_callers_own_unless_admin() {
 async fn model_requests_need_a_tenant() {
     let f = fixture().await;
     let s = &f.state;
-    let req = || http::Request::new(Full::new(Bytes::from_static(br#"{"model":"x","messages":[]}"#)));
+    let req = || {
+        http::Request::new(Full::new(Bytes::from_static(
+            br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+    };
 
     let admin = chat::complete(s, &Principal::Admin, "req_1", chat::Dialect::OpenAi, req()).await;
     assert!(is_denied(&admin.map(|_| ()), Denied::NotATenant));

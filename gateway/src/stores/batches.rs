@@ -215,8 +215,15 @@ pub struct LineResult {
     pub prompt_tokens: i64,
     pub cached_tokens: i64,
     pub completion_tokens: i64,
-    /// The ledger row of the line (none when the line never reached the chat service).
+    /// The ledger row of the line (none when the line never reached the chat service); its
+    /// `record_id` must be derived from the line ([`line_record_id`]) so a replay dedupes.
     pub ledger: Option<LedgerRecord>,
+}
+
+/// The ledger record id of a batch line: deterministic (unlike a live request's random one), so a
+/// line run twice after a crash is billed once.
+pub fn line_record_id(request_id: &str) -> String {
+    format!("{}{request_id}", crate::stores::ledger::RECORD_ID_PREFIX)
 }
 
 /// Live per-batch line counts.
@@ -1250,16 +1257,17 @@ fn file_params(f: &FileRow) -> Vec<Val> {
     ]
 }
 
-/// The ledger insert of a batch line, idempotent on `request_id` like every ledger write. Casts keep
+/// The ledger insert of a batch line, idempotent on `record_id` like every ledger write (a batch line's
+/// record id is derived from the line, so a replayed line dedupes). Casts keep
 /// one statement valid on both stores (integers bound as BIGINT; booleans as `<> 0`).
 fn ledger_insert(r: &LedgerRecord, batch_id: &str) -> Stmt {
     Stmt::new(
-        "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, requested_model, upstream_model, \
+        "INSERT INTO ledger_records (record_id, request_id, ts_unix_ms, tenant, key_id, provider, requested_model, upstream_model, \
          prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, usage_estimated, cost_nano_usd, \
          price_input_micro_per_m, price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
-         status, stream, latency_ms, ttft_ms, attempts, http_status, batch_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         status, stream, latency_ms, ttft_ms, attempts, http_status, batch_id) VALUES ($25, $1, $2, $3, $4, $5, $6, $7, $8, $9, \
          $10, $11, (CAST($12 AS BIGINT) <> 0), $13, $14, $15, $16, $17, $18, (CAST($19 AS BIGINT) <> 0), $20, $21, \
-         CAST($22 AS BIGINT), CAST($23 AS BIGINT), $24) ON CONFLICT (request_id) DO NOTHING",
+         CAST($22 AS BIGINT), CAST($23 AS BIGINT), $24) ON CONFLICT (record_id) DO NOTHING",
         vec![
             Val::t(&r.request_id),
             Val::I(r.ts_unix_ms),
@@ -1285,6 +1293,7 @@ fn ledger_insert(r: &LedgerRecord, batch_id: &str) -> Stmt {
             Val::I(i64::from(r.attempts)),
             Val::I(i64::from(r.http_status)),
             Val::t(batch_id),
+            Val::t(&r.record_id),
         ],
     )
 }

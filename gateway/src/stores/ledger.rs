@@ -7,7 +7,7 @@
 //!    on-disk journal through the journal thread's unbounded channel instead. Never dropped.
 //! 2. [`LedgerWriter::run`] takes batches with `recv_many` (up to `batch_rows`, or whatever
 //!    arrived within `batch_interval` of the first record) and inserts each in one statement,
-//!    idempotent on `request_id`. A failed batch is journaled (fsynced) and the store is retried
+//!    idempotent on `record_id` (server-generated, never the client's `x-request-id`). A failed batch is journaled (fsynced) and the store is retried
 //!    with backoff.
 //! 3. Journal segments are replayed in order when the store is healthy again and at every start,
 //!    and deleted only after all their records are committed.
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 pub use crate::metrics::LedgerStats;
 pub use query::{GroupBy, UsageQuery, UsageRow};
-pub use record::{LedgerRecord, RecordStatus};
+pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
 pub use writer::LedgerWriter;
 
 use journal::Journal;
@@ -352,10 +352,10 @@ impl LedgerHandle {
     }
 
     #[cfg(test)]
-    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, record_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         match &self.store.store {
-            Store::Postgres(pg) => pg.fetch(request_id).await,
-            Store::Sqlite(lite) => lite.fetch(request_id).await,
+            Store::Postgres(pg) => pg.fetch(record_id).await,
+            Store::Sqlite(lite) => lite.fetch(record_id).await,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::domain::limits::{
 use crate::metrics::Metrics;
 use crate::stores::ledger::{LedgerHandle, UsageQuery};
 
+use self::redis::RedisAdmit;
 pub use self::redis::RedisLimiter;
 
 /// Length of a rate window.
@@ -79,7 +80,7 @@ pub struct Limiter {
     metrics: Option<Arc<Metrics>>,
     ledger: Option<LedgerHandle>,
     tasks: TaskTracker,
-    /// Budget counters already seeded from the ledger in this process (`key:month`).
+    /// Local budget counters already seeded from the ledger in this process (`key:month`).
     seeded: DashMap<String, ()>,
     next_member: AtomicU64,
 }
@@ -221,19 +222,14 @@ impl Limiter {
             fastrand::u64(..),
             self.next_member.fetch_add(1, Ordering::Relaxed)
         );
-        let seed_tenant = limits.tenant.monthly_budget_micro_usd.is_some().then_some(tenant);
         let mut outcome = None;
         if let Some(r) = self.redis.as_ref().filter(|r| r.is_up()) {
-            self.seed_budgets(&checks, seed_tenant, Some(r)).await;
-            // An error is logged and counted by the Redis limiter; the local counters take over.
-            if let Ok((server_now, verdict)) = r.admit(&checks, &member, self.settings.concurrency_stale).await {
-                outcome = Some((server_now, verdict, Backend::Redis));
-            }
+            outcome = self.admit_redis(r, &checks, &member, tenant, key_id).await;
         }
         let (now, verdict, backend) = match outcome {
             Some(o) => o,
             None => {
-                self.seed_budgets(&checks, seed_tenant, None).await;
+                self.seed_local(&checks, tenant, key_id).await;
                 let now = now_ms();
                 (now, self.local.admit(&checks, now), Backend::Local)
             }
@@ -288,41 +284,77 @@ impl Limiter {
         }
     }
 
-    /// Loads this month's spend from the ledger into budget counters not seen yet in this process, so
-    /// a restart (or a flushed Redis) does not hand out a fresh budget.
-    async fn seed_budgets(&self, checks: &[Check], tenant: Option<&str>, redis: Option<&RedisLimiter>) {
+    /// One admission on Redis. A budget counter Redis does not have (first use this month, a new
+    /// or restarted replica, a flushed or failed-over Redis) is seeded from the ledger and the
+    /// admission retried, so no replica ever starts a budget from zero. `None`: use the local
+    /// counters (Redis failed, or the ledger could not be read to seed a budget).
+    async fn admit_redis(
+        &self,
+        r: &RedisLimiter,
+        checks: &[Check],
+        member: &str,
+        tenant: &str,
+        key_id: Option<&str>,
+    ) -> Option<(i64, Verdict, Backend)> {
+        let budgets = checks.iter().filter(|c| c.kind == LimitKind::Budget).count();
+        // Each round seeds at most one counter; one more round decides.
+        for _ in 0..=budgets {
+            // An error is logged and counted by the Redis limiter; the local counters take over.
+            match r.admit(checks, member, self.settings.concurrency_stale).await.ok()? {
+                RedisAdmit::Decided(now, verdict) => return Some((now, verdict, Backend::Redis)),
+                RedisAdmit::Unseeded(i) => {
+                    let check = &checks[i];
+                    let spent = self.month_spend(check, tenant, key_id).await.ok()?;
+                    r.seed(&check.key, spent).await.ok()?;
+                }
+            }
+        }
+        None
+    }
+
+    /// Loads this month's spend from the ledger into the local budget counters not seeded yet in
+    /// this process, so a restart does not hand out a fresh budget. A counter whose ledger read
+    /// fails is retried at the next admission.
+    async fn seed_local(&self, checks: &[Check], tenant: &str, key_id: Option<&str>) {
         for check in checks.iter().filter(|c| c.kind == LimitKind::Budget) {
-            let marker = format!("{}:{}", if redis.is_some() { "r" } else { "l" }, check.key);
-            if self.seeded.contains_key(&marker) {
+            if self.seeded.contains_key(&check.key) {
                 continue;
             }
-            // Key budgets start from zero: the ledger is not indexed by key.
-            let spent = match (check.scope, tenant, &self.ledger) {
-                (ScopeKind::Tenant, Some(t), Some(ledger)) => {
-                    let q = UsageQuery {
-                        from_unix_ms: Some(month_start_ms(now_ms())),
-                        tenant: Some(t.to_owned()),
-                        ..UsageQuery::default()
-                    };
-                    match ledger.usage(&q).await {
-                        Ok(rows) => rows.iter().map(|r| r.cost_nano_usd).sum::<i64>(),
-                        Err(error) => {
-                            tracing::warn!(%error, "Could not read this month's spend from the ledger; budget starts at 0");
-                            0
-                        }
-                    }
-                }
-                _ => 0,
-            };
-            let ok = match redis {
-                Some(r) => r.seed(&check.key, spent).await.is_ok(),
-                None => {
-                    self.local.seed(&check.key, spent);
-                    true
-                }
-            };
-            if ok {
-                self.seeded.insert(marker, ());
+            if let Ok(spent) = self.month_spend(check, tenant, key_id).await {
+                self.local.seed(&check.key, spent);
+                self.seeded.insert(check.key.clone(), ());
+            }
+        }
+    }
+
+    /// This month's spend (nano-USD) of the tenant or key a budget check is for, from the ledger.
+    /// Records not committed yet (in a replica's queue or journal) are not included.
+    ///
+    /// # Errors
+    /// The ledger cannot be read (logged here).
+    async fn month_spend(&self, check: &Check, tenant: &str, key_id: Option<&str>) -> Result<i64, ()> {
+        let Some(ledger) = &self.ledger else { return Ok(0) };
+        let key_id = match check.scope {
+            ScopeKind::Tenant => None,
+            ScopeKind::Key => match key_id {
+                Some(k) => Some(k.to_owned()),
+                None => return Ok(0),
+            },
+        };
+        let q = UsageQuery {
+            from_unix_ms: Some(month_start_ms(now_ms())),
+            tenant: Some(tenant.to_owned()),
+            key_id,
+            ..UsageQuery::default()
+        };
+        match ledger.usage(&q).await {
+            Ok(rows) => Ok(rows.iter().map(|r| r.cost_nano_usd).sum::<i64>()),
+            Err(error) => {
+                tracing::warn!(
+                    %error, counter = %check.key,
+                    "Could not read this month's spend from the ledger; the budget counter is seeded later"
+                );
+                Err(())
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The live price table behind `pricing.yaml`: loaded at start, re-read when the file changes, swapped
-//! atomically; a reload that fails keeps the previous table. The table and the cost arithmetic are
+//! The live price table: the operator's `pricing.yaml` layered over the built-in table, loaded at start,
+//! re-read when the file changes, swapped atomically; a reload that fails keeps the previous table.
+//! Without a file the built-in table alone is used. The table and the cost arithmetic are
 //! `domain::pricing`.
 
 use std::future::Future;
@@ -38,9 +39,17 @@ impl Pricing {
         Ok(Self { table: Arc::new(ArcSwap::from_pointee(table)), path: path.to_owned() })
     }
 
-    /// A pricing with a fixed table and no file (tests, or no `pricing_file` configured).
+    /// A pricing with a fixed table and no file (tests).
     pub fn from_table(table: PricingTable) -> Self {
         Self { table: Arc::new(ArcSwap::from_pointee(table)), path: PathBuf::new() }
+    }
+
+    /// The built-in table alone (no `pricing_file` configured).
+    ///
+    /// # Errors
+    /// As [`PricingTable::builtin`].
+    pub fn builtin() -> Result<Self, PricingError> {
+        Ok(Self::from_table(PricingTable::builtin()?))
     }
 
     /// The current table; cheap (no lock), hold the guard only briefly.
@@ -107,9 +116,10 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// The file's table over the built-in one.
 fn read_table(path: &Path) -> Result<PricingTable, PricingError> {
     let text = std::fs::read_to_string(path).map_err(|source| PricingError::Io { path: path.to_owned(), source })?;
-    PricingTable::parse(&text)
+    Ok(PricingTable::parse(&text)?.over(&PricingTable::builtin()?))
 }
 
 #[cfg(test)]

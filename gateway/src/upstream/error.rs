@@ -14,9 +14,13 @@ pub enum UpstreamError {
     FirstByteTimeout,
     #[error("the upstream connection failed")]
     Transport,
+    /// A non-2xx answer (or an in-band error before any content), mapped for the client.
     #[error("{}", .mapped.body.message)]
     Status {
         mapped: MappedError,
+        /// The status the deployment itself answered (529, 401, …), before mapping; for an in-band error,
+        /// the status it maps to. Circuit breakers read this, not the client's status.
+        upstream_status: u16,
         retry_after: Option<HeaderValue>,
         upstream_request_id: Option<HeaderValue>,
         /// An Anthropic provider's own status and error body, for Anthropic clients: Claude Code's

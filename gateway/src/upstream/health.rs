@@ -1,8 +1,15 @@
 //! Per-deployment circuit breakers and the target picker.
 //!
-//! A breaker opens after `failures` consecutive failures of a deployment (a provider entry: one base URL
-//! and key), stays open for `cooldown`, then lets exactly one probe request through (half-open): success
-//! closes it, failure re-opens it. Lock-free: atomics only, never held across an await.
+//! A breaker guards one deployment and upstream model (a provider entry, i.e. one base URL and key, plus
+//! the model name sent to it: [`breaker_key`]), so one model's failures never close another's traffic
+//! (issue 11, item 6). It opens after `failures` consecutive failures, stays open for `cooldown`, then
+//! lets exactly one probe request through (half-open): success closes it, failure re-opens it. Which
+//! failures count is the caller's decision (`services::error::Error::is_deployment_failure`: connect
+//! errors, timeouts, transport failures, 5xx/529; never a client error). Lock-free: atomics only, never
+//! held across an await.
+//!
+//! Bounded: an entry exists only while its deployment has failures on record (a success removes it), and
+//! at most [`MAX_TRACKED`] are kept, so clients naming endless models cannot grow the map.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +38,19 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-/// All breakers, keyed by provider id.
+/// Most breakers tracked at once; beyond it, closed ones are dropped first, then new failures go untracked.
+pub const MAX_TRACKED: usize = 4096;
+
+/// The breaker key of a deployment and model: `provider/model` (provider ids cannot contain `/`).
+pub fn breaker_key(target: &RouteTarget) -> String {
+    let mut key = String::with_capacity(target.provider.id.len() + 1 + target.upstream_model.len());
+    key.push_str(&target.provider.id);
+    key.push('/');
+    key.push_str(&target.upstream_model);
+    key
+}
+
+/// All breakers, keyed by [`breaker_key`].
 #[derive(Debug)]
 pub struct Breakers {
     map: DashMap<String, Arc<Breaker>>,
@@ -49,16 +68,29 @@ impl Breakers {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
-    fn get(&self, id: &str) -> Arc<Breaker> {
-        if let Some(b) = self.map.get(id) {
-            return b.clone();
+    /// The breaker of `id` when it has failures on record; `None` is a closed breaker.
+    fn find(&self, id: &str) -> Option<Arc<Breaker>> {
+        self.map.get(id).map(|b| b.clone())
+    }
+
+    /// The breaker of `id`, created to record a failure; `None` when the map is full of open breakers.
+    fn get_or_track(&self, id: &str) -> Option<Arc<Breaker>> {
+        if let Some(b) = self.find(id) {
+            return Some(b);
         }
-        self.map.entry(id.to_owned()).or_default().clone()
+        if self.map.len() >= MAX_TRACKED {
+            let now = self.now_ms();
+            self.map.retain(|_, b| b.open_until_ms.load(Ordering::Acquire) > now);
+            if self.map.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
+        Some(self.map.entry(id.to_owned()).or_default().clone())
     }
 
     /// The current state of `id`'s breaker.
     pub fn state(&self, id: &str) -> BreakerState {
-        let b = self.get(id);
+        let Some(b) = self.find(id) else { return BreakerState::Closed };
         let until = b.open_until_ms.load(Ordering::Acquire);
         if until == 0 {
             BreakerState::Closed
@@ -74,7 +106,9 @@ impl Breakers {
         match self.state(id) {
             BreakerState::Closed => true,
             BreakerState::Open => false,
-            BreakerState::HalfOpen => self.probe_expired(self.get(id).probe_started_ms.load(Ordering::Acquire)),
+            BreakerState::HalfOpen => {
+                self.find(id).is_none_or(|b| self.probe_expired(b.probe_started_ms.load(Ordering::Acquire)))
+            }
         }
     }
 
@@ -84,7 +118,7 @@ impl Breakers {
             BreakerState::Closed => true,
             BreakerState::Open => false,
             BreakerState::HalfOpen => {
-                let b = self.get(id);
+                let Some(b) = self.find(id) else { return true };
                 let current = b.probe_started_ms.load(Ordering::Acquire);
                 self.probe_expired(current)
                     && b.probe_started_ms
@@ -102,38 +136,42 @@ impl Breakers {
         u64::try_from(self.policy.cooldown.as_millis()).unwrap_or(u64::MAX / 2)
     }
 
-    /// Records a success: the breaker closes.
+    /// Records a success: the breaker closes (its entry is dropped).
     pub fn success(&self, id: &str) {
-        let b = self.get(id);
-        b.consecutive_failures.store(0, Ordering::Release);
-        b.open_until_ms.store(0, Ordering::Release);
-        b.probe_started_ms.store(0, Ordering::Release);
+        if let Some((_, b)) = self.map.remove(id) {
+            b.consecutive_failures.store(0, Ordering::Release);
+            b.open_until_ms.store(0, Ordering::Release);
+            b.probe_started_ms.store(0, Ordering::Release);
+        }
     }
 
     /// Records a failure: opens the breaker after `failures` in a row, or at once when a probe failed.
     pub fn failure(&self, id: &str) {
-        let b = self.get(id);
+        let Some(b) = self.get_or_track(id) else { return };
         let n = b.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let was_probe = b.probe_started_ms.swap(0, Ordering::AcqRel) != 0;
         if n >= self.policy.failures || was_probe {
             let until = self.now_ms() + self.cooldown_ms();
             b.open_until_ms.store(until, Ordering::Release);
-            tracing::warn!(provider = %id, consecutive_failures = n, cooldown_ms = self.policy.cooldown.as_millis() as u64, "circuit opened");
+            tracing::warn!(deployment = %id, consecutive_failures = n, cooldown_ms = self.policy.cooldown.as_millis() as u64, "circuit opened");
         }
     }
 
     /// Releases a half-open probe that ended without a verdict (client cancelled, client error).
     pub fn release(&self, id: &str) {
-        self.get(id).probe_started_ms.store(0, Ordering::Release);
+        if let Some(b) = self.find(id) {
+            b.probe_started_ms.store(0, Ordering::Release);
+        }
     }
 
     /// Picks the next target: the best priority group with an available deployment not in `excluded`,
     /// then a weighted random choice within that group. Returns the index into `targets`.
     pub fn pick(&self, targets: &[RouteTarget], excluded: &[usize]) -> Option<usize> {
         let mut skip: Vec<usize> = excluded.to_vec();
+        let keys: Vec<String> = targets.iter().map(breaker_key).collect();
         loop {
             let candidates: Vec<usize> =
-                (0..targets.len()).filter(|i| !skip.contains(i) && self.available(&targets[*i].provider.id)).collect();
+                (0..targets.len()).filter(|i| !skip.contains(i) && self.available(&keys[*i])).collect();
             let best = candidates.iter().map(|&i| targets[i].priority).min()?;
             let group: Vec<usize> = candidates.into_iter().filter(|&i| targets[i].priority == best).collect();
             let total: u64 = group.iter().map(|&i| u64::from(targets[i].weight)).sum();
@@ -147,7 +185,7 @@ impl Breakers {
                 }
                 ticket -= w;
             }
-            if self.acquire(&targets[chosen].provider.id) {
+            if self.acquire(&keys[chosen]) {
                 return Some(chosen);
             }
             skip.push(chosen);
@@ -162,6 +200,10 @@ mod tests {
     use std::time::Duration;
 
     fn target(id: &str, weight: u32, priority: u32) -> RouteTarget {
+        target_for(id, "m", weight, priority)
+    }
+
+    fn target_for(id: &str, model: &str, weight: u32, priority: u32) -> RouteTarget {
         RouteTarget {
             provider: Arc::new(ProviderConfig {
                 id: id.into(),
@@ -175,7 +217,7 @@ mod tests {
                 num_ctx: None,
                 keep_alive: None,
             }),
-            upstream_model: "m".into(),
+            upstream_model: model.into(),
             weight,
             priority,
         }
@@ -185,23 +227,23 @@ mod tests {
     async fn opens_after_n_failures_then_half_opens_for_one_probe() {
         let b = Breakers::new(BreakerPolicy { failures: 3, cooldown: Duration::from_secs(10) });
         for _ in 0..2 {
-            b.failure("a");
+            b.failure("a/m");
         }
-        assert_eq!(b.state("a"), BreakerState::Closed);
-        b.failure("a");
-        assert_eq!(b.state("a"), BreakerState::Open);
+        assert_eq!(b.state("a/m"), BreakerState::Closed);
+        b.failure("a/m");
+        assert_eq!(b.state("a/m"), BreakerState::Open);
         let targets = [target("a", 1, 0)];
         assert_eq!(b.pick(&targets, &[]), None);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert_eq!(b.state("a"), BreakerState::HalfOpen);
+        assert_eq!(b.state("a/m"), BreakerState::HalfOpen);
         assert_eq!(b.pick(&targets, &[]), Some(0), "one probe goes through");
         assert_eq!(b.pick(&targets, &[]), None, "a second concurrent probe does not");
-        b.failure("a");
-        assert_eq!(b.state("a"), BreakerState::Open, "a failed probe re-opens at once");
+        b.failure("a/m");
+        assert_eq!(b.state("a/m"), BreakerState::Open, "a failed probe re-opens at once");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(b.pick(&targets, &[]), Some(0));
-        b.success("a");
-        assert_eq!(b.state("a"), BreakerState::Closed);
+        b.success("a/m");
+        assert_eq!(b.state("a/m"), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,7 +252,7 @@ mod tests {
         let targets = [target("a", 1, 0), target("b", 3, 1), target("c", 1, 1)];
         assert_eq!(b.pick(&targets, &[]), Some(0));
         assert_ne!(b.pick(&targets, &[0]), Some(0));
-        b.failure("a");
+        b.failure("a/m");
         let mut counts = [0u32; 3];
         for _ in 0..4000 {
             counts[b.pick(&targets, &[]).unwrap()] += 1;
@@ -219,5 +261,32 @@ mod tests {
         let share_b = f64::from(counts[1]) / 4000.0;
         assert!((0.70..0.80).contains(&share_b), "weight 3:1 gives ~75%, got {share_b}");
         assert_eq!(b.pick(&targets, &[1, 2]), None);
+    }
+
+    /// Issue 11, item 6: one model's failures open only its own breaker; other models of the same
+    /// deployment stay available, and a success forgets the entry.
+    #[tokio::test(start_paused = true)]
+    async fn breakers_are_per_deployment_and_model() {
+        let b = Breakers::new(BreakerPolicy { failures: 2, cooldown: Duration::from_secs(10) });
+        let (x, y) = (target_for("a", "x", 1, 0), target_for("a", "y", 1, 0));
+        assert_eq!(breaker_key(&x), "a/x");
+        b.failure("a/x");
+        b.failure("a/x");
+        assert_eq!(b.state("a/x"), BreakerState::Open);
+        assert_eq!(b.state("a/y"), BreakerState::Closed);
+        assert_eq!(b.pick(std::slice::from_ref(&x), &[]), None);
+        assert_eq!(b.pick(std::slice::from_ref(&y), &[]), Some(0));
+        b.failure("a/y");
+        b.success("a/y");
+        assert_eq!(b.map.len(), 1, "a success drops the entry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracked_breakers_are_bounded() {
+        let b = Breakers::new(BreakerPolicy { failures: 3, cooldown: Duration::from_secs(10) });
+        for i in 0..MAX_TRACKED + 100 {
+            b.failure(&format!("a/model-{i}"));
+        }
+        assert!(b.map.len() <= MAX_TRACKED, "{} entries", b.map.len());
     }
 }

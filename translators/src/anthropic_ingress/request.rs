@@ -9,6 +9,8 @@
 //! - `system` (string or text blocks) → one leading `system` message, blocks joined with `"\n"`. The
 //!   Claude Code attribution block (`x-anthropic-billing-header: …`) is removed: its hash changes on every
 //!   request and would defeat the backend's prefix cache. `cache_control` is dropped (reported).
+//! - `system` turns inside `messages` (Claude Code sends them to models it does not know) → a `system`
+//!   message in place, like the top-level `system`.
 //! - User turns: `tool_result` blocks become `tool` messages (in order, before the rest of the turn, as
 //!   OpenAI requires them right after the assistant's `tool_calls`); `is_error: true` prefixes the result
 //!   with [`TOOL_ERROR_PREFIX`] (OpenAI has no error flag). Images inside tool results, which OpenAI tool
@@ -127,8 +129,13 @@ pub fn parse_head(body: &[u8]) -> Result<MessagesHead, TranslateError> {
 /// must not add OpenAI's `stream_options`, which Anthropic rejects). Errors: `InvalidRequest` when the
 /// body is not a JSON object.
 pub fn rewrite_model(body: Bytes, head: &MessagesHead, upstream_model: &str) -> Result<Bytes, TranslateError> {
-    let openai_head =
-        crate::openai::passthrough::RequestHead { model: head.model.clone(), stream: false, include_usage: false };
+    let openai_head = crate::openai::passthrough::RequestHead {
+        model: head.model.clone(),
+        stream: false,
+        include_usage: false,
+        max_output_tokens: None,
+        n: None,
+    };
     crate::openai::passthrough::rewrite_request(body, &openai_head, upstream_model)
 }
 
@@ -416,13 +423,18 @@ impl Decoder {
 
     /// `system` → one string, or `None` when absent or empty after removing the attribution block.
     fn system(&mut self, system: Option<&Value>) -> Result<Option<String>, TranslateError> {
+        self.system_text(system, "system")
+    }
+
+    /// A system text (string or text blocks) at `path` → one string, as [`Self::system`].
+    fn system_text(&mut self, system: Option<&Value>, at: &str) -> Result<Option<String>, TranslateError> {
         let mut parts: Vec<String> = Vec::new();
         match system {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => parts.push(s.clone()),
             Some(Value::Array(blocks)) => {
                 for (i, block) in blocks.iter().enumerate() {
-                    let path = format!("system.{i}");
+                    let path = format!("{at}.{i}");
                     let obj = block.as_object().ok_or_else(|| invalid(&path, "Input should be a valid dictionary"))?;
                     if obj.get("type").and_then(Value::as_str) != Some("text") {
                         return Err(invalid(format!("{path}.type"), "Input should be 'text'"));
@@ -435,7 +447,7 @@ impl Decoder {
                     parts.push(text.to_owned());
                 }
             }
-            Some(_) => return Err(invalid("system", "Input should be a valid string or list of text blocks")),
+            Some(_) => return Err(invalid(at, "Input should be a valid string or list of text blocks")),
         }
         let parts: Vec<String> = parts.into_iter().filter_map(|p| strip_attribution(&p)).collect();
         Ok(if parts.is_empty() { None } else { Some(parts.join("\n")) })
@@ -450,7 +462,15 @@ impl Decoder {
         match role {
             "user" => self.user(content, &path, out),
             "assistant" => self.assistant(content, &path, out),
-            _ => Err(invalid(format!("{path}.role"), "Input should be 'user' or 'assistant'")),
+            // Claude Code (2.1.3xx) sends `system` turns inside `messages` to models it does not know
+            // (any `openai/…`, `ollama/…` name): a system message in place, which both backends accept.
+            "system" => {
+                if let Some(text) = self.system_text(Some(content), &format!("{path}.content"))? {
+                    out.push(Message::System { content: Content::Text(text), name: None });
+                }
+                Ok(())
+            }
+            _ => Err(invalid(format!("{path}.role"), "Input should be 'user', 'assistant' or 'system'")),
         }
     }
 

@@ -25,8 +25,12 @@ pub const CHAT_PATH: &str = "/chat/completions";
 /// Model listing endpoint, appended to the same base URL.
 pub const MODELS_PATH: &str = "/models";
 
-/// The few fields the gateway needs for routing, read without building the full request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The fields the gateway interprets (routing, limits, metering), read in one pass over the body.
+///
+/// This is the only reading of these fields: what the gateway reserves against limits is what the upstream
+/// receives, because [`parse_head`] refuses the bodies that an upstream could read differently (a duplicated
+/// interpreted key, a non-integer token count).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
     /// The client's `model`, gateway prefix included (e.g. `openai/gpt-4o-mini`).
     pub model: String,
@@ -34,17 +38,17 @@ pub struct RequestHead {
     pub stream: bool,
     /// `stream_options.include_usage: true` (only meaningful with `stream`).
     pub include_usage: bool,
+    /// `max_completion_tokens`, else the deprecated `max_tokens` (`None` when both are absent or null).
+    pub max_output_tokens: Option<u64>,
+    /// `n` (completions per request; `None` when absent or null).
+    pub n: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct HeadWire<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    stream_options: Option<&'a RawValue>,
-}
+/// Top-level members the gateway interprets: each may appear once (issue 11, item 3). serde_json keeps the
+/// first or last of a duplicated key depending on the type it reads into, and upstreams differ too, so a
+/// duplicate could make the gateway reserve one `max_tokens` while the upstream obeys another.
+pub const INTERPRETED_FIELDS: &[&str] =
+    &["model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "messages", "n"];
 
 #[derive(Deserialize)]
 struct StreamOptionsWire {
@@ -52,12 +56,25 @@ struct StreamOptionsWire {
     include_usage: Option<bool>,
 }
 
-/// Reads `model`, `stream` and `stream_options` from a chat request body. Unknown fields are skipped (but
-/// the whole body must be valid JSON).
+/// A token count or `n`: a JSON integer ≥ 0, or null (absent). `500000.0`, `5e5`, `"5"` and negatives are
+/// refused as OpenAI refuses them (`integer` in its OpenAPI spec; the API answers 400 for a decimal).
+fn integer_field(raw: &RawValue, name: &'static str) -> Result<Option<u64>, TranslateError> {
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    serde_json::from_str::<u64>(raw.get())
+        .map(Some)
+        .map_err(|_| TranslateError::invalid(format!("{name} must be a non-negative integer"), name))
+}
+
+/// Reads the interpreted fields of a chat request body in one pass. Unknown fields are skipped (but the
+/// whole body must be valid JSON).
 ///
-/// Errors (`InvalidRequest`): invalid JSON or a non-object body (no `param`); `model` missing, empty or not
-/// a string (`param: "model"`); `stream` not a boolean; `stream_options` not an object, or present
-/// without `stream: true` (`param: "stream_options"`, as OpenAI answers).
+/// Errors (`InvalidRequest`): invalid JSON or a non-object body (no `param`); an interpreted member
+/// ([`INTERPRETED_FIELDS`]) given twice (`param` names it); `model` missing, empty or not a string
+/// (`param: "model"`); `messages` missing or not a non-empty array (`param: "messages"`); `stream` not a
+/// boolean; `max_tokens`, `max_completion_tokens` or `n` not a non-negative integer; `stream_options` not
+/// an object, or present without `stream: true` (`param: "stream_options"`, as OpenAI answers).
 pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
     let not_valid = |e: serde_json::Error| TranslateError::InvalidRequest {
         message: format!("request body is not valid JSON: {e}").into(),
@@ -72,8 +89,20 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
             Err(e) => not_valid(e),
         });
     }
-    let wire: HeadWire = serde_json::from_slice(body).map_err(not_valid)?;
-    let model = match wire.model {
+    let object: RawObject = serde_json::from_slice(body).map_err(not_valid)?;
+    // One slot per interpreted field, in `INTERPRETED_FIELDS` order.
+    let mut slots: [Option<&RawValue>; 7] = [None; 7];
+    for (key, value) in &object.0 {
+        // Keys are compared unescaped: `"max\u005ftokens"` is `max_tokens` to every JSON reader.
+        let Some(i) = INTERPRETED_FIELDS.iter().position(|f| *f == key.as_ref()) else { continue };
+        if slots[i].is_some() {
+            let name = INTERPRETED_FIELDS[i];
+            return Err(TranslateError::invalid(format!("duplicate key `{name}` in the request body"), name));
+        }
+        slots[i] = Some(*value);
+    }
+    let [model, stream, stream_options, max_tokens, max_completion_tokens, messages, n] = slots;
+    let model = match model {
         None => return Err(TranslateError::invalid("model is required", "model")),
         Some(raw) => serde_json::from_str::<String>(raw.get())
             .map_err(|_| TranslateError::invalid("model must be a string", "model"))?,
@@ -81,13 +110,21 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
     if model.is_empty() {
         return Err(TranslateError::invalid("model must not be empty", "model"));
     }
-    let stream = match wire.stream {
+    // The same 400 for every provider, before any upstream call (issue 11, item 15): `[]`, `{}`, null and
+    // a missing member would otherwise fail differently per provider, or upstream after admission.
+    match messages.map(|raw| raw.get().trim_start()) {
+        Some(text) if text.starts_with('[') && !is_empty_array(text) => {}
+        _ => return Err(TranslateError::invalid("messages must be a non-empty array", "messages")),
+    }
+    let stream = match stream {
         None => false,
-        Some(raw) => serde_json::from_str::<bool>(raw.get())
-            .map_err(|_| TranslateError::invalid("stream must be a boolean", "stream"))?,
+        Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
+            .map_err(|_| TranslateError::invalid("stream must be a boolean", "stream"))?
+            .unwrap_or(false),
     };
-    let include_usage = match wire.stream_options {
+    let include_usage = match stream_options {
         None => false,
+        Some(raw) if raw.get() == "null" => false,
         Some(raw) => {
             if !raw.get().starts_with('{') {
                 return Err(TranslateError::invalid("stream_options must be an object", "stream_options"));
@@ -109,7 +146,16 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead, TranslateError> {
                 .unwrap_or(false)
         }
     };
-    Ok(RequestHead { model, stream, include_usage })
+    let max_tokens = max_tokens.map(|raw| integer_field(raw, "max_tokens")).transpose()?.flatten();
+    let max_completion_tokens =
+        max_completion_tokens.map(|raw| integer_field(raw, "max_completion_tokens")).transpose()?.flatten();
+    let n = n.map(|raw| integer_field(raw, "n")).transpose()?.flatten();
+    Ok(RequestHead { model, stream, include_usage, max_output_tokens: max_completion_tokens.or(max_tokens), n })
+}
+
+/// `[]` with any whitespace inside.
+fn is_empty_array(text: &str) -> bool {
+    text.strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']'))
 }
 
 /// A JSON object as its members in order, values kept as raw text.

@@ -25,7 +25,13 @@ use crate::stream::{StreamOutcome, StreamSummary};
 /// [`parse_head`](super::parse_head)). Returns `body` itself when the names are equal. Works for any JSON
 /// object body (`/v1/responses`, `/v1/embeddings`, `/v1/completions`, `/v1/responses/compact`).
 pub fn rename_model(body: Bytes, client_model: &str, upstream_model: &str) -> Result<Bytes, TranslateError> {
-    let head = ChatHead { model: client_model.to_owned(), stream: false, include_usage: false };
+    let head = ChatHead {
+        model: client_model.to_owned(),
+        stream: false,
+        include_usage: false,
+        max_output_tokens: None,
+        n: None,
+    };
     rewrite_request(body, &head, upstream_model)
 }
 
@@ -176,6 +182,11 @@ impl UsageScanner {
             self.outcome = StreamOutcome::Truncated;
         }
         self.summary()
+    }
+
+    /// True once a terminal event (`response.completed`, `.incomplete`, `.failed`, `error`) was seen.
+    pub fn is_terminal(&self) -> bool {
+        self.outcome != StreamOutcome::Open
     }
 
     /// The summary so far (for a client that hung up).

@@ -23,6 +23,10 @@ pub struct RawConfig {
     pub admin_api_key: Option<String>,
     pub ledger: Option<RawLedger>,
     pub pricing_file: Option<String>,
+    /// What to do with models no price table matches.
+    pub pricing: Option<RawPricing>,
+    /// Retry policy of routes without their own `retry:`, built-in routes and `provider/model` names.
+    pub retry: Option<RawRetry>,
     pub circuit_breaker: Option<RawBreaker>,
     /// Shared rate-limit counters (`REDIS_URL` when unset).
     pub redis_url: Option<String>,
@@ -107,14 +111,36 @@ pub struct RawTarget {
     pub priority: Option<u32>,
 }
 
+/// `pricing:`: the policy for unpriced models.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricing {
+    /// `refuse` (default) or `fallback`.
+    pub unpriced: Option<String>,
+    /// The price charged to unpriced models under `unpriced: fallback`, USD per million tokens.
+    pub fallback: Option<RawFallbackPrice>,
+}
+
+/// `pricing.fallback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallbackPrice {
+    pub input: RawUsd,
+    pub output: RawUsd,
+    pub cached_input: Option<RawUsd>,
+    pub cache_write: Option<RawUsd>,
+}
+
 /// A route's `retry:`.
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub attempts: Option<u32>,
     pub backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
+    /// `overload` (503/529 only) or `retryable` (every failure a retry could cure).
+    pub on: Option<String>,
 }
 
 /// One entry of `tenants:`.

@@ -222,3 +222,48 @@ fn server_timeouts_are_configurable_and_validated() {
     let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["server.header_read_timeout_secs", "server.idle_timeout_secs"]);
 }
+
+/// Issue 11, item 14: overloads are retried by default everywhere; the top-level `retry:` changes that
+/// default (down to one attempt), a route's own `retry:` keeps retrying every retryable failure, and bad
+/// values are refused with their path.
+#[test]
+fn retry_defaults_and_the_top_level_retry_section() {
+    let cfg = Config::from_env(&env(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+    assert_eq!(cfg.default_retry, RetryPolicy::DEFAULT);
+    assert_eq!((cfg.default_retry.attempts, cfg.default_retry.on), (2, RetryOn::Overload));
+    assert!(cfg.routes.iter().all(|r| r.retry == RetryPolicy::DEFAULT), "built-in routes use the default");
+    let yaml = "retry: {attempts: 1}\nproviders:\n  o: {kind: openai, base_url: \"http://127.0.0.1:9/v1\"}\nroutes:\n  - {match: a, provider: o}\n  - {match: b, provider: o, retry: {attempts: 4}}\n";
+    let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+    assert_eq!(cfg.default_retry.attempts, 1);
+    assert_eq!(cfg.routes[0].retry.attempts, 1);
+    assert_eq!((cfg.routes[1].retry.attempts, cfg.routes[1].retry.on), (4, RetryOn::Retryable));
+    let errs = Config::from_yaml_str("retry: {attempts: 0, on: sometimes}\n", &env(&[])).unwrap_err().0;
+    let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"retry.attempts") && paths.contains(&"retry.on"), "{paths:?}");
+}
+
+/// Issue 11, item 5: unpriced models are refused unless `pricing.unpriced: fallback` gives a valid price.
+#[test]
+fn the_unpriced_policy_defaults_to_refuse_and_a_fallback_is_validated() {
+    use crate::domain::pricing::UnpricedPolicy;
+    assert_eq!(Config::from_env(&env(&[])).unwrap().unpriced, UnpricedPolicy::Refuse);
+    let yaml = "pricing:\n  unpriced: fallback\n  fallback: {input: \"10\", output: 30}\n";
+    match Config::from_yaml_str(yaml, &env(&[])).unwrap().unpriced {
+        UnpricedPolicy::Fallback(p) => {
+            assert_eq!(
+                (p.input_micro_per_m, p.output_micro_per_m, p.cached_input_micro_per_m),
+                (10_000_000, 30_000_000, 10_000_000)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    for (yaml, path) in [
+        ("pricing: {unpriced: fallback}\n", "pricing.fallback"),
+        ("pricing: {fallback: {input: \"1\", output: \"1\"}}\n", "pricing.fallback"),
+        ("pricing: {unpriced: free}\n", "pricing.unpriced"),
+        ("pricing: {unpriced: fallback, fallback: {input: \"-1\", output: \"1\"}}\n", "pricing.fallback.input"),
+    ] {
+        let errs = Config::from_yaml_str(yaml, &env(&[])).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.path == path), "{yaml}: {errs:?}");
+    }
+}

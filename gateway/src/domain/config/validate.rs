@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::raw::{RawConfig, RawJwt, RawLedger, RawLimits, RawProvider, RawRoute, RawTenant, RawTimeouts, RawUsd};
 use super::{
-    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind, RetryPolicy,
+    env, Config, EnvSource, KeySpec, LedgerSettings, ModelPattern, ProviderConfig, ProviderKind, RetryOn, RetryPolicy,
     RouteRule, Secret, TargetSpec, TenantConfig, Timeouts,
 };
 use crate::domain::limits::{LimitSpec, LimiterSettings};
@@ -60,6 +60,8 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "admin_api_key",
     "ledger",
     "pricing_file",
+    "pricing",
+    "retry",
     "circuit_breaker",
     "redis_url",
     "limits",
@@ -165,6 +167,8 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(metrics_tenant_label);
     scalar!(admin_api_key);
     scalar!(pricing_file);
+    scalar!(pricing);
+    scalar!(retry);
     scalar!(circuit_breaker);
     scalar!(redis_url);
     scalar!(limits);
@@ -395,19 +399,39 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         }
     }
 
+    let from_env = raw.providers.is_none();
     let raw_providers = raw.providers.unwrap_or_else(|| providers_from_env(env));
     let mut providers = Vec::new();
     let mut disabled = Vec::new();
+    let mut unavailable_providers = Vec::new();
     for (id, rp) in raw_providers {
         if let Some((p, enabled)) = provider(&id, rp, &mut c) {
             if enabled {
                 providers.push(Arc::new(p));
             } else {
+                let hint = format!("set `providers.{id}.api_key` (or `enabled: true`)");
+                unavailable_providers.push(super::UnavailableProvider { id: id.clone(), hint });
                 disabled.push(id);
             }
         }
     }
+    // The providers of the built-in routes, when absent altogether: say what would enable them.
+    for (id, var) in [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")] {
+        if providers.iter().any(|p| p.id == id) || unavailable_providers.iter().any(|p| p.id == id) {
+            continue;
+        }
+        let hint = if from_env {
+            format!("set `{var}`")
+        } else {
+            format!("add `providers.{id}` (kind `{id}`, `api_key: ${{{var}}}`) to the configuration file")
+        };
+        unavailable_providers.push(super::UnavailableProvider { id: id.to_owned(), hint });
+    }
 
+    let default_retry = match raw.retry {
+        None => RetryPolicy::DEFAULT,
+        Some(r) => retry_policy(r, RetryPolicy::DEFAULT, "retry", &mut c),
+    };
     let mut routes = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         let RawRoute { pattern, provider, model, targets, retry } = r;
@@ -447,33 +471,29 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
                 c.push(format!("{path}.model"), "must not be empty");
             }
         }
-        let r = retry.unwrap_or_default();
-        let base = RetryPolicy { attempts: 3, ..RetryPolicy::NONE };
         let retry = match retry {
-            None => RetryPolicy::NONE,
-            Some(_) => RetryPolicy {
-                attempts: r.attempts.unwrap_or(base.attempts),
-                backoff: r.backoff_ms.map_or(base.backoff, Duration::from_millis),
-                max_backoff: r.max_backoff_ms.map_or(base.max_backoff, Duration::from_millis),
-                deadline: r.deadline_ms.map_or(base.deadline, Duration::from_millis),
-            },
+            None => default_retry,
+            Some(r) => {
+                let base = RetryPolicy { attempts: 3, ..RetryPolicy::NONE };
+                retry_policy(r, base, &format!("routes[{i}].retry"), &mut c)
+            }
         };
-        if retry.attempts == 0 || retry.attempts > 10 {
-            c.push(format!("routes[{i}].retry.attempts"), "must be between 1 and 10");
-        }
         routes.push(RouteRule {
             pattern: ModelPattern::parse(&pattern),
             targets: specs.into_iter().map(|(_, s)| s).collect(),
             retry,
         });
     }
+    let mut unavailable_routes = Vec::new();
     for (glob, provider) in DEFAULT_ROUTES {
         if providers.iter().any(|p| p.id == *provider) {
             routes.push(RouteRule {
                 pattern: ModelPattern::parse(glob),
                 targets: vec![TargetSpec { provider: (*provider).to_owned(), model: None, weight: 1, priority: 0 }],
-                retry: RetryPolicy::NONE,
+                retry: default_retry,
             });
+        } else {
+            unavailable_routes.push((ModelPattern::parse(glob), (*provider).to_owned()));
         }
     }
 
@@ -541,6 +561,8 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         None => Some(PathBuf::from("pricing.yaml")).filter(|p| p.exists()),
     };
 
+    let unpriced = unpriced_policy(raw.pricing.unwrap_or_default(), &mut c);
+
     let limits = limit_settings(raw.limits.unwrap_or_default(), raw.redis_url, env, &mut c);
 
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
@@ -564,11 +586,15 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
         providers,
         disabled_providers: disabled,
+        default_retry,
+        unavailable_providers,
+        unavailable_routes,
         routes,
         tenants,
         admin_api_key,
         ledger,
         pricing_file,
+        unpriced,
         circuit_breaker: {
             let b = raw.circuit_breaker.unwrap_or_default();
             let d = crate::domain::config::BreakerPolicy::default();
@@ -651,6 +677,70 @@ fn server_settings(raw: super::raw::RawServer, c: &mut Collector) -> super::Serv
         h2_keep_alive_interval,
         h2_keep_alive_timeout,
     }
+}
+
+/// `pricing:` → the unpriced-model policy: `refuse` (default), or `fallback` with a `fallback` price.
+fn unpriced_policy(raw: super::raw::RawPricing, c: &mut Collector) -> crate::domain::pricing::UnpricedPolicy {
+    use crate::domain::pricing::{parse_price, Price, UnpricedPolicy};
+    let fallback = raw.fallback.map(|f| {
+        let mut field = |name: &str, v: &RawUsd| {
+            let text = v.as_text();
+            parse_price(&text).unwrap_or_else(|why| {
+                c.push(format!("pricing.fallback.{name}"), format!("`{text}`: {why}"));
+                0
+            })
+        };
+        let input = field("input", &f.input);
+        let output = field("output", &f.output);
+        let cached = f.cached_input.as_ref().map_or(input, |v| field("cached_input", v));
+        let write = f.cache_write.as_ref().map_or(input, |v| field("cache_write", v));
+        Price {
+            input_micro_per_m: input,
+            output_micro_per_m: output,
+            cached_input_micro_per_m: cached,
+            cache_write_micro_per_m: write,
+        }
+    });
+    match (raw.unpriced.as_deref(), fallback) {
+        (None | Some("refuse"), None) => UnpricedPolicy::Refuse,
+        (Some("fallback"), Some(price)) => UnpricedPolicy::Fallback(price),
+        (Some("fallback"), None) => {
+            c.push("pricing.fallback", "`unpriced: fallback` needs a `fallback: {input, output}` price");
+            UnpricedPolicy::Refuse
+        }
+        (None | Some("refuse"), Some(_)) => {
+            c.push("pricing.fallback", "a fallback price is used only with `unpriced: fallback`");
+            UnpricedPolicy::Refuse
+        }
+        (Some(other), _) => {
+            c.push("pricing.unpriced", format!("unknown value `{other}`; expected refuse or fallback"));
+            UnpricedPolicy::Refuse
+        }
+    }
+}
+
+/// A `retry:` section over `base` (its unset fields), validated at `path`.
+fn retry_policy(r: super::raw::RawRetry, base: RetryPolicy, path: &str, c: &mut Collector) -> RetryPolicy {
+    let on = match r.on.as_deref() {
+        None => base.on,
+        Some("overload") => RetryOn::Overload,
+        Some("retryable") => RetryOn::Retryable,
+        Some(other) => {
+            c.push(format!("{path}.on"), format!("unknown value `{other}`; expected overload or retryable"));
+            base.on
+        }
+    };
+    let policy = RetryPolicy {
+        attempts: r.attempts.unwrap_or(base.attempts),
+        backoff: r.backoff_ms.map_or(base.backoff, Duration::from_millis),
+        max_backoff: r.max_backoff_ms.map_or(base.max_backoff, Duration::from_millis),
+        deadline: r.deadline_ms.map_or(base.deadline, Duration::from_millis),
+        on,
+    };
+    if policy.attempts == 0 || policy.attempts > 10 {
+        c.push(format!("{path}.attempts"), "must be between 1 and 10");
+    }
+    policy
 }
 
 fn usd(v: Option<&RawUsd>, path: &str, c: &mut Collector) -> Option<i64> {

@@ -11,7 +11,7 @@
 //! group-commits: it writes everything it can take without blocking, then `fdatasync`s once, then
 //! acknowledges. Segments are sealed (closed) on request; the writer replays sealed segments in
 //! order and deletes each only after all its records are committed (replay is idempotent on
-//! `request_id`, so a crash between commit and delete merely replays duplicates that are ignored).
+//! `record_id`, so a crash between commit and delete merely replays duplicates that are ignored).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -77,7 +77,7 @@ impl Journal {
         if let Err(mpsc::SendError(Command::Append(record))) = self.tx.send(Command::Append(Box::new(record))) {
             // Only possible if the journal thread panicked: the last resort is the log.
             tracing::error!(
-                request_id = %record.request_id,
+                record_id = %record.record_id,
                 record = %serde_json::to_string(&record).unwrap_or_default(),
                 "Ledger journal thread is gone; record logged instead"
             );
@@ -204,7 +204,7 @@ impl Thread {
             }
             Err(error) => {
                 // Not reachable for this type (no maps with non-string keys, no failing Serialize).
-                tracing::error!(request_id = %record.request_id, %error, "Ledger record not serializable");
+                tracing::error!(record_id = %record.record_id, %error, "Ledger record not serializable");
             }
         }
     }
@@ -364,7 +364,9 @@ fn decode_line(line: &[u8]) -> Option<LedgerRecord> {
     if hex::encode(&digest[..CHECKSUM_HEX / 2]).as_bytes() != sum {
         return None;
     }
-    serde_json::from_slice(json).ok()
+    let mut record: LedgerRecord = serde_json::from_slice(json).ok()?;
+    record.fill_legacy_record_id();
+    Some(record)
 }
 
 /// Encodes one record as a journal line (tests, tools).

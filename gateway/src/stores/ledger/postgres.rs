@@ -1,8 +1,8 @@
 //! The Postgres store, through a deadpool-postgres pool.
 //!
 //! Batches are inserted with one `INSERT ... SELECT * FROM UNNEST($1::text[], ...) ON CONFLICT
-//! (request_id) DO NOTHING` statement: 23 array parameters whatever the batch size, one round
-//! trip, atomic, idempotent on `request_id`. The schema is whatever the connection's
+//! (record_id) DO NOTHING` statement: 24 array parameters whatever the batch size, one round
+//! trip, atomic, idempotent on the server-generated `record_id`. The schema is whatever the connection's
 //! `search_path` selects (use `?options=-c%20search_path%3Dmyschema` in the URL).
 
 use std::borrow::Cow;
@@ -17,8 +17,11 @@ use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "ledger_records", include_str!("../../../migrations/postgres/0001_ledger_records.sql"))];
+/// (Version 2 is the tenant store's, in the same `schema_migrations` table.)
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "ledger_records", include_str!("../../../migrations/postgres/0001_ledger_records.sql")),
+    (3, "record_id", include_str!("../../../migrations/postgres/0003_record_id.sql")),
+];
 
 /// Serializes concurrent migrators (two gateways starting at once); the value spells "LEDGER".
 const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
@@ -30,12 +33,12 @@ const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, te
      provider, requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
      price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
-     status, stream, latency_ms, ttft_ms, attempts, http_status) \
+     status, stream, latency_ms, ttft_ms, attempts, http_status, record_id) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::bool[], \
      $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::text[], $19::bool[], \
-     $20::int8[], $21::int8[], $22::int4[], $23::int4[]) \
-     ON CONFLICT (request_id) DO NOTHING";
+     $20::int8[], $21::int8[], $22::int4[], $23::int4[], $24::text[]) \
+     ON CONFLICT (record_id) DO NOTHING";
 
 pub(crate) struct PgStore {
     pool: Pool,
@@ -149,7 +152,9 @@ impl PgStore {
         let mut ttft = Vec::with_capacity(n);
         let mut attempts = Vec::with_capacity(n);
         let mut http_status = Vec::with_capacity(n);
+        let mut record_id = Vec::with_capacity(n);
         for r in batch {
+            record_id.push(pg_text(&r.record_id));
             request_id.push(pg_text(&r.request_id));
             ts.push(r.ts_unix_ms);
             tenant.push(pg_text(&r.tenant));
@@ -176,7 +181,7 @@ impl PgStore {
         }
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client.prepare_cached(INSERT_SQL).await?;
-        let params: [&(dyn ToSql + Sync); 23] = [
+        let params: [&(dyn ToSql + Sync); 24] = [
             &request_id,
             &ts,
             &tenant,
@@ -200,6 +205,7 @@ impl PgStore {
             &ttft,
             &attempts,
             &http_status,
+            &record_id,
         ];
         Ok(client.execute(&stmt, &params).await?)
     }
@@ -245,8 +251,8 @@ impl PgStore {
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client
             .prepare_cached(
-                "DELETE FROM ledger_records WHERE request_id IN \
-                 (SELECT request_id FROM ledger_records WHERE ts_unix_ms < $1 LIMIT 10000)",
+                "DELETE FROM ledger_records WHERE record_id IN \
+                 (SELECT record_id FROM ledger_records WHERE ts_unix_ms < $1 LIMIT 10000)",
             )
             .await?;
         let mut total = 0;
@@ -260,7 +266,7 @@ impl PgStore {
     }
 
     #[cfg(test)]
-    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, record_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         use super::record::to_u64;
         use crate::domain::pricing::Price;
         let client = self.pool.get().await.map_err(unavailable)?;
@@ -271,8 +277,8 @@ impl PgStore {
                  cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
                  price_output_micro_per_m, price_cached_input_micro_per_m, \
                  price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, attempts, \
-                 http_status FROM ledger_records WHERE request_id = $1",
-                &[&request_id],
+                 http_status, record_id FROM ledger_records WHERE record_id = $1",
+                &[&record_id],
             )
             .await?
         else {
@@ -280,6 +286,7 @@ impl PgStore {
         };
         let status: String = row.get(17);
         Ok(Some(LedgerRecord {
+            record_id: row.get(23),
             request_id: row.get(0),
             ts_unix_ms: row.get(1),
             tenant: row.get(2),

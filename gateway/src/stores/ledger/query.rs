@@ -72,6 +72,9 @@ pub struct UsageQuery {
     pub to_unix_ms: Option<i64>,
     /// Only this tenant.
     pub tenant: Option<String>,
+    /// Only this API key id (the ledger's `key_id`; budgets of one key).
+    #[serde(default)]
+    pub key_id: Option<String>,
     /// Only this provider id.
     pub provider: Option<String>,
     /// Only this upstream model (exact).
@@ -152,6 +155,9 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     }
     if let Some(t) = &q.tenant {
         push("tenant = ?", Bind::Text(t.clone()), &mut binds);
+    }
+    if let Some(k) = &q.key_id {
+        push("key_id = ?", Bind::Text(k.clone()), &mut binds);
     }
     if let Some(p) = &q.provider {
         push("provider = ?", Bind::Text(p.clone()), &mut binds);

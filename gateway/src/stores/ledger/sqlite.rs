@@ -16,16 +16,19 @@ use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "ledger_records", include_str!("../../../migrations/sqlite/0001_ledger_records.sql"))];
+/// (Version 2 is the tenant store's, in the same `schema_migrations` table.)
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "ledger_records", include_str!("../../../migrations/sqlite/0001_ledger_records.sql")),
+    (3, "record_id", include_str!("../../../migrations/sqlite/0003_record_id.sql")),
+];
 
-const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, \
+const INSERT_SQL: &str = "INSERT INTO ledger_records (record_id, request_id, ts_unix_ms, tenant, key_id, provider, \
      requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
      price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
      status, stream, latency_ms, ttft_ms, attempts, http_status) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23) ON CONFLICT (request_id) DO NOTHING";
+     ?20, ?21, ?22, ?23, ?24) ON CONFLICT (record_id) DO NOTHING";
 
 /// File name of the database inside `data_dir`.
 pub(crate) const FILE_NAME: &str = "ledger.sqlite3";
@@ -67,7 +70,7 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Inserts a batch in one transaction; duplicates (by `request_id`) are ignored.
+    /// Inserts a batch in one transaction; duplicates (by `record_id`) are ignored.
     /// Returns the batch (for the journal on failure) and the number of new rows.
     pub(crate) async fn insert(&self, batch: Vec<LedgerRecord>) -> (Vec<LedgerRecord>, Result<u64, LedgerError>) {
         let conn = Arc::clone(&self.writer).lock_owned().await;
@@ -143,12 +146,12 @@ impl SqliteStore {
         }
     }
 
-    /// All records with this request id prefix, for tests and tools.
+    /// The record with this record id, for tests and tools.
     #[cfg(test)]
-    pub(crate) async fn fetch(&self, request_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
+    pub(crate) async fn fetch(&self, record_id: &str) -> Result<Option<LedgerRecord>, LedgerError> {
         use super::record::to_u64;
         use crate::domain::pricing::Price;
-        let id = request_id.to_owned();
+        let id = record_id.to_owned();
         let conn = Arc::clone(&self.reader).lock_owned().await;
         tokio::task::spawn_blocking(move || -> rusqlite::Result<Option<LedgerRecord>> {
             let mut stmt = conn.prepare(
@@ -157,7 +160,7 @@ impl SqliteStore {
                  cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
                  price_output_micro_per_m, price_cached_input_micro_per_m, \
                  price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, attempts, \
-                 http_status FROM ledger_records WHERE request_id = ?1",
+                 http_status, record_id FROM ledger_records WHERE record_id = ?1",
             )?;
             let mut rows = stmt.query(params![id])?;
             let Some(row) = rows.next()? else {
@@ -165,6 +168,7 @@ impl SqliteStore {
             };
             let status: String = row.get(17)?;
             Ok(Some(LedgerRecord {
+                record_id: row.get(23)?,
                 request_id: row.get(0)?,
                 ts_unix_ms: row.get(1)?,
                 tenant: row.get(2)?,
@@ -205,6 +209,7 @@ fn insert_blocking(conn: &mut Connection, batch: &[LedgerRecord]) -> rusqlite::R
         let mut stmt = tx.prepare_cached(INSERT_SQL)?;
         for r in batch {
             inserted += stmt.execute(params![
+                r.record_id,
                 r.request_id,
                 r.ts_unix_ms,
                 r.tenant,

@@ -132,6 +132,7 @@ fn rec(i: u64, tenant: &str, provider: &str, model: &str, ts: i64) -> LedgerReco
     let cache_write = i % 3;
     let completion = 10 + i % 13;
     LedgerRecord {
+        record_id: format!("rec-{i:08}"),
         request_id: format!("req-{i:08}"),
         ts_unix_ms: ts,
         tenant: tenant.to_owned(),
@@ -231,7 +232,7 @@ async fn n_records_exact(backend: Backend) {
     stop.stop().await;
     assert_eq!(total_row(&handle).await, Some(totals(&records)));
     for i in [0, 1, 3, 6, 1_000, 2_344] {
-        let got = handle.fetch(&records[i].request_id).await.unwrap();
+        let got = handle.fetch(&records[i].record_id).await.unwrap();
         assert_eq!(got.as_ref(), Some(&records[i]), "record {i} round-trips");
     }
     let stats = handle.stats();
@@ -451,8 +452,8 @@ async fn torn_tail_skipped(backend: Backend) {
     assert_eq!(stats.journal_skipped, 2, "{stats:?}");
     stop.stop().await;
     assert_eq!(total_row(&handle).await, Some(totals(&records)));
-    assert!(handle.fetch(&simple(100).request_id).await.unwrap().is_none());
-    assert!(handle.fetch(&simple(101).request_id).await.unwrap().is_none());
+    assert!(handle.fetch(&simple(100).record_id).await.unwrap().is_none());
+    assert!(handle.fetch(&simple(101).record_id).await.unwrap().is_none());
     assert!(journal_segments(&env.journal_dir()).is_empty());
 }
 
@@ -559,7 +560,7 @@ async fn graceful_shutdown_flushes(backend: Backend) {
     let (handle, stop) = run(cfg).await;
     assert_eq!(handle.stats().replayed, 1);
     stop.stop().await;
-    assert_eq!(handle.fetch(&late.request_id).await.unwrap(), Some(late));
+    assert_eq!(handle.fetch(&late.record_id).await.unwrap(), Some(late));
 }
 
 #[tokio::test]
@@ -736,9 +737,10 @@ async fn postgres_migrations_apply_once() {
     let pg = env.pg.as_ref().unwrap();
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    let rows = client.query("SELECT version, name FROM schema_migrations", &[]).await.unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    // Issue 11 adds migration 3 (record ids): the expectation grows from [1] to [1, 3].
+    let rows = client.query("SELECT version, name FROM schema_migrations ORDER BY version", &[]).await.unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, [1, 3]);
     let idx = client
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'ledger_records' ORDER BY indexname",
@@ -747,7 +749,16 @@ async fn postgres_migrations_apply_once() {
         .await
         .unwrap();
     let names: Vec<String> = idx.iter().map(|r| r.get(0)).collect();
-    assert_eq!(names, ["ledger_records_pkey", "ledger_records_tenant_ts_idx", "ledger_records_ts_idx"]);
+    assert_eq!(
+        names,
+        [
+            "ledger_records_key_ts_idx",
+            "ledger_records_pkey",
+            "ledger_records_request_id_idx",
+            "ledger_records_tenant_ts_idx",
+            "ledger_records_ts_idx"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -757,10 +768,182 @@ async fn sqlite_migrations_apply_once_and_use_wal() {
         let (_handle, _writer) = start(env.cfg()).await.unwrap();
     }
     let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
+    // Issue 11 adds migration 3 (record ids): two ledger migrations now.
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11, item 1: the record id (server-generated) is the ledger's identity; the client's
+// request id is only a correlation column. Databases and journals of the previous schema upgrade
+// in place.
+
+/// Issue 11, item 1: records that share a request id (one client reusing `x-request-id`, or two
+/// tenants sending the same one) are distinct rows; replaying them is still exactly-once.
+async fn shared_request_id_is_not_an_identity(backend: Backend) {
+    let env = Env::new(backend).await;
+    let (handle, stop) = run(env.cfg()).await;
+    let records: Vec<LedgerRecord> = (0..6)
+        .map(|i| {
+            let mut r = simple(i);
+            r.request_id = "client-chosen-id".to_owned();
+            r.tenant = if i < 3 { "tenant-a" } else { "tenant-b" }.to_owned();
+            r
+        })
+        .collect();
+    for r in &records {
+        handle.submit(r.clone());
+    }
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)), "one row per record id");
+    // The same records replayed from a journal (crash between commit and delete): no new rows.
+    let seg = env.journal_dir().join(format!("{:020}.jsonl", 999));
+    std::fs::write(&seg, records.iter().flat_map(encode_line).collect::<Vec<u8>>()).unwrap();
+    drop(handle);
+    let (handle, stop) = run(env.cfg()).await;
+    assert_eq!(handle.stats().replayed, 6);
+    stop.stop().await;
+    assert_eq!(total_row(&handle).await, Some(totals(&records)));
+}
+
+#[tokio::test]
+async fn sqlite_shared_request_id_is_not_an_identity() {
+    shared_request_id_is_not_an_identity(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_shared_request_id_is_not_an_identity() {
+    shared_request_id_is_not_an_identity(Backend::Postgres).await;
+}
+
+/// A journal line as the previous version wrote it: no `record_id` field.
+fn legacy_line(r: &LedgerRecord) -> Vec<u8> {
+    use sha2::Digest;
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("record_id");
+    let json = serde_json::to_vec(&v).unwrap();
+    let digest = sha2::Sha256::digest(&json);
+    let mut out = hex::encode(&digest[..8]).into_bytes();
+    out.push(b'\t');
+    out.extend_from_slice(&json);
+    out.push(b'\n');
+    out
+}
+
+/// Inserts `r` with the version-1 schema (no record id).
+const LEGACY_INSERT: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, tenant, key_id, provider, \
+     requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
+     usage_estimated, cost_nano_usd, price_input_micro_per_m, price_output_micro_per_m, \
+     price_cached_input_micro_per_m, price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, \
+     attempts, http_status) VALUES ";
+
+fn legacy_values(r: &LedgerRecord, bool_of: fn(bool) -> &'static str) -> String {
+    format!(
+        "('{}', {}, '{}', {}, '{}', '{}', '{}', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, '{}', {}, {}, {}, {}, {})",
+        r.request_id,
+        r.ts_unix_ms,
+        r.tenant,
+        r.key_id.as_deref().map_or("NULL".to_owned(), |k| format!("'{k}'")),
+        r.provider,
+        r.requested_model,
+        r.upstream_model,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.cache_write_tokens,
+        bool_of(r.usage_estimated),
+        r.cost_nano_usd,
+        r.price.input_micro_per_m,
+        r.price.output_micro_per_m,
+        r.price.cached_input_micro_per_m,
+        r.price.cache_write_micro_per_m,
+        r.status.as_str(),
+        bool_of(r.stream),
+        r.latency_ms,
+        r.ttft_ms.map_or("NULL".to_owned(), |t| t.to_string()),
+        r.attempts,
+        r.http_status,
+    )
+}
+
+/// Issue 11, item 1: a store created by the previous version (primary key on `request_id`, one
+/// committed row, and a journal holding that row again plus one uncommitted record, both without
+/// `record_id`) upgrades in place: the old row keeps its request id as its record id, the replay
+/// adds only the uncommitted record, and new records sharing an old request id are stored.
+async fn legacy_store_upgrades_in_place(backend: Backend) {
+    let env = Env::new(backend).await;
+    // The old rows' record id is their request id; the test records model exactly that.
+    let legacy = |i: u64| {
+        let mut r = simple(i);
+        r.record_id.clone_from(&r.request_id);
+        r
+    };
+    let (committed, uncommitted) = (legacy(1), legacy(2));
+    let v1_sql: &str = match backend {
+        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_ledger_records.sql"),
+        Backend::Postgres => include_str!("../../../migrations/postgres/0001_ledger_records.sql"),
+    };
+    let migrations = "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+                      applied_at_unix_ms BIGINT NOT NULL); \
+                      INSERT INTO schema_migrations VALUES (1, 'ledger_records', 0);";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
+            conn.execute_batch(migrations).unwrap();
+            conn.execute_batch(v1_sql).unwrap();
+            let sql = format!("{LEGACY_INSERT}{}", legacy_values(&committed, |b| if b { "1" } else { "0" }));
+            conn.execute_batch(&sql).unwrap();
+        }
+        Backend::Postgres => {
+            let url = env.pg.as_ref().unwrap().url();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(migrations).await.unwrap();
+            client.batch_execute(v1_sql).await.unwrap();
+            let sql = format!("{LEGACY_INSERT}{}", legacy_values(&committed, |b| if b { "TRUE" } else { "FALSE" }));
+            client.batch_execute(&sql).await.unwrap();
+        }
+    }
+    std::fs::create_dir_all(env.journal_dir()).unwrap();
+    let mut seg = legacy_line(&committed);
+    seg.extend(legacy_line(&uncommitted));
+    std::fs::write(env.journal_dir().join(format!("{:020}.jsonl", 7)), seg).unwrap();
+
+    let (handle, stop) = run(env.cfg()).await;
+    assert!(handle.stats().database_ok, "{:?}", handle.stats());
+    assert_eq!(handle.stats().replayed, 2);
+    // A new request reusing the old request id is a new record.
+    let mut reused = simple(3);
+    reused.request_id.clone_from(&committed.request_id);
+    handle.submit(reused.clone());
+    stop.stop().await;
+    assert_eq!(handle.fetch(&committed.record_id).await.unwrap().as_ref(), Some(&committed));
+    assert_eq!(handle.fetch(&uncommitted.record_id).await.unwrap().as_ref(), Some(&uncommitted));
+    assert_eq!(handle.fetch(&reused.record_id).await.unwrap().as_ref(), Some(&reused));
+    assert_eq!(total_row(&handle).await, Some(totals(&[committed, uncommitted, reused])));
+    assert!(journal_segments(&env.journal_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_legacy_store_upgrades_in_place() {
+    legacy_store_upgrades_in_place(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_legacy_store_upgrades_in_place() {
+    legacy_store_upgrades_in_place(Backend::Postgres).await;
+}
+
+#[test]
+fn record_ids_are_fresh_and_well_formed() {
+    let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_record_id()).collect();
+    assert_eq!(ids.len(), 1000);
+    for id in &ids {
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(id.starts_with(RECORD_ID_PREFIX) && id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
 }
 
 #[tokio::test]

@@ -123,8 +123,10 @@ impl LocalCounters {
         }
     }
 
-    /// Sets a budget counter's starting spend unless it already has one.
+    /// Raises a budget counter to the ledger's spend. Never lowers it: what this process booked
+    /// since (reservations in flight, spend not committed yet) may already exceed that.
     pub(crate) fn seed(&self, key: &str, spent_nano_usd: i64) {
-        self.gauges.entry(key.to_owned()).or_insert(spent_nano_usd.max(0));
+        let mut g = self.gauges.entry(key.to_owned()).or_insert(0);
+        *g = (*g).max(spent_nano_usd.max(0));
     }
 }

@@ -6,7 +6,10 @@
 //! - `{prefix}:{t|k}:{id}:{rpm|tpm}:{minute}`: window counters (integers, expire after 3 minutes);
 //! - `{prefix}:{t|k}:{id}:conc`: a sorted set of in-flight requests scored by start time; members
 //!   older than `concurrency_stale` (a crashed replica's) are reclaimed on the next admission;
-//! - `{prefix}:{t|k}:{id}:budget:{YYYYMM}`: nano-USD spent this month (expires after 40 days).
+//! - `{prefix}:{t|k}:{id}:budget:{YYYYMM}`: nano-USD spent this month (expires after 40 days). A
+//!   missing budget counter is never treated as zero: `ADMIT` answers "unseeded" and the limiter
+//!   seeds it from the ledger (`SET NX`) and asks again, so a restarted replica, a second replica,
+//!   a flushed or failed-over Redis all start from the month's real spend (issue 11, item 4).
 //!
 //! The script derives window keys from its `KEYS`, so it needs a single Redis (or one hash slot), not
 //! a cluster.
@@ -23,6 +26,16 @@ use redis::Script;
 use tokio_util::sync::CancellationToken;
 
 use super::{Check, LimitKind, Seen, Verdict};
+
+/// What one run of the admission script decided.
+#[derive(Debug)]
+pub(crate) enum RedisAdmit {
+    /// Checked (and booked when admitted) at the server's time, unix ms.
+    Decided(i64, Verdict),
+    /// The budget counter of `checks[index]` does not exist: seed it from the ledger and retry.
+    /// Nothing was booked.
+    Unseeded(usize),
+}
 use crate::metrics::Metrics;
 
 const ADMIT: &str = r"
@@ -33,6 +46,11 @@ local elapsed = (now % 60000) / 60000
 local stale = tonumber(ARGV[1])
 local member = ARGV[2]
 local seen = {1, now}
+for i = 1, #KEYS do
+  if ARGV[3 + (i - 1) * 3] == 'b' and redis.call('EXISTS', KEYS[i]) == 0 then
+    return {2, now, i - 1}
+  end
+end
 for i = 1, #KEYS do
   local kind = ARGV[3 + (i - 1) * 3]
   local limit = tonumber(ARGV[4 + (i - 1) * 3])
@@ -203,8 +221,9 @@ impl RedisLimiter {
         }
     }
 
-    /// Checks and books `checks` atomically; returns the server's time (unix ms) and the verdict.
-    pub(crate) async fn admit(&self, checks: &[Check], member: &str, stale: Duration) -> Result<(i64, Verdict), ()> {
+    /// Checks and books `checks` atomically; returns the server's time (unix ms) and the verdict,
+    /// or which budget counter must be seeded first.
+    pub(crate) async fn admit(&self, checks: &[Check], member: &str, stale: Duration) -> Result<RedisAdmit, ()> {
         let mut inv = self.inner.admit.prepare_invoke();
         inv.arg(i64::try_from(stale.as_millis()).unwrap_or(i64::MAX)).arg(member);
         for c in checks {
@@ -215,15 +234,22 @@ impl RedisLimiter {
         match reply.as_slice() {
             [1, now, rest @ ..] if rest.len() == 2 * checks.len() => {
                 let seen = rest.chunks_exact(2).map(|p| Seen { cur: p[0], prev: p[1] }).collect();
-                Ok((*now, Verdict::Admitted { seen }))
+                Ok(RedisAdmit::Decided(*now, Verdict::Admitted { seen }))
             }
-            [0, now, index, cur, prev] => Ok((
+            [0, now, index, cur, prev] => Ok(RedisAdmit::Decided(
                 *now,
                 Verdict::Refused {
                     index: usize::try_from(*index).unwrap_or(0).min(checks.len().saturating_sub(1)),
                     seen: Seen { cur: *cur, prev: *prev },
                 },
             )),
+            [2, _now, index] => match usize::try_from(*index).ok().filter(|i| *i < checks.len()) {
+                Some(i) => Ok(RedisAdmit::Unseeded(i)),
+                None => {
+                    self.set_up(false, "unexpected reply from the admission script");
+                    Err(())
+                }
+            },
             _ => {
                 self.set_up(false, "unexpected reply from the admission script");
                 Err(())

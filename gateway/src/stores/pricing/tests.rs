@@ -195,8 +195,12 @@ fn formats_usd() {
 
 #[test]
 fn repo_pricing_yaml_is_valid_and_covers_the_common_models() {
+    // The table moved into the binary (issue 11, item 5); the repo's pricing.yaml is the operator's
+    // override file, layered over it, and must still load.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pricing.yaml");
     let pricing = Pricing::load(&path).expect("pricing.yaml parses");
+    assert_eq!(pricing.current().len(), Pricing::builtin().unwrap().current().len(), "pricing.yaml overrides nothing");
+    let pricing = Pricing::builtin().expect("the built-in table parses");
     let t = pricing.current();
     for (provider, model) in [
         ("openai", "gpt-4o"),
@@ -218,6 +222,24 @@ fn repo_pricing_yaml_is_valid_and_covers_the_common_models() {
         ("anthropic", "claude-haiku-4-5"),
         ("anthropic", "claude-3-5-haiku-20241022"),
         ("anthropic", "claude-3-7-sonnet-latest"),
+        // Issue 11, item 5: routable paid models once metered at $0.
+        ("openai", "gpt-4-0125-preview"),
+        ("openai", "gpt-4-1106-preview"),
+        ("openai", "gpt-audio"),
+        ("openai", "computer-use-preview"),
+        ("anthropic", "claude-3-sonnet-20240229"),
+        ("openai", "gpt-4-turbo-2024-04-09"),
+        ("openai", "gpt-4.5-preview"),
+        ("openai", "gpt-4-32k"),
+        ("openai", "gpt-3.5-turbo-0125"),
+        ("openai", "gpt-realtime"),
+        ("openai", "o1-preview"),
+        ("openai", "o4-mini-deep-research"),
+        ("openai", "chatgpt-4o-latest"),
+        ("anthropic", "claude-3-opus-20240229"),
+        ("anthropic", "claude-3-haiku-20240307"),
+        ("anthropic", "claude-2.1"),
+        ("anthropic", "claude-opus-4-5-20251101"),
     ] {
         let p = t.lookup(provider, model).unwrap_or_else(|| panic!("{provider}/{model} unpriced"));
         assert!(p.input_micro_per_m > 0 && p.output_micro_per_m > 0, "{model}");
@@ -229,6 +251,25 @@ fn repo_pricing_yaml_is_valid_and_covers_the_common_models() {
     assert_eq!(sonnet.cached_input_micro_per_m, 300_000);
     assert_eq!(t.price("openai", "gpt-4o-mini").cached_input_micro_per_m, 75_000);
     assert_eq!(t.price("ollama", "llama3.2"), Price::default());
+    assert_eq!(t.lookup("ollama", "llama3.2"), Some(Price::default()), "local models are priced 0, not unpriced");
+    assert_eq!(t.price("openai", "gpt-4-1106-preview").output_micro_per_m, 30_000_000);
+    assert_eq!(t.price("openai", "computer-use-preview").input_micro_per_m, 3_000_000);
+    assert_eq!(t.lookup("openai", "no-such-model"), None);
+}
+
+/// Issue 11, item 5: the operator's file is layered over the built-in table: its entries win (by id,
+/// then kind), every other model keeps the built-in price.
+#[test]
+fn a_pricing_file_overrides_and_extends_the_builtin_table() {
+    let file = PricingTable::parse(
+        "providers:\n  openai:\n    gpt-4o: { input: \"1\", output: \"2\" }\n  groq:\n    \"llama-*\": { input: \"0.5\", output: \"0.5\" }\n",
+    )
+    .unwrap();
+    let t = file.over(&PricingTable::builtin().unwrap());
+    assert_eq!(t.price_for("openai", "openai", "gpt-4o").input_micro_per_m, 1_000_000, "the file wins");
+    assert_eq!(t.price_for("openai", "openai", "gpt-4o-mini").input_micro_per_m, 150_000, "built-in otherwise");
+    assert_eq!(t.price_for("groq", "openai", "llama-3.3-70b").input_micro_per_m, 500_000, "new models");
+    assert_eq!(t.lookup_for("groq", "openai", "mixtral"), None, "unpriced stays unpriced");
 }
 
 #[tokio::test]

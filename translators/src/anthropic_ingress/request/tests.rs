@@ -54,6 +54,24 @@ fn system_blocks_cache_control_and_attribution() {
     assert_eq!(hub(v)["messages"][0], json!({"role": "system", "content": "Plain system."}));
 }
 
+/// Claude Code 2.1.3xx sends `system` turns inside `messages` to models it does not know (every
+/// `openai/…` and `ollama/…` name): they become system messages in place, not a 400.
+#[test]
+fn system_turns_inside_messages() {
+    let got = hub(base(json!([
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "# Environment", "cache_control": {"type": "ephemeral"}},
+                                       {"type": "text", "text": "cwd: /w"}]},
+        {"role": "system", "content": "Plain."},
+        {"role": "system", "content": []}
+    ])));
+    assert_eq!(
+        got["messages"],
+        json!([{"role": "user", "content": "hi"}, {"role": "system", "content": "# Environment\ncwd: /w"},
+               {"role": "system", "content": "Plain."}])
+    );
+}
+
 #[test]
 fn images_base64_and_url() {
     let got = hub(base(json!([{"role": "user", "content": [
@@ -232,7 +250,9 @@ fn precise_errors() {
         (json!({"max_tokens": 10, "messages": []}), "model"),
         (json!({"model": "m", "max_tokens": 10}), "messages"),
         (json!({"model": "m", "max_tokens": 10, "messages": []}), "messages"),
-        (base(json!([{"role": "system", "content": "x"}])), "messages.0.role"),
+        (base(json!([{"role": "tool", "content": "x"}])), "messages.0.role"),
+        (base(json!([{"role": "system", "content": [{"type": "image"}]}])), "messages.0.content.0.type"),
+        (base(json!([{"role": "system", "content": 7}])), "messages.0.content"),
         (base(json!([{"role": "user"}])), "messages.0.content"),
         (base(json!([{"role": "user", "content": [{"text": "no type"}]}])), "messages.0.content.0.type"),
         (base(json!([{"role": "user", "content": [{"type": "text"}]}])), "messages.0.content.0.text"),

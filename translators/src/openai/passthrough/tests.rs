@@ -17,14 +17,83 @@ use crate::stream::truncated_error;
 // ---------------------------------------------------------------------------------------------------
 // parse_head
 
+const MSG: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
+
+fn head_of(members: &str) -> Result<RequestHead, TranslateError> {
+    parse_head(format!("{{{MSG},{members}}}").as_bytes())
+}
+
 #[test]
 fn head_reads_model_stream_and_usage() {
-    let head = parse_head(br#"{"messages":[],"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":true,"x":1},"z":[1]}"#).unwrap();
-    assert_eq!(head, RequestHead { model: "openai/gpt-4o".into(), stream: true, include_usage: true });
-    let head = parse_head(br#" {"model":"m","stream":null,"stream_options":null} "#).unwrap();
-    assert_eq!(head, RequestHead { model: "m".into(), stream: false, include_usage: false });
-    let head = parse_head(br#"{"model":"m\u00e9","stream":true,"stream_options":{}}"#).unwrap();
-    assert_eq!(head, RequestHead { model: "mé".into(), stream: true, include_usage: false });
+    let head = parse_head(br#"{"messages":[{"role":"user","content":"x"}],"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":true,"x":1},"z":[1]}"#).unwrap();
+    assert_eq!(
+        head,
+        RequestHead { model: "openai/gpt-4o".into(), stream: true, include_usage: true, ..Default::default() }
+    );
+    let head = parse_head(br#" {"model":"m","stream":null,"stream_options":null,"messages":[{}]} "#).unwrap();
+    assert_eq!(head, RequestHead { model: "m".into(), stream: false, include_usage: false, ..Default::default() });
+    let head = head_of(r#""model":"m\u00e9","stream":true,"stream_options":{}"#).unwrap();
+    assert_eq!(head, RequestHead { model: "mé".into(), stream: true, include_usage: false, ..Default::default() });
+}
+
+/// Issue 11, item 3: a duplicated interpreted key is refused (400 naming it), escaped spellings included,
+/// so the gateway and the upstream cannot read different values; other duplicates are left alone.
+#[test]
+fn head_refuses_duplicate_interpreted_keys() {
+    for (members, param) in [
+        (r#""model":"m","max_tokens":10,"max_tokens":500000"#, "max_tokens"),
+        (r#""model":"m","max_tokens":10,"max\u005ftokens":500000"#, "max_tokens"),
+        (r#""model":"m","max_completion_tokens":1,"max_completion_tokens":2"#, "max_completion_tokens"),
+        (r#""model":"a","model":"b""#, "model"),
+        (r#""model":"m","stream":false,"stream":true"#, "stream"),
+        (r#""model":"m","n":1,"n":100"#, "n"),
+        (r#""model":"m","messages":[{"role":"user","content":"x"}]"#, "messages"),
+    ] {
+        let err = head_of(members).unwrap_err();
+        assert!(matches!(err, TranslateError::InvalidRequest { .. }), "{members}");
+        assert_eq!(err.param(), Some(param), "{members}");
+        assert!(err.to_string().contains("duplicate"), "{members}: {err}");
+    }
+    let head = head_of(r#""model":"m","user":"a","user":"b""#).unwrap();
+    assert_eq!(head.model, "m", "keys the gateway does not interpret may repeat");
+}
+
+/// Issue 11, item 3: token counts are JSON integers as OpenAI reads them (its API refuses a decimal);
+/// the value the gateway reserves is the one in the body, `max_completion_tokens` first.
+#[test]
+fn head_reads_token_counts_as_integers_only() {
+    let head = head_of(r#""model":"m","max_tokens":500000,"n":3"#).unwrap();
+    assert_eq!((head.max_output_tokens, head.n), (Some(500_000), Some(3)));
+    let head = head_of(r#""model":"m","max_tokens":7,"max_completion_tokens":9"#).unwrap();
+    assert_eq!(head.max_output_tokens, Some(9));
+    let head = head_of(r#""model":"m","max_tokens":null,"n":null"#).unwrap();
+    assert_eq!((head.max_output_tokens, head.n), (None, None));
+    for (members, param) in [
+        (r#""model":"m","max_tokens":500000.0"#, "max_tokens"),
+        (r#""model":"m","max_tokens":5e5"#, "max_tokens"),
+        (r#""model":"m","max_tokens":"500000""#, "max_tokens"),
+        (r#""model":"m","max_tokens":-1"#, "max_tokens"),
+        (r#""model":"m","max_completion_tokens":1.5"#, "max_completion_tokens"),
+        (r#""model":"m","n":2.0"#, "n"),
+    ] {
+        assert_eq!(head_of(members).unwrap_err().param(), Some(param), "{members}");
+    }
+}
+
+/// Issue 11, item 15: `messages` must be a non-empty array, whatever the provider.
+#[test]
+fn head_requires_a_non_empty_messages_array() {
+    for body in [
+        &br#"{"model":"m"}"#[..],
+        br#"{"model":"m","messages":[]}"#,
+        br#"{"model":"m","messages":[ ]}"#,
+        br#"{"model":"m","messages":null}"#,
+        br#"{"model":"m","messages":{}}"#,
+        br#"{"model":"m","messages":"hi"}"#,
+    ] {
+        let err = parse_head(body).unwrap_err();
+        assert_eq!(err.param(), Some("messages"), "{:?}", String::from_utf8_lossy(body));
+    }
 }
 
 #[test]
@@ -34,14 +103,14 @@ fn head_errors_name_the_param() {
         (b"{\"model\":", None),
         (b"[1,2]", None),
         (b"\"model\"", None),
-        (br#"{"messages":[]}"#, Some("model")),
+        (br#"{"messages":[{}]}"#, Some("model")),
         (br#"{"model":null}"#, Some("model")),
         (br#"{"model":42}"#, Some("model")),
         (br#"{"model":""}"#, Some("model")),
-        (br#"{"model":"m","stream":"yes"}"#, Some("stream")),
-        (br#"{"model":"m","stream_options":{"include_usage":true}}"#, Some("stream_options")),
+        (br#"{"model":"m","stream":"yes","messages":[{}]}"#, Some("stream")),
+        (br#"{"model":"m","stream_options":{"include_usage":true},"messages":[{}]}"#, Some("stream_options")),
         (
-            br#"{"model":"m","stream":true,"stream_options":{"include_usage":"yes"}}"#,
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":"yes"},"messages":[{}]}"#,
             Some("stream_options.include_usage"),
         ),
     ];
@@ -52,11 +121,11 @@ fn head_errors_name_the_param() {
     }
     assert!(parse_head(b"[1]").unwrap_err().to_string().contains("must be a JSON object"));
     assert_eq!(
-        parse_head(br#"{"model":"m","stream":false,"stream_options":{"include_usage":false}}"#).unwrap_err().param(),
+        head_of(r#""model":"m","stream":false,"stream_options":{"include_usage":false}"#).unwrap_err().param(),
         Some("stream_options")
     );
     assert_eq!(
-        parse_head(br#"{"model":"m","stream":true,"stream_options":[]}"#).unwrap_err().param(),
+        head_of(r#""model":"m","stream":true,"stream_options":[]"#).unwrap_err().param(),
         Some("stream_options")
     );
 }
@@ -64,8 +133,20 @@ fn head_errors_name_the_param() {
 // ---------------------------------------------------------------------------------------------------
 // rewrite_request
 
+/// The head of a body that may lack `messages` (rewriting does not look at them): parsed with a message
+/// added, so the head is the one `parse_head` gives for the same body with messages.
+fn head_for(body: &[u8]) -> RequestHead {
+    let text = std::str::from_utf8(body).unwrap().trim_start();
+    let with_messages = if text.contains("\"messages\"") {
+        text.replace("\"messages\":[]", "\"messages\":[{}]")
+    } else {
+        format!("{{\"messages\":[{{}}],{}", &text[1..])
+    };
+    parse_head(with_messages.as_bytes()).unwrap()
+}
+
 fn rewrite(body: &str, upstream: &str) -> String {
-    let head = parse_head(body.as_bytes()).unwrap();
+    let head = head_for(body.as_bytes());
     let out = rewrite_request(Bytes::copy_from_slice(body.as_bytes()), &head, upstream).unwrap();
     String::from_utf8(out.to_vec()).unwrap()
 }
@@ -73,12 +154,12 @@ fn rewrite(body: &str, upstream: &str) -> String {
 #[test]
 fn unchanged_body_is_returned_without_copying() {
     let body = Bytes::from_static(br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#);
-    let head = parse_head(&body).unwrap();
+    let head = head_for(&body);
     let out = rewrite_request(body.clone(), &head, "gpt-4o").unwrap();
     assert_eq!(out.as_ptr(), body.as_ptr());
     assert_eq!(out.len(), body.len());
     let body = Bytes::from_static(br#"{"model":"gpt-4o","messages":[]}"#);
-    let out = rewrite_request(body.clone(), &parse_head(&body).unwrap(), "gpt-4o").unwrap();
+    let out = rewrite_request(body.clone(), &head_for(&body), "gpt-4o").unwrap();
     assert_eq!(out.as_ptr(), body.as_ptr());
 }
 
@@ -682,7 +763,7 @@ proptest! {
     #[test]
     fn rewrite_keeps_arbitrary_members(seed in any::<i64>(), big in any::<u64>(), text in ".{0,20}", stream in any::<bool>()) {
         let body = json!({"model": "a/b", "seed": seed, "n": big, "t": text, "stream": stream}).to_string();
-        let head = parse_head(body.as_bytes()).unwrap();
+        let head = head_for(body.as_bytes());
         let out = rewrite_request(Bytes::from(body), &head, "b").unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         prop_assert_eq!(&v["seed"], &json!(seed));
