@@ -938,6 +938,3 @@ async fn requeue(b: &Batches, line: &Claimed, delay: Duration, failed: bool, rea
         Ok(Executed::Stale)
     }
 }
-
-#[cfg(test)]
-mod tests;
