@@ -570,3 +570,25 @@ def test_two_replicas_on_postgres_one_killed(mocks: dict[str, MockUpstream], tmp
     finally:
         a.stop()
         bb.stop()
+
+
+JS_DIR = pathlib.Path(__file__).resolve().parents[1] / "js"
+
+
+def test_js_sdk_content_and_list_iteration(gw: Gw) -> None:
+    """Case 24: the JS SDK's `files.content(id).then(r => r.text())` and `for await` over `batches.list()`."""
+    if not (JS_DIR / "node_modules" / "openai").exists():
+        pytest.skip("the JS SDK is not installed (cd tests/js && npm install)")
+    c = gw.client()
+    data = jsonl([chat_line("js", MODELS["openai"])])
+    f = upload(c, data)
+    made = [c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+            for _ in range(3)]
+    out = subprocess.run(["node", str(JS_DIR / "batches.mjs"), gw.url + "/v1", ACME_KEY, f.id],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["text"].encode() == data
+    assert len(seen["ids"]) == len(set(seen["ids"])) and set(made) <= set(seen["ids"])
+    assert seen["ids"] == [b.id for b in c.batches.list(limit=100)], "same order as the Python SDK, newest first"
+    for i in made:
+        wait_for(c, i, finished)

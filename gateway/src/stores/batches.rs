@@ -1090,7 +1090,7 @@ impl BatchStore {
             return Ok(Vec::new());
         }
         let pick = "SELECT i.batch_id, i.line_no FROM batch_items i JOIN batches b ON b.id = i.batch_id \
-             WHERE b.status = 'in_progress' AND b.expire_pending = 0 AND i.provider = $1 \
+             WHERE b.status = 'in_progress' AND b.expire_pending = 0 AND b.expires_at_ms > {now} AND i.provider = $1 \
              AND ((i.state = 'queued' AND i.not_before_ms <= {now}) OR (i.state = 'running' AND i.lease_until_ms < {now})) \
              ORDER BY b.created_at_ms, i.batch_id, i.line_no LIMIT $2";
         let set = "state = 'running', lease_owner = $3, lease_token = lease_token + 1, lease_until_ms = {now} + $4, \
@@ -1104,7 +1104,7 @@ impl BatchStore {
         } else {
             format!(
                 "UPDATE batch_items SET {set} WHERE rowid IN (SELECT i.rowid FROM batch_items i JOIN batches b ON b.id = i.batch_id \
-                 WHERE b.status = 'in_progress' AND b.expire_pending = 0 AND i.provider = $1 \
+                 WHERE b.status = 'in_progress' AND b.expire_pending = 0 AND b.expires_at_ms > {{now}} AND i.provider = $1 \
                  AND ((i.state = 'queued' AND i.not_before_ms <= {{now}}) OR (i.state = 'running' AND i.lease_until_ms < {{now}})) \
                  ORDER BY b.created_at_ms, i.batch_id, i.line_no LIMIT $2) {returning}"
             )
