@@ -179,11 +179,11 @@ pub(crate) async fn build(
     let batch_store = stores::batches::BatchStore::open(database_url.as_deref(), &config.ledger.data_dir)
         .await
         .map_err(|e| StartError::Access(e.to_string()))?;
-    let batches = Arc::new(services::batches::Batches {
-        store: Arc::new(batch_store),
-        settings: config.batches.clone(),
-        metrics: Some(metrics::batches::BatchMetrics::new(&metrics)),
-    });
+    let batches = Arc::new(services::batches::Batches::new(
+        Arc::new(batch_store),
+        config.batches.clone(),
+        Some(metrics::batches::BatchMetrics::new(&metrics)),
+    ));
     let state = Arc::new(state::AppState {
         models: services::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
         upstreams,

@@ -60,6 +60,27 @@ pub struct Batches {
     pub store: Arc<BatchStore>,
     pub settings: BatchSettings,
     pub metrics: Option<BatchMetrics>,
+    /// Batch rows by id for the worker: who is billed and at which limits never changes after create,
+    /// so a line does not read its batch row again.
+    identities: moka::future::Cache<String, Arc<BatchRow>>,
+}
+
+impl Batches {
+    /// The batch service over `store`.
+    pub fn new(store: Arc<BatchStore>, settings: BatchSettings, metrics: Option<BatchMetrics>) -> Self {
+        let identities = moka::future::Cache::builder().max_capacity(1024).time_to_live(Duration::from_secs(300)).build();
+        Self { store, settings, metrics, identities }
+    }
+
+    async fn identity(&self, batch_id: &str) -> Result<Option<Arc<BatchRow>>, Error> {
+        if let Some(row) = self.identities.get(batch_id).await {
+            return Ok(Some(row));
+        }
+        let Some(row) = self.store.batch_any(batch_id).await.map_err(store_error)? else { return Ok(None) };
+        let row = Arc::new(row);
+        self.identities.insert(batch_id.to_owned(), row.clone()).await;
+        Ok(Some(row))
+    }
 }
 
 impl std::fmt::Debug for Batches {
@@ -847,7 +868,7 @@ fn retry_after(error: &Error) -> Option<Duration> {
 /// Store failures: the line stays leased and is taken over when the lease expires.
 pub async fn execute(state: &Arc<AppState>, line: &Claimed) -> Result<Executed, Error> {
     let b = batches(state)?;
-    let Some(batch) = b.store.batch_any(&line.batch_id).await.map_err(store_error)? else { return Ok(Executed::Stale) };
+    let Some(batch) = b.identity(&line.batch_id).await? else { return Ok(Executed::Stale) };
     let principal = Principal::Tenant(TenantCaller {
         tenant: Arc::from(batch.tenant.as_str()),
         key_id: batch.key_id.as_deref().map(Arc::from),

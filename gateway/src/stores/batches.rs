@@ -480,7 +480,7 @@ impl BatchStore {
     /// The database failed.
     pub async fn insert_file(&self, f: &FileRow) -> Result<(), StoreError> {
         self.db
-            .execute(&format!("INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"), file_params(f))
+            .execute_durable(&format!("INSERT INTO files ({FILE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"), file_params(f))
             .await
             .map(|_| ())
     }
@@ -620,7 +620,7 @@ impl BatchStore {
         );
         let n = self
             .db
-            .execute(
+            .execute_durable(
                 &sql,
                 vec![
                     Val::t(&b.id),
@@ -718,7 +718,7 @@ impl BatchStore {
     pub async fn request_cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let n = self
             .db
-            .execute(
+            .execute_durable(
                 "UPDATE batches SET status = 'cancelling', cancelling_at_ms = $1 \
                  WHERE tenant = $2 AND id = $3 AND status IN ('validating', 'in_progress')",
                 vec![Val::I(now_ms), Val::t(tenant), Val::t(id)],

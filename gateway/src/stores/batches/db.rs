@@ -23,7 +23,8 @@ const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
 const MIGRATION: (i64, &str) = (14, "files_batches");
 const PG_SQL: &str = include_str!("../../../migrations/postgres/0014_files_batches.sql");
 const SQLITE_SQL: &str = include_str!("../../../migrations/sqlite/0014_files_batches.sql");
-const POOL_SIZE: usize = 8;
+/// Connections per replica: a worker's lanes (lines in flight) and the API share them.
+const POOL_SIZE: usize = 16;
 
 /// One SQL value. Nulls are typed because Postgres checks parameter types.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,7 +201,11 @@ fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL (in WAL mode) survives a process crash; a power loss may drop the last commits. That
+    // keeps exactly-once billing: a line's result and its ledger row are one transaction, lost or kept
+    // together, and a lost line simply runs again (its upstream call repeats, its bill does not).
+    // What the API acknowledges (a file, a batch, a cancel) is written with `execute_durable` (FULL).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
@@ -336,6 +341,27 @@ impl Db {
                     .await
                     .map_err(unavailable)?
                     .map_err(unavailable)
+            }
+        }
+    }
+
+    /// Like [`Db::execute`], but on SQLite the commit is fsynced (`synchronous = FULL` for this
+    /// statement): for writes the API acknowledges, which must survive a power loss too.
+    pub(crate) async fn execute_durable(&self, sql: &str, params: Vec<Val>) -> Result<u64, StoreError> {
+        match self {
+            Db::Postgres { .. } => self.execute(sql, params).await,
+            Db::Sqlite { conn, .. } => {
+                let conn = Arc::clone(conn).lock_owned().await;
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || -> rusqlite::Result<u64> {
+                    conn.pragma_update(None, "synchronous", "FULL")?;
+                    let n = lite_execute(&conn, &sql, &params);
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    n
+                })
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)
             }
         }
     }
