@@ -11,6 +11,7 @@
 //! then runs the front doors on a listener the caller binds, so tests run the gateway in-process on
 //! `127.0.0.1:0`. The binary (`main.rs`) only parses flags, loads config, sets up logging and signals.
 
+pub mod dashboard;
 pub mod domain;
 pub mod http;
 pub mod metrics;
@@ -193,6 +194,8 @@ pub(crate) async fn build(
         sink: Some(Arc::new(sink::Sink::new(Some(pricing), Some(ledger), metrics).with_unpriced(config.unpriced))),
         shutdown: shutdown.clone(),
         cut_streams: services::stream::StreamCut::default(),
+        sessions: services::sessions::Sessions::default(),
+        dashboard: Some(dashboard_door),
         tasks,
         config: config.clone(),
         batches: Some(batches),
@@ -228,4 +231,12 @@ fn log_unpriced_routes(config: &Config, table: &domain::pricing::PricingTable) {
         domain::pricing::UnpricedPolicy::Fallback(_) => "charged the `pricing.fallback` price",
     };
     tracing::warn!(models = %unpriced.join(", "), policy, "Routable models without a price: add them to the pricing file");
+}
+
+/// The dashboard as the router's door for `/dashboard…`.
+fn dashboard_door(
+    state: Arc<state::AppState>,
+    req: ::http::Request<hyper::body::Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ::http::Response<dashboard::Body>> + Send>> {
+    Box::pin(async move { dashboard::handle(&state, req).await })
 }

@@ -7,7 +7,8 @@
 //! | `chat` | chat execution: admit → route → attempt → translate → meter |
 //! | `tenants` | tenants (admin) and keys (admin, or a tenant for its own) |
 //! | `usage` | usage totals from the ledger, scoped to what the caller may see |
-//! | `models` | the live model catalog |
+//! | `models` | the live model catalog (with prices and breaker health) |
+//! | `sessions` | dashboard sign-in: browser sessions over `auth`, CSRF tokens, the sign-in limiter |
 //! | `files` | the Files API, tenant-scoped |
 //! | `batches` | the Batch API, tenant-scoped, and the steps of its local execution |
 //!
@@ -23,6 +24,7 @@ pub mod files;
 pub mod metering;
 pub mod models;
 pub mod sink;
+pub mod sessions;
 pub mod state;
 pub mod stream;
 pub mod tenants;

@@ -12,7 +12,16 @@ use std::path::{Path, PathBuf};
 
 /// Layer of each top-level module, bottom first. A new top-level module must be added here.
 const LAYERS: &[(&str, u8)] =
-    &[("domain", 0), ("metrics", 1), ("stores", 2), ("upstream", 2), ("services", 3), ("http", 4), ("worker", 4)];
+    &[
+        ("domain", 0),
+        ("metrics", 1),
+        ("stores", 2),
+        ("upstream", 2),
+        ("services", 3),
+        ("http", 4),
+        ("dashboard", 4),
+        ("worker", 4),
+    ];
 /// Items of the crate root (`crate::build`, `crate::StartError`): the wiring, above every layer.
 const ROOT: &str = "<root>";
 const ROOT_RANK: u8 = 5;

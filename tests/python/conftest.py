@@ -27,7 +27,8 @@ UPSTREAM_OPENAI_KEY = "sk-upstream-openai-test"
 UPSTREAM_ANTHROPIC_KEY = "sk-ant-upstream-test"
 # Tenants of `tenant_gateway`: each test module meters under its own tenant, so `GET /v1/usage` with that
 # key sees only its own ledger records.
-TENANT_KEYS = {"acme": "sk-acme-e2e", "ledger": "sk-ledger-e2e", "claude": "sk-claude-e2e"}
+TENANT_KEYS = {"acme": "sk-acme-e2e", "ledger": "sk-ledger-e2e", "claude": "sk-claude-e2e",
+               "responses": "sk-responses-e2e", "agents": "sk-agents-e2e", "codex": "sk-codex-e2e"}
 
 
 def gateway_binary() -> pathlib.Path:
@@ -193,6 +194,14 @@ def sse_payloads(body: bytes) -> list[str]:
     return out
 
 
+def _is_responses(path: str) -> bool:
+    return path.endswith("/v1/responses") or "/v1/responses/" in path
+
+
+def _is_legacy_completions(path: str) -> bool:
+    return path.endswith("/completions") and not path.endswith("/chat/completions")
+
+
 def validate_exchange(ex: Exchange) -> int:
     """Validates one recorded body against the OpenAPI schemas; returns how many documents were checked."""
     path = httpx.URL(ex.url).path
@@ -204,8 +213,12 @@ def validate_exchange(ex: Exchange) -> int:
             if data == "[DONE]":
                 continue
             doc = json.loads(data)
-            if "error" in doc:
+            if _is_responses(path):
+                openapi_schemas.response_event(doc)  # `error` events included (ResponseErrorEvent)
+            elif "error" in doc:
                 openapi_schemas.error(doc)
+            elif _is_legacy_completions(path):
+                openapi_schemas.text_completion_chunk(doc)
             else:
                 openapi_schemas.chunk(doc)
             n += 1
@@ -215,6 +228,14 @@ def validate_exchange(ex: Exchange) -> int:
         openapi_schemas.error(doc)
     elif path.endswith("/chat/completions"):
         openapi_schemas.completion(doc)
+    elif _is_responses(path) and ex.method == "DELETE":
+        assert doc.get("deleted") is True and doc.get("object") == "response.deleted", doc
+    elif _is_responses(path):
+        openapi_schemas.response(doc)
+    elif path.endswith("/embeddings"):
+        openapi_schemas.embeddings(doc)
+    elif _is_legacy_completions(path):
+        openapi_schemas.text_completion(doc)
     elif path.rstrip("/").endswith("/v1/models"):
         openapi_schemas.model_list(doc)
     elif "/v1/models/" in path:
@@ -222,6 +243,38 @@ def validate_exchange(ex: Exchange) -> int:
     else:
         raise AssertionError(f"no schema for {ex.method} {path}")
     return 1
+
+
+class _AsyncTee(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, ex: Exchange):
+        self.inner, self.ex = inner, ex
+
+    async def __aiter__(self):  # type: ignore[override]
+        async for part in self.inner:
+            self.ex.body.extend(part)
+            yield part
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class AsyncRecordingTransport(httpx.AsyncBaseTransport):
+    """The async twin of RecordingTransport (for `AsyncOpenAI`, which the Agents SDK uses)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.exchanges: list[Exchange] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resp = await self.inner.handle_async_request(request)
+        ex = Exchange(request.method, str(request.url), resp.status_code, resp.headers.get("content-type", ""),
+                      headers={k.lower(): v for k, v in resp.headers.items()})
+        self.exchanges.append(ex)
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=_AsyncTee(resp.stream, ex),
+                              extensions=resp.extensions, request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @pytest.fixture

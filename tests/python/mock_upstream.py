@@ -3,11 +3,18 @@
 Each `MockUpstream(flavor)` listens on 127.0.0.1:<free port> in a daemon thread and speaks that provider's
 wire format exactly (see /work/shared/wire-formats.md sections 1, 2.5-2.7, 4.2-4.5):
 
-- openai:    POST /v1/chat/completions (JSON, or SSE `data:` chunks + usage chunk + `[DONE]`), GET /v1/models
+- openai:    POST /v1/chat/completions (JSON, or SSE `data:` chunks + usage chunk + `[DONE]`), GET /v1/models,
+             POST /v1/responses (a Response object, or SSE `event:` + `data:` frames with `sequence_number`s from 0:
+             response.created, response.in_progress, output_item.added, content_part.added, output_text.delta…,
+             output_text.done, content_part.done, function_call_arguments.delta/.done, output_item.done, then
+             response.completed or response.incomplete with usage, per shared/specs/openai-openapi.yaml),
+             GET/DELETE /v1/responses/{id} and POST /v1/responses/{id}/cancel (created responses are kept in
+             `stored` unless `store: false`), POST /v1/embeddings (float or base64), POST /v1/completions
 - anthropic: POST /v1/messages (JSON, or SSE with `event:` lines, `ping`, final cumulative usage in
              `message_delta` like the recordings in shared/upstream-recordings/anthropic),
              POST /v1/messages/count_tokens (`{"input_tokens": count_tokens}`), GET /v1/models (has_more/after_id)
-- ollama:    POST /api/chat (JSON, or NDJSON ending with a `done: true` line), GET /api/tags
+- ollama:    POST /api/chat (JSON, or NDJSON ending with a `done: true` line), GET /api/tags,
+             POST /api/embed (`embeddings` + `prompt_eval_count`)
 
 Model-name fault modes (for batch tests, where replies cannot be scripted per line): a model containing
 `-slow` answers after `slow_secs`; `-fail529` answers Anthropic's 529 overloaded (503 on the other
@@ -21,7 +28,11 @@ Every request is recorded in `requests` (method, path, query, headers, json); `p
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
+import re
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +43,10 @@ from urllib.parse import parse_qs, urlsplit
 CHAT_PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
 MODELS_PATH = {"openai": "/v1/models", "anthropic": "/v1/models", "ollama": "/api/tags"}
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+RESPONSES_PATH = "/v1/responses"
+EMBEDDINGS_PATH = {"openai": "/v1/embeddings", "ollama": "/api/embed"}
+COMPLETIONS_PATH = "/v1/completions"
+STORED_RESPONSE = re.compile(r"^/v1/responses/(resp_[A-Za-z0-9_]+)(/cancel)?$")
 
 
 @dataclass
@@ -49,6 +64,9 @@ class Answer:
     output_tokens: int = 6
     cache_read: int = 0
     cache_creation: int = 0
+    # The generation hit the output-token limit: OpenAI `length` / status `incomplete`, Anthropic
+    # `max_tokens`, Ollama `done_reason: length`.
+    truncated: bool = False
 
     @property
     def full_text(self) -> str:
@@ -97,7 +115,7 @@ def openai_usage(a: Answer) -> dict:
 
 
 def openai_finish(a: Answer) -> str:
-    return "tool_calls" if a.tool_calls else "stop"
+    return "length" if a.truncated else "tool_calls" if a.tool_calls else "stop"
 
 
 def openai_completion(model: str, a: Answer) -> dict:
@@ -142,7 +160,196 @@ OPENAI_INBAND_ERROR = ("data: " + json.dumps({"error": {"message": "The server h
                                                         "type": "server_error", "param": None, "code": None}})
                        + "\n\n").encode()
 
+# ---------------------------------------------------------------- OpenAI Responses
+
+_ids = itertools.count(1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_mock{next(_ids):06d}"
+
+
+def responses_usage(a: Answer) -> dict:
+    prompt = a.input_tokens + a.cache_read + a.cache_creation
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": a.cache_read,
+                                                                   "cache_write_tokens": a.cache_creation},
+            "output_tokens": a.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + a.output_tokens}
+
+
+def _message_item(item_id: str, text: str, status: str) -> dict:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status != "in_progress" \
+        else []
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def _call_item(item_id: str, c: ToolCall, status: str) -> dict:
+    return {"type": "function_call", "id": item_id, "call_id": c.id, "name": c.name,
+            "arguments": json.dumps(c.input) if status != "in_progress" else "", "status": status}
+
+
+def responses_object(req: dict, a: Answer, resp_id: str, item_ids: list[str], status: str) -> dict:
+    """A Response object (spec `Response`) echoing the request's settings; `status` `in_progress` has no
+    output and no usage (the `response.created` snapshot)."""
+    done = status != "in_progress"
+    output: list[dict] = []
+    if done:
+        if a.text:
+            output.append(_message_item(item_ids[0], a.full_text, "incomplete" if a.truncated else "completed"))
+        output += [_call_item(item_ids[1 + i], c, "completed") for i, c in enumerate(a.tool_calls)]
+    text = req.get("text") or {"format": {"type": "text"}}
+    return {
+        "id": resp_id, "object": "response", "created_at": 1760000000,
+        "status": status, "completed_at": 1760000001 if status == "completed" else None,
+        "background": bool(req.get("background", False)), "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": req.get("instructions"), "max_output_tokens": req.get("max_output_tokens"),
+        "max_tool_calls": req.get("max_tool_calls"), "model": req.get("model", "mock-model"),
+        "output": output, "parallel_tool_calls": req.get("parallel_tool_calls", True),
+        "previous_response_id": req.get("previous_response_id"),
+        "reasoning": {"effort": (req.get("reasoning") or {}).get("effort"), "summary": None},
+        "service_tier": "default", "store": req.get("store", True),
+        "temperature": req.get("temperature", 1.0), "text": text,
+        "tool_choice": req.get("tool_choice", "auto"), "tools": req.get("tools", []),
+        "top_logprobs": 0, "top_p": req.get("top_p", 1.0), "truncation": "disabled",
+        "metadata": req.get("metadata") or {},
+        **({"usage": responses_usage(a)} if done else {}),
+    }
+
+
+def _answer_item_ids(a: Answer) -> list[str]:
+    return [_new_id("msg")] + [_new_id("fc") for _ in a.tool_calls]
+
+
+def responses_events(req: dict, a: Answer, resp_id: str, item_ids: list[str]) -> list[bytes]:
+    """The SSE frames of a streamed Response, `event:` + `data:`, `sequence_number` from 0."""
+    frames: list[dict] = []
+    final_status = "incomplete" if a.truncated else "completed"
+    frames.append({"type": "response.created", "response": responses_object(req, a, resp_id, item_ids, "in_progress")})
+    frames.append({"type": "response.in_progress",
+                   "response": responses_object(req, a, resp_id, item_ids, "in_progress")})
+    index = 0
+    if a.text:
+        mid = item_ids[0]
+        frames.append({"type": "response.output_item.added", "output_index": index,
+                       "item": _message_item(mid, "", "in_progress")})
+        frames.append({"type": "response.content_part.added", "item_id": mid, "output_index": index,
+                       "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [],
+                                                    "logprobs": []}})
+        for piece in a.text:
+            frames.append({"type": "response.output_text.delta", "item_id": mid, "output_index": index,
+                           "content_index": 0, "delta": piece, "logprobs": []})
+        frames.append({"type": "response.output_text.done", "item_id": mid, "output_index": index,
+                       "content_index": 0, "text": a.full_text, "logprobs": []})
+        frames.append({"type": "response.content_part.done", "item_id": mid, "output_index": index,
+                       "content_index": 0, "part": {"type": "output_text", "text": a.full_text,
+                                                    "annotations": [], "logprobs": []}})
+        frames.append({"type": "response.output_item.done", "output_index": index,
+                       "item": _message_item(mid, a.full_text, "incomplete" if a.truncated else "completed")})
+        index += 1
+    for i, c in enumerate(a.tool_calls):
+        fid = item_ids[1 + i]
+        frames.append({"type": "response.output_item.added", "output_index": index,
+                       "item": _call_item(fid, c, "in_progress")})
+        args = json.dumps(c.input)
+        for piece in _fragments(args)[1:]:
+            if piece:
+                frames.append({"type": "response.function_call_arguments.delta", "item_id": fid,
+                               "output_index": index, "delta": piece})
+        frames.append({"type": "response.function_call_arguments.done", "item_id": fid, "output_index": index,
+                       "name": c.name, "arguments": args})
+        frames.append({"type": "response.output_item.done", "output_index": index,
+                       "item": _call_item(fid, c, "completed")})
+        index += 1
+    frames.append({"type": f"response.{final_status}",
+                   "response": responses_object(req, a, resp_id, item_ids, final_status)})
+    out = []
+    for seq, f in enumerate(frames):
+        f["sequence_number"] = seq
+        out.append(f"event: {f['type']}\ndata: {json.dumps(f)}\n\n".encode())
+    return out
+
+
+RESPONSES_INBAND_ERROR = ("event: error\ndata: " + json.dumps(
+    {"type": "error", "code": "server_error", "message": "The server had an error processing your request.",
+     "param": None, "sequence_number": 99}) + "\n\n").encode()
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    types = {400: "invalid_request_error", 404: "invalid_request_error", 429: "requests", 500: "server_error"}
+    return {"error": {"message": message, "type": types.get(status, "server_error"), "param": param, "code": code}}
+
+
+# ---------------------------------------------------------------- embeddings (OpenAI and Ollama)
+
+
+def embedding_vector(text: str, dims: int) -> list[float]:
+    """A deterministic vector whose components are exact in float32 (multiples of 1/16), so a base64
+    round trip must give back exactly these numbers."""
+    seed = sum(map(ord, text))
+    return [((seed + 5 * j) % 16) / 16 - 0.5 for j in range(dims)]
+
+
+EMBEDDING_DIMS = 8
+EMBEDDING_TOKENS_PER_INPUT = 3
+
+
+def _embedding_inputs(raw: Any) -> list[str]:
+    return [raw] if isinstance(raw, str) else [str(x) for x in raw]
+
+
+def openai_embeddings(req: dict) -> dict:
+    inputs = _embedding_inputs(req["input"])
+    dims = int(req.get("dimensions") or EMBEDDING_DIMS)
+    data = []
+    for i, text in enumerate(inputs):
+        vec = embedding_vector(text, dims)
+        emb: Any = vec
+        if req.get("encoding_format") == "base64":
+            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = EMBEDDING_TOKENS_PER_INPUT * len(inputs)
+    return {"object": "list", "data": data, "model": req.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def ollama_embed(req: dict) -> dict:
+    inputs = _embedding_inputs(req["input"])
+    dims = int(req.get("dimensions") or EMBEDDING_DIMS)
+    return {"model": req.get("model"), "embeddings": [embedding_vector(t, dims) for t in inputs],
+            "total_duration": 14143917, "load_duration": 1019500,
+            "prompt_eval_count": EMBEDDING_TOKENS_PER_INPUT * len(inputs)}
+
+
+# ---------------------------------------------------------------- OpenAI legacy completions
+
+
+def openai_text_completion(model: str, a: Answer) -> dict:
+    return {"id": "cmpl-mock01", "object": "text_completion", "created": 1760000000, "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"text": a.full_text, "index": 0, "logprobs": None,
+                         "finish_reason": "length" if a.truncated else "stop"}],
+            "usage": {"prompt_tokens": a.input_tokens, "completion_tokens": a.output_tokens,
+                      "total_tokens": a.input_tokens + a.output_tokens}}
+
+
+def openai_text_completion_events(model: str, a: Answer, include_usage: bool) -> list[bytes]:
+    def chunk(text: str, finish: str | None) -> dict:
+        return {"id": "cmpl-mock01", "object": "text_completion", "created": 1760000000, "model": model,
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+    chunks = [chunk(p, None) for p in a.text] + [chunk("", "length" if a.truncated else "stop")]
+    if include_usage:
+        last = openai_text_completion(model, a)
+        chunks.append({**chunk("", None), "choices": [], "usage": last["usage"]})
+    return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+
+
 # ---------------------------------------------------------------- Anthropic
+
+
+def anthropic_stop(a: Answer) -> str:
+    return "max_tokens" if a.truncated else "tool_use" if a.tool_calls else "end_turn"
+
 
 
 def anthropic_message(model: str, a: Answer, output_tokens: int | None = None) -> dict:
@@ -151,7 +358,7 @@ def anthropic_message(model: str, a: Answer, output_tokens: int | None = None) -
         content.append({"type": "text", "text": a.full_text})
     content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in a.tool_calls]
     return {"id": "msg_01MockXFDUDYJgAACzvnptvV", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": "tool_use" if a.tool_calls else "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": anthropic_stop(a), "stop_sequence": None,
             "usage": {"input_tokens": a.input_tokens, "cache_creation_input_tokens": a.cache_creation,
                       "cache_read_input_tokens": a.cache_read,
                       "output_tokens": a.output_tokens if output_tokens is None else output_tokens,
@@ -183,7 +390,7 @@ def anthropic_events(model: str, a: Answer) -> list[bytes]:
         out.append(ev("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
     out.append(ev("message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": "tool_use" if a.tool_calls else "end_turn",
+                                    "delta": {"stop_reason": anthropic_stop(a),
                                               "stop_sequence": None},
                                     # Current Anthropic repeats the cumulative input and cache counts here.
                                     "usage": {"input_tokens": a.input_tokens,
@@ -216,7 +423,7 @@ def _ollama_tool_calls(a: Answer) -> list[dict]:
 
 
 def _ollama_metrics(a: Answer) -> dict:
-    return {"done": True, "done_reason": "stop", "total_duration": 3244883583, "load_duration": 2969184542,
+    return {"done": True, "done_reason": "length" if a.truncated else "stop", "total_duration": 3244883583, "load_duration": 2969184542,
             "prompt_eval_count": a.input_tokens, "prompt_eval_duration": 141656333,
             "eval_count": a.output_tokens, "eval_duration": 133293625}
 
@@ -259,6 +466,7 @@ class MockUpstream:
         self.models = list(DEFAULT_MODELS[flavor])
         self.count_tokens = 1234  # what the Anthropic mock's count_tokens answers
         self.default_answer = Answer()
+        self.stored: dict[str, dict] = {}  # OpenAI Responses kept for GET/DELETE /v1/responses/{id}
         self.lock = threading.Lock()
         self.slow_secs = 0.3
         self.inflight = 0
@@ -276,6 +484,9 @@ class MockUpstream:
                 mock._handle(self)
 
             def do_POST(self) -> None:
+                mock._handle(self)
+
+            def do_DELETE(self) -> None:
                 mock._handle(self)
 
             def do_HEAD(self) -> None:  # connection probes: recorded, answered 200 without a body
@@ -321,6 +532,7 @@ class MockUpstream:
         with self.lock:
             self.requests.clear()
             self.queue.clear()
+            self.stored.clear()
             self.count_tokens = 1234
             self.default_answer = Answer()
             self.max_inflight = 0
@@ -397,6 +609,8 @@ class MockUpstream:
             self._send_whole(h, 200, {"content-type": "application/json", **reply.headers},
                              json.dumps({"input_tokens": self.count_tokens}).encode())
             return
+        if self._handle_extra(h, url.path, body, reply):
+            return
         if url.path != CHAT_PATH[self.flavor] or h.command != "POST":
             self._send_whole(h, 404, {"content-type": "application/json"},
                              json.dumps({"error": f"mock: no route {h.command} {url.path}"}).encode())
@@ -423,6 +637,58 @@ class MockUpstream:
         else:
             events, ctype, err = ollama_lines(model, a), "application/x-ndjson", OLLAMA_INBAND_ERROR
         self._send_stream(h, events, ctype, reply, err)
+
+    def _handle_extra(self, h: BaseHTTPRequestHandler, path: str, body: Any, reply: Reply) -> bool:
+        """The Responses, embeddings and legacy completions endpoints; False when `path` is none of them."""
+        json_headers = {"content-type": "application/json", **reply.headers}
+        req = body or {}
+        a = reply.answer
+        if self.flavor == "openai" and path == RESPONSES_PATH and h.command == "POST":
+            resp_id, item_ids = _new_id("resp"), _answer_item_ids(a)
+            final = responses_object(req, a, resp_id, item_ids, "incomplete" if a.truncated else "completed")
+            if req.get("store", True):
+                with self.lock:
+                    self.stored[resp_id] = final
+            if req.get("stream"):
+                self._send_stream(h, responses_events(req, a, resp_id, item_ids), "text/event-stream", reply,
+                                  RESPONSES_INBAND_ERROR)
+            else:
+                self._send_whole(h, 200, json_headers, json.dumps(final).encode())
+            return True
+        m = STORED_RESPONSE.match(path)
+        if self.flavor == "openai" and m:
+            resp_id, cancel = m.group(1), m.group(2)
+            with self.lock:
+                stored = self.stored.get(resp_id)
+                if stored is not None and h.command == "DELETE" and not cancel:
+                    del self.stored[resp_id]
+            if stored is None:
+                self._send_whole(h, 404, json_headers, json.dumps(openai_error(
+                    404, f"Response with id '{resp_id}' not found.")).encode())
+            elif h.command == "DELETE" and not cancel:
+                self._send_whole(h, 200, json_headers, json.dumps(
+                    {"id": resp_id, "object": "response.deleted", "deleted": True}).encode())
+            elif cancel and h.command == "POST":
+                self._send_whole(h, 200, json_headers, json.dumps({**stored, "status": "cancelled"}).encode())
+            elif h.command == "GET":
+                self._send_whole(h, 200, json_headers, json.dumps(stored).encode())
+            else:
+                return False
+            return True
+        if path == EMBEDDINGS_PATH.get(self.flavor) and h.command == "POST":
+            out = openai_embeddings(req) if self.flavor == "openai" else ollama_embed(req)
+            self._send_whole(h, 200, json_headers, json.dumps(out).encode())
+            return True
+        if self.flavor == "openai" and path == COMPLETIONS_PATH and h.command == "POST":
+            model = req.get("model", "mock-model")
+            if req.get("stream"):
+                include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+                self._send_stream(h, openai_text_completion_events(model, a, include_usage), "text/event-stream",
+                                  reply, OPENAI_INBAND_ERROR)
+            else:
+                self._send_whole(h, 200, json_headers, json.dumps(openai_text_completion(model, a)).encode())
+            return True
+        return False
 
     def _models(self, rec: Recorded) -> dict:
         if self.flavor == "openai":

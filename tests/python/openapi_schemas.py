@@ -81,3 +81,65 @@ def model_list(body: Any) -> None:
 
 def model(body: Any) -> None:
     validate("Model", body)
+
+
+def response(body: Any) -> None:
+    validate("Response", body)
+
+
+@functools.lru_cache(maxsize=1)
+def _event_schemas() -> dict[str, str]:
+    """`type` of each member of the `ResponseStreamEvent` union → its schema name."""
+    schemas = _spec()["components"]["schemas"]
+    out = {}
+    for member in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = member["$ref"].rsplit("/", 1)[1]
+        for t in schemas[name]["properties"]["type"].get("enum", []):
+            out[t] = name
+    return out
+
+
+def response_event(body: Any) -> None:
+    """Validates one Responses stream event against the union member its `type` names (a clearer message
+    than the whole union's), and that it is a member of the union at all."""
+    name = _event_schemas().get(body.get("type") if isinstance(body, dict) else None)
+    if name is None:
+        raise AssertionError(f"not a ResponseStreamEvent type: {body}")
+    validate(name, body)
+
+
+def embeddings(body: Any) -> None:
+    """The spec types `embedding` as a float array only; with `encoding_format: "base64"` OpenAI sends the
+    little-endian float32 bytes as a base64 string (what the SDKs decode), so such strings are decoded
+    (and must decode: standard base64 of a whole number of float32s) before validating."""
+    import base64
+    import copy
+    import struct
+
+    doc = copy.deepcopy(body)
+    for item in doc.get("data", []) if isinstance(doc, dict) else []:
+        if isinstance(item, dict) and isinstance(item.get("embedding"), str):
+            raw = base64.b64decode(item["embedding"], validate=True)
+            if len(raw) % 4:
+                raise AssertionError(f"base64 embedding of {len(raw)} bytes is not float32s: {item}")
+            item["embedding"] = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    validate("CreateEmbeddingResponse", doc)
+
+
+def text_completion(body: Any) -> None:
+    validate("CreateCompletionResponse", body)
+
+
+def text_completion_chunk(body: Any) -> None:
+    """A streamed legacy completion chunk: the spec has no chunk schema ("same shape as the response"), but
+    real streams carry `finish_reason: null` until the last chunk, and `usage: null` on every chunk but the
+    last when `stream_options.include_usage` is set (as in chat streams), so nulls are accepted there."""
+    import copy
+
+    doc = copy.deepcopy(body)
+    if isinstance(doc, dict) and "usage" in doc and doc["usage"] is None:
+        del doc["usage"]
+    for choice in doc.get("choices", []) if isinstance(doc, dict) else []:
+        if isinstance(choice, dict) and choice.get("finish_reason", "x") is None:
+            choice["finish_reason"] = "stop"
+    validate("CreateCompletionResponse", doc)

@@ -430,17 +430,23 @@ OVERLOADED = {
 }
 
 
+# The gateway's default retry policy: two attempts for an overload before any byte (issue 11, item 14).
+GATEWAY_OVERLOAD_ATTEMPTS = 2
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_overloaded_upstream_is_overloaded_error(aclient: anthropic.Anthropic, mocks: dict[str, MockUpstream],
                                                  provider: str) -> None:
     status, body = OVERLOADED[provider]
-    mocks[provider].enqueue(Reply(status=status, body=body))
+    # The gateway itself retries an overload once by default (issue 11, item 14): both attempts see it.
+    for _ in range(GATEWAY_OVERLOAD_ATTEMPTS):
+        mocks[provider].enqueue(Reply(status=status, body=body))
     # The SDK maps 529 to its own OverloadedError (an APIStatusError, not an InternalServerError).
     with pytest.raises(anthropic.OverloadedError) as e:
         aclient.messages.create(model=MODELS[provider], max_tokens=16, messages=MESSAGES)
     assert e.value.status_code == 529
     assert e.value.body["error"]["type"] == "overloaded_error"
-    assert len(mocks[provider].chat_requests()) == 1, "max_retries=0: one upstream call"
+    assert len(mocks[provider].chat_requests()) == GATEWAY_OVERLOAD_ATTEMPTS, "max_retries=0: only the gateway's attempts"
 
 
 def test_sdk_retries_an_overloaded_answer(tenant_gateway: Gateway, recorder: RecordingTransport,
@@ -448,13 +454,14 @@ def test_sdk_retries_an_overloaded_answer(tenant_gateway: Gateway, recorder: Rec
     """With retries on (the SDK's default is 2), a 529 is retried by the SDK and the retry succeeds."""
     for m in mocks.values():
         m.reset()
-    mocks["anthropic"].enqueue(Reply(status=529, body=OVERLOADED["anthropic"][1], headers={"retry-after": "0"}))
+    for _ in range(GATEWAY_OVERLOAD_ATTEMPTS):
+        mocks["anthropic"].enqueue(Reply(status=529, body=OVERLOADED["anthropic"][1], headers={"retry-after": "0"}))
     with make_client(tenant_gateway, recorder, TENANT_KEYS["acme"], max_retries=1) as c:
         r = c.messages.create(model=MODELS["anthropic"], max_tokens=16, messages=MESSAGES)
     assert r.content[0].text == "Hello there!"
     assert [ex.status for ex in recorder.exchanges] == [529, 200]
     assert recorder.exchanges[0].headers.get("x-should-retry") == "true"
-    assert len(mocks["anthropic"].chat_requests()) == 2
+    assert len(mocks["anthropic"].chat_requests()) == GATEWAY_OVERLOAD_ATTEMPTS + 1
 
 
 # ---------------------------------------------------------------- ledger

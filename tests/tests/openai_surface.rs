@@ -256,3 +256,58 @@ async fn legacy_completions_for_every_provider() {
     usage_total(&c, 6).await;
     stack.gateway.shutdown().await;
 }
+
+/// Codex (0.171, `codex exec`) declares its hosted `web_search` tool on every turn, whatever the model.
+/// For translated backends the gateway drops it for Codex (recognised by `originator: codex_…` or a
+/// `codex_…` user agent) and says so in `x-gateway-dropped-params`; other clients still get the 400
+/// naming the tool. Found by tests/python/test_codex.py: before, every Codex turn on `anthropic/…` or
+/// `ollama/…` failed with 400 `tools[8].type`.
+#[tokio::test]
+async fn codex_web_search_tool_is_dropped_on_translated_backends() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    let body = json!({"model": "", "stream": false, "store": false, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto"}, "prompt_cache_key": "01a2", "tool_choice": "auto",
+        "parallel_tool_calls": true, "client_metadata": {"session_id": "01a2"},
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "say hi"}]},
+                  {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                   "action": {"type": "search", "query": "x"}}],
+        "tools": [{"type": "function", "name": "exec_command", "description": "Runs a command",
+                   "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}, "strict": false},
+                  {"type": "web_search", "external_web_access": false}]});
+    for flavor in [Flavor::Anthropic, Flavor::Ollama] {
+        let mut b = body.clone();
+        b["model"] = json!(model_for(flavor));
+        // Not Codex: the hosted tool is refused, naming it.
+        let r = c.post_json("/v1/responses", &b).await.unwrap();
+        let e = r.expect_error(400, "web_search for a non-Codex client");
+        assert_eq!(e["param"], "tools[1].type", "{flavor:?}: {e}");
+
+        for (name, value) in
+            [("originator", "codex_exec"), ("user-agent", "codex_exec/0.171.0 (Debian 12.0.0; x86_64)")]
+        {
+            let r = c
+                .raw(
+                    Method::POST,
+                    "/v1/responses",
+                    &[("content-type", "application/json"), (name, value)],
+                    b.to_string(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{flavor:?} {name}: {}", r.text());
+            assert_eq!(r.json()["output"][0]["content"][0]["text"], "Hello there!", "{flavor:?}");
+            assert_eq!(r.header("x-gateway-dropped-params"), Some("web_search"), "{flavor:?} {name}");
+        }
+        let path = if flavor == Flavor::Anthropic { "/v1/messages" } else { "/api/chat" };
+        let mock = if flavor == Flavor::Anthropic { &stack.anthropic } else { &stack.ollama };
+        let sent = mock.requests_to(path).await;
+        assert_eq!(sent.len(), 2, "{flavor:?}: the refused request never left");
+        for s in &sent {
+            let tools = s.body_json()["tools"].as_array().unwrap().clone();
+            assert_eq!(tools.len(), 1, "{flavor:?}: only the function tool is forwarded: {tools:?}");
+            assert!(!s.body_json().to_string().contains("web_search"), "{flavor:?}: {}", s.body_json());
+        }
+    }
+    stack.gateway.shutdown().await;
+}

@@ -72,6 +72,12 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
         (_, "/healthz" | "/readyz") => return Err(Error::MethodNotAllowed),
         _ => {}
     }
+    // The dashboard authenticates with its own session cookie, not API credentials.
+    if path == "/dashboard" || path.starts_with("/dashboard/") {
+        if let Some(door) = state.dashboard {
+            return Ok(door(Arc::clone(state), req).await);
+        }
+    }
     let principal = state.auth.authenticate(req.headers()).await?;
     match (req.method(), api_path) {
         (&Method::POST, "/chat/completions") => chat::handle(state, &principal, request_id, req).await,

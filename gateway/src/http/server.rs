@@ -93,7 +93,7 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // EMFILE and friends: back off briefly instead of spinning.
@@ -108,7 +108,9 @@ async fn accept_loop(
                 let state = state.clone();
                 let activity = Arc::new(Activity::new());
                 let tracked = activity.clone();
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // The client address, for per-address limits (dashboard sign-in).
+                    req.extensions_mut().insert(peer);
                     let state = state.clone();
                     // Taken before the request is served and released when its response body is
                     // dropped: the connection is not idle while a request or a stream is open.

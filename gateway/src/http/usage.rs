@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::body::{self, Body};
 use crate::domain::principal::Principal;
 use crate::domain::time::parse_time;
-use crate::services::usage::{self, GroupBy, LedgerError, UsageFilter, UsageRow};
+use crate::services::usage::{self, to_csv, GroupBy, LedgerError, UsageFilter, UsageRow};
 use crate::services::{AppState, Error};
 
 #[derive(Serialize)]
@@ -94,6 +94,7 @@ fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
             "tenant" => q.tenant = Some(v),
             "provider" => q.provider = Some(v),
             "model" => q.model = Some(v),
+            "status" => q.status = Some(v),
             "group_by" => q.group_by = GroupBy::parse_list(&v).map_err(|e| bad(e, "group_by"))?,
             "format" => match v.as_str() {
                 "csv" => csv = true,
@@ -106,41 +107,10 @@ fn parse_query(raw: &str) -> Result<(UsageFilter, bool), Error> {
     Ok((q, csv))
 }
 
-/// Writes one CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`,
-/// a tab or a carriage return) gets a leading `'`, as OWASP recommends against CSV injection: model
-/// and tenant names are client-chosen text.
-fn csv_field(out: &mut String, value: &str) {
-    let neutralise = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    if neutralise || value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        if neutralise {
-            out.push('\'');
-        }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-fn to_csv(rows: &[UsageRow]) -> String {
-    let mut out = String::from("tenant,provider,model,day,requests,prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,cost_usd\n");
-    for r in rows {
-        for v in [&r.tenant, &r.provider, &r.model, &r.day] {
-            csv_field(&mut out, v.as_deref().unwrap_or(""));
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens, r.cost_usd
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::usage::csv_field;
 
     #[test]
     fn query_parsing_and_errors() {

@@ -68,18 +68,37 @@ pub enum Dialect {
 /// The client's request, read once in its dialect; the full parse is done lazily (only a translating
 /// target needs it).
 enum Inbound {
-    OpenAi { head: passthrough::RequestHead, chat: Option<ChatRequest> },
-    Anthropic { head: anthropic_ingress::MessagesHead, decoded: Option<anthropic_ingress::DecodedRequest> },
-    Responses { head: responses::RequestHead, decoded: Option<Box<responses::DecodedRequest>> },
-    Completions { decoded: Box<completions::DecodedCompletion> },
+    OpenAi {
+        head: passthrough::RequestHead,
+        chat: Option<ChatRequest>,
+    },
+    Anthropic {
+        head: anthropic_ingress::MessagesHead,
+        decoded: Option<anthropic_ingress::DecodedRequest>,
+    },
+    Responses {
+        head: responses::RequestHead,
+        decoded: Option<Box<responses::DecodedRequest>>,
+        options: responses::DecodeOptions,
+    },
+    Completions {
+        decoded: Box<completions::DecodedCompletion>,
+    },
 }
 
 impl Inbound {
-    fn read(dialect: Dialect, body: &[u8]) -> Result<Self, Error> {
+    fn read(dialect: Dialect, body: &[u8], headers: &http::HeaderMap) -> Result<Self, Error> {
         Ok(match dialect {
             Dialect::OpenAi => Inbound::OpenAi { head: passthrough::parse_head(body)?, chat: None },
             Dialect::Anthropic => Inbound::Anthropic { head: anthropic_ingress::parse_head(body)?, decoded: None },
-            Dialect::Responses => Inbound::Responses { head: responses::parse_head(body)?, decoded: None },
+            Dialect::Responses => Inbound::Responses {
+                head: responses::parse_head(body)?,
+                decoded: None,
+                // Codex declares its `web_search` tool on every turn (whatever the model): refusing it
+                // would make Codex unusable on translated backends, so for Codex it is dropped (and
+                // reported in `x-gateway-dropped-params`); other clients still get the 400.
+                options: responses::DecodeOptions { drop_web_search: is_codex(headers) },
+            },
             Dialect::Completions => Inbound::Completions { decoded: Box::new(completions::decode_request(body)?) },
         })
     }
@@ -126,7 +145,7 @@ impl Inbound {
                 }
                 decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
             }
-            Inbound::Responses { head, decoded } => {
+            Inbound::Responses { head, decoded, options } => {
                 if let Some(param) = head.stateful_param {
                     return Err(Error::BadRequest {
                         message: format!(
@@ -138,7 +157,7 @@ impl Inbound {
                     });
                 }
                 if decoded.is_none() {
-                    *decoded = Some(Box::new(responses::decode_request(body)?));
+                    *decoded = Some(Box::new(responses::decode_request_with(body, options)?));
                 }
                 decoded.as_ref().map(|d| &d.chat).ok_or_else(|| Error::Internal("request parse lost".into()))
             }
@@ -167,6 +186,8 @@ impl Inbound {
     fn dropped(&self) -> &[&'static str] {
         match self {
             Inbound::Anthropic { decoded: Some(d), .. } => &d.dropped,
+            // Only `web_search` tools and `web_search_call` items are ever dropped (Codex, see `read`).
+            Inbound::Responses { decoded: Some(d), .. } if !d.dropped.is_empty() => &["web_search"],
             Inbound::Anthropic { decoded: None, .. }
             | Inbound::OpenAi { .. }
             | Inbound::Responses { .. }
@@ -281,7 +302,7 @@ where
     .await?;
     meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
 
-    let mut inbound = Inbound::read(dialect, &body)?;
+    let mut inbound = Inbound::read(dialect, &body, &parts.headers)?;
     // Bounded before it is kept anywhere (ledger row, log line, metric label, echoed header).
     check_model_name(inbound.model())?;
     meter.info.requested_model = inbound.model().to_owned();
@@ -443,6 +464,18 @@ where
     Ok(Bytes::from(anthropic_ingress::count_tokens_json(n)))
 }
 
+/// Whether the request comes from Codex (CLI, exec mode, IDE extension): it sends `originator:
+/// codex_cli_rs` / `codex_exec` / `codex_vscode` and a `codex_…/<version>` user agent.
+fn is_codex(headers: &http::HeaderMap) -> bool {
+    let starts = |name: http::header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("codex")))
+    };
+    starts(http::header::HeaderName::from_static("originator")) || starts(http::header::USER_AGENT)
+}
+
 /// A stored-response call (`GET`/`DELETE /responses/{id}`, `/cancel`, `/input_items`) for `principal`,
 /// forwarded to the first OpenAI-kind provider (where `store: true` responses live). Nothing is
 /// generated, so nothing is metered; the upstream's status and body come back as they are.
@@ -577,7 +610,10 @@ async fn try_target(
             for beta in client_headers.get_all(ANTHROPIC_BETA) {
                 extra_headers.push((ANTHROPIC_BETA, beta.clone()));
             }
-            (Bytes::from(encoded.body), encoded.dropped_params, json_mode_tool(chat))
+            let json_mode = json_mode_tool(chat);
+            let mut dropped = encoded.dropped_params;
+            dropped.extend_from_slice(inbound.dropped());
+            (Bytes::from(encoded.body), dropped, json_mode)
         }
         (_, ProviderKind::Ollama) => {
             let chat = inbound.chat(body)?;

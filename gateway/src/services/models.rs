@@ -204,3 +204,48 @@ pub async fn retrieve(state: &AppState, principal: &Principal, id: &str) -> Resu
     };
     wanted.cloned().ok_or_else(|| Error::Route(crate::domain::routing::RouteError::UnknownModel(id.to_owned())))
 }
+
+/// One row of the model catalog with its price and health, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// `provider/model` (or an alias).
+    pub id: String,
+    /// The provider id, `None` for an alias.
+    pub provider: Option<String>,
+    /// Current price, `None` when unpriced (refused unless a fallback price is configured).
+    pub price: Option<crate::domain::pricing::Price>,
+    /// The circuit breaker of this deployment and model.
+    pub breaker: crate::upstream::health::BreakerState,
+}
+
+/// The live catalog with prices and breaker states: what [`list`] shows, for any principal.
+pub async fn catalog(state: &AppState, principal: &Principal) -> Vec<CatalogEntry> {
+    let all = list(state, principal).await;
+    all.into_iter()
+        .map(|m| {
+            let split = m.id.split_once('/').and_then(|(p, model)| state.upstream(p).map(|u| (u, model)));
+            match split {
+                Some((u, model)) => CatalogEntry {
+                    price: state.sink.as_ref().and_then(|s| s.price_of(&u.config.id, u.config.kind, model)),
+                    breaker: state.breakers.state(&m.id),
+                    provider: Some(u.config.id.clone()),
+                    id: m.id,
+                },
+                None => CatalogEntry {
+                    id: m.id,
+                    provider: None,
+                    price: None,
+                    breaker: crate::upstream::health::BreakerState::Closed,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The current price of `model` on provider `provider_id` (`None`: unpriced or unknown provider).
+/// Prices are not secret: any principal may read them.
+pub fn price(state: &AppState, provider_id: &str, model: &str) -> Option<crate::domain::pricing::Price> {
+    let u = state.upstream(provider_id)?;
+    state.sink.as_ref()?.price_of(&u.config.id, u.config.kind, model)
+}
+pub use crate::upstream::health::BreakerState;

@@ -62,6 +62,12 @@ impl Sink {
         }
     }
 
+    /// The current price of `model` on a deployment, `None` when no table entry matches (or there is
+    /// no pricing table). For listings: requests are priced by [`Sink::cost_nano_usd`].
+    pub fn price_of(&self, provider_id: &str, kind: ProviderKind, model: &str) -> Option<Price> {
+        self.pricing.as_ref()?.current().lookup_for(provider_id, kind.as_str(), model)
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

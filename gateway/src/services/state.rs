@@ -13,6 +13,15 @@ use super::sink::Sink;
 use crate::domain::config::Config;
 use crate::upstream::provider::Upstream;
 
+/// A front door the HTTP router hands whole paths to (the dashboard, under `/dashboard`): installed
+/// by the wiring, so the two doors at layer 4 never import each other.
+pub type Door = fn(
+    Arc<AppState>,
+    http::Request<hyper::body::Incoming>,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = http::Response<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>>> + Send>,
+>;
+
 /// Everything a service needs. Built once at start; cheap to share behind `Arc`.
 pub struct AppState {
     pub config: Arc<Config>,
@@ -32,6 +41,10 @@ pub struct AppState {
     /// an in-band error event and records its usage so far (issue 11, item 2), before the
     /// remaining connections are closed and the ledger writer drains.
     pub cut_streams: super::stream::StreamCut,
+    /// The dashboard door for `/dashboard…` paths (`None`: not served).
+    pub dashboard: Option<Door>,
+    /// Dashboard browser sessions (in memory) and the sign-in limiter.
+    pub sessions: super::sessions::Sessions,
     /// Background tasks that must finish before the process exits.
     pub tasks: TaskTracker,
     /// Files, batches and their queue (`None` only in tests that build a bare state).

@@ -158,3 +158,44 @@ async fn model_requests_need_a_tenant() {
     assert!(models::list(s, &Principal::Admin).await.is_empty());
     assert!(models::list(s, &tenant("acme")).await.is_empty());
 }
+
+/// Issue 16: the dashboard's record list, latency figures and catalog follow the usage rules.
+#[tokio::test]
+async fn records_latency_and_catalog_are_scoped() {
+    let f = fixture().await;
+    let s = &f.state;
+    let admin = Principal::Admin;
+    let acme = tenant("acme");
+    let other = usage::UsageFilter { tenant: Some("globex".into()), ..usage::UsageFilter::default() };
+    assert!(usage::records(s, &admin, other.clone(), None, 10).await.unwrap().is_empty());
+    assert!(matches!(usage::records(s, &acme, other.clone(), None, 10).await, Err(Error::BadRequest { .. })));
+    assert!(matches!(usage::latency(s, &acme, other).await, Err(Error::BadRequest { .. })));
+    let own = usage::latency(s, &acme, usage::UsageFilter::default()).await.unwrap();
+    assert_eq!((own.requests, own.errors, own.p50_ms), (0, 0, None));
+    assert!(usage::records(s, &acme, usage::UsageFilter::default(), None, 10).await.unwrap().is_empty());
+    // No provider configured: an empty catalog for both.
+    assert!(models::catalog(s, &admin).await.is_empty());
+    assert!(models::catalog(s, &acme).await.is_empty());
+}
+
+/// Issue 16: dashboard sessions re-authenticate their credential; bad ones are limited per address.
+#[tokio::test]
+async fn dashboard_sessions() {
+    use super::sessions::{self, SignInError};
+    let f = fixture().await;
+    let s = &f.state;
+    let ip = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+    // A tenant exists, so open mode (any credential is `anonymous`) is off, as in production.
+    tenants::create_tenant(s, &Principal::Admin, "acme", &tenants::TenantChange::default()).await.unwrap();
+    let (id, resumed) = sessions::sign_in(s, ADMIN_KEY, ip).await.unwrap();
+    assert!(matches!(resumed.principal, Principal::Admin));
+    assert!(sessions::resume(s, &id).await.is_some());
+    sessions::sign_out(s, &id);
+    assert!(sessions::resume(s, &id).await.is_none());
+    for _ in 0..sessions::MAX_FAILURES {
+        assert_eq!(sessions::sign_in(s, "nope", ip).await.err(), Some(SignInError::Invalid));
+    }
+    assert!(matches!(sessions::sign_in(s, ADMIN_KEY, ip).await, Err(SignInError::TooMany { .. })));
+    // Another address is not affected.
+    assert!(sessions::sign_in(s, ADMIN_KEY, Some(std::net::IpAddr::from([10, 0, 0, 2]))).await.is_ok());
+}

@@ -5,8 +5,8 @@ use super::error::Error;
 use super::state::AppState;
 use crate::domain::principal::{Denied, MetricsScope, Principal, UsageScope};
 use crate::domain::time::{month_start_ms, now_unix_ms};
-use crate::stores::ledger::UsageQuery;
-pub use crate::stores::ledger::{GroupBy, LedgerError, UsageRow};
+use crate::stores::ledger::{LedgerHandle, UsageQuery};
+pub use crate::stores::ledger::{Cursor, GroupBy, LatencyStats, LedgerError, RecordStatus, RecordSummary, UsageRow};
 
 /// What to total and how to group it: the ledger's own query type (times in unix ms, `from`
 /// inclusive, `to` exclusive). Its `tenant` is a filter the caller asks for; the scope decides.
@@ -34,6 +34,35 @@ pub async fn query_all(state: &AppState, principal: &Principal, filter: UsageFil
     query(state, principal, filter).await
 }
 
+/// The filter narrowed to what `principal` may see, and the ledger to run it on.
+fn scoped<'s>(
+    state: &'s AppState,
+    principal: &Principal,
+    filter: UsageFilter,
+) -> Result<(UsageQuery, &'s LedgerHandle), Error> {
+    let scope = principal.usage_scope(filter.tenant.as_deref()).map_err(|denied| match denied {
+        Denied::OtherTenant => Error::bad_request("`tenant` can only be filtered with the admin key.", Some("tenant")),
+        other => Error::Denied(other),
+    })?;
+    let ledger = state
+        .sink
+        .as_ref()
+        .and_then(|s| s.ledger())
+        .ok_or_else(|| Error::Internal("the ledger is not running".into()))?;
+    let tenant = match scope {
+        UsageScope::All { tenant } => tenant,
+        UsageScope::Tenant(own) => Some(own.tenant().to_owned()),
+    };
+    Ok((UsageQuery { tenant, ..filter }, ledger))
+}
+
+fn ledger_error(e: LedgerError) -> Error {
+    match e {
+        LedgerError::Query(message) => Error::bad_request(message, None),
+        other => Error::Internal(other.to_string().into()),
+    }
+}
+
 async fn run(state: &AppState, scope: UsageScope, filter: UsageFilter) -> Result<Vec<UsageRow>, Error> {
     let ledger = state
         .sink
@@ -45,10 +74,69 @@ async fn run(state: &AppState, scope: UsageScope, filter: UsageFilter) -> Result
         UsageScope::Tenant(own) => Some(own.tenant().to_owned()),
     };
     let q = UsageQuery { tenant, ..filter };
-    ledger.usage(&q).await.map_err(|e| match e {
-        LedgerError::Query(message) => Error::bad_request(message, None),
-        other => Error::Internal(other.to_string().into()),
-    })
+    ledger.usage(&q).await.map_err(ledger_error)
+}
+
+/// The newest ledger records `principal` may see (a tenant: its own), filtered by `filter` (its
+/// `group_by` is ignored), strictly older than `before`, at most `limit` (1..=500). Never bodies:
+/// the ledger holds none.
+///
+/// # Errors
+/// As [`query`].
+pub async fn records(
+    state: &AppState,
+    principal: &Principal,
+    filter: UsageFilter,
+    before: Option<&Cursor>,
+    limit: u32,
+) -> Result<Vec<RecordSummary>, Error> {
+    let (q, ledger) = scoped(state, principal, filter)?;
+    ledger.records(&q, before, limit).await.map_err(ledger_error)
+}
+
+/// Request and error counts and p50/p99 latency of what `principal` may see under `filter`.
+///
+/// # Errors
+/// As [`query`].
+pub async fn latency(state: &AppState, principal: &Principal, filter: UsageFilter) -> Result<LatencyStats, Error> {
+    let (q, ledger) = scoped(state, principal, filter)?;
+    ledger.latency(&q).await.map_err(ledger_error)
+}
+
+/// Writes one CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, as OWASP recommends against CSV injection: model
+/// and tenant names are client-chosen text.
+pub fn csv_field(out: &mut String, value: &str) {
+    let neutralise = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if neutralise || value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        if neutralise {
+            out.push('\'');
+        }
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+/// The CSV of usage rows, as `/admin/usage?format=csv` and the dashboard's export serve it: one
+/// encoder, so the two reconcile byte for byte for the same filter.
+pub fn to_csv(rows: &[UsageRow]) -> String {
+    let mut out = String::from(
+        "tenant,provider,model,day,requests,prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,cost_usd\n",
+    );
+    for r in rows {
+        for v in [&r.tenant, &r.provider, &r.model, &r.day] {
+            csv_field(&mut out, v.as_deref().unwrap_or(""));
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            r.requests, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens, r.cost_usd
+        ));
+    }
+    out
 }
 
 /// Deletes ledger records older than `before_unix_ms` (admin only): retention, e.g. 13 months for

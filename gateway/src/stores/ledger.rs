@@ -19,6 +19,7 @@
 //! In steady state the queue is near empty, so the loss is about `batch_interval` plus one insert
 //! round trip of traffic. Graceful shutdown loses nothing.
 
+mod browse;
 mod journal;
 mod postgres;
 mod query;
@@ -35,6 +36,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
 pub use crate::metrics::LedgerStats;
+pub use browse::{Cursor, LatencyStats, RecordSummary};
 pub use query::{GroupBy, UsageQuery, UsageRow};
 pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
 pub use writer::LedgerWriter;
@@ -328,6 +330,51 @@ impl LedgerHandle {
             Store::Postgres(pg) => pg.usage(q).await,
             Store::Sqlite(lite) => lite.usage(q).await,
         }
+    }
+
+    async fn cells(&self, build: impl Fn(query::Dialect) -> browse::Plain) -> Result<Vec<Vec<browse::Cell>>, LedgerError> {
+        self.store.store.ensure_ready(&self.store.migrated).await?;
+        match &self.store.store {
+            Store::Postgres(pg) => pg.cells(build(query::Dialect::Postgres)).await,
+            Store::Sqlite(lite) => lite.cells(build(query::Dialect::Sqlite)).await,
+        }
+    }
+
+    /// The newest records matching `q` (filters only; `group_by` is ignored) strictly older than
+    /// `before`, at most `limit` (1..=500): one keyset page. Identical on both stores.
+    ///
+    /// # Errors
+    /// As [`LedgerHandle::usage`].
+    pub async fn records(
+        &self,
+        q: &UsageQuery,
+        before: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Vec<RecordSummary>, LedgerError> {
+        let rows = self.cells(|d| browse::records(q, before, limit, d)).await?;
+        Ok(rows.iter().filter_map(|r| browse::record_from(r)).collect())
+    }
+
+    /// Request and error counts and nearest-rank p50/p99 latency over the records matching `q`.
+    ///
+    /// # Errors
+    /// As [`LedgerHandle::usage`].
+    pub async fn latency(&self, q: &UsageQuery) -> Result<LatencyStats, LedgerError> {
+        let int = |rows: &[Vec<browse::Cell>], col: usize| match rows.first().and_then(|r| r.get(col)) {
+            Some(browse::Cell::Int(Some(v))) => Some(*v),
+            _ => None,
+        };
+        let counts = self.cells(|d| browse::counts(q, d)).await?;
+        let requests = int(&counts, 0).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let errors = int(&counts, 1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let mut stats = LatencyStats { requests, errors, p50_ms: None, p99_ms: None };
+        if requests > 0 {
+            for (p, slot) in [(50, &mut stats.p50_ms), (99, &mut stats.p99_ms)] {
+                let rows = self.cells(|d| browse::latency_at(q, browse::rank(requests, p), d)).await?;
+                *slot = int(&rows, 0).and_then(|v| u64::try_from(v).ok());
+            }
+        }
+        Ok(stats)
     }
 
     /// Retention: deletes records with `ts_unix_ms < ts_unix_ms` (in chunks of 10,000) and

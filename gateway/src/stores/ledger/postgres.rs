@@ -12,6 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
+use super::browse;
 use super::query::{self, Bind, Dialect, GroupBy, RawRow};
 use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
@@ -208,6 +209,35 @@ impl PgStore {
             &record_id,
         ];
         Ok(client.execute(&stmt, &params).await?)
+    }
+
+    /// Runs a browse query (`browse.rs`).
+    pub(crate) async fn cells(&self, plain: browse::Plain) -> Result<Vec<Vec<browse::Cell>>, LedgerError> {
+        let binds: Vec<Box<dyn ToSql + Sync + Send>> = plain
+            .binds
+            .iter()
+            .map(|b| -> Box<dyn ToSql + Sync + Send> {
+                match b {
+                    Bind::Int(i) => Box::new(*i),
+                    Bind::Text(t) => Box::new(t.clone()),
+                }
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| -> &(dyn ToSql + Sync) { b.as_ref() }).collect();
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client.query(&plain.sql, &params).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut cells = Vec::with_capacity(plain.kinds.len());
+            for (i, k) in plain.kinds.iter().enumerate() {
+                cells.push(match k {
+                    browse::Kind::Int => browse::Cell::Int(row.try_get(i)?),
+                    browse::Kind::Text => browse::Cell::Text(row.try_get(i)?),
+                });
+            }
+            out.push(cells);
+        }
+        Ok(out)
     }
 
     pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {

@@ -53,12 +53,14 @@ impl GroupBy {
         Ok(out)
     }
 
-    fn column(self) -> &'static str {
+    fn column(self, utc_offset_ms: i64) -> String {
         match self {
-            GroupBy::Tenant => "tenant",
-            GroupBy::Provider => "provider",
-            GroupBy::Model => "upstream_model",
-            GroupBy::Day => "(ts_unix_ms / 86400000)",
+            GroupBy::Tenant => "tenant".to_owned(),
+            GroupBy::Provider => "provider".to_owned(),
+            GroupBy::Model => "upstream_model".to_owned(),
+            // Integer division truncates toward zero; timestamps before 1970 are not stored.
+            GroupBy::Day if utc_offset_ms == 0 => "(ts_unix_ms / 86400000)".to_owned(),
+            GroupBy::Day => format!("((ts_unix_ms + ({utc_offset_ms})) / 86400000)"),
         }
     }
 }
@@ -81,6 +83,13 @@ pub struct UsageQuery {
     pub model: Option<String>,
     /// Dimensions to group by (any subset, order irrelevant); empty = one total row.
     pub group_by: Vec<GroupBy>,
+    /// Only records with this status (`ok`, `upstream_error`, ...).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Offset of the time zone `day` groups in, ms east of UTC (0 = UTC): a day is the half-open
+    /// `[local midnight, next local midnight)`.
+    #[serde(default)]
+    pub utc_offset_ms: i64,
 }
 
 /// One usage row. A dimension not grouped by is `None`.
@@ -165,8 +174,11 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     if let Some(m) = &q.model {
         push("upstream_model = ?", Bind::Text(m.clone()), &mut binds);
     }
-    let group_cols: Vec<&str> = groups.iter().map(|g| g.column()).collect();
-    let mut select: Vec<String> = group_cols.iter().map(|c| (*c).to_owned()).collect();
+    if let Some(st) = &q.status {
+        push("status = ?", Bind::Text(st.clone()), &mut binds);
+    }
+    let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.utc_offset_ms)).collect();
+    let mut select: Vec<String> = group_cols.clone();
     select.push("COUNT(*)".to_owned());
     for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
         select.push(format!("COALESCE(CAST(SUM({col}) AS BIGINT), 0)"));

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::Mutex;
 
+use super::browse;
 use super::query::{self, Bind, Dialect, RawRow};
 use super::record::to_i64;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
@@ -85,6 +86,36 @@ impl SqliteStore {
             // The batch is lost with the panicked task: cannot happen short of a rusqlite bug.
             Err(e) => (Vec::new(), Err(LedgerError::Task(e.to_string()))),
         }
+    }
+
+    /// Runs a browse query (`browse.rs`) on the reader connection.
+    pub(crate) async fn cells(&self, plain: browse::Plain) -> Result<Vec<Vec<browse::Cell>>, LedgerError> {
+        let conn = Arc::clone(&self.reader).lock_owned().await;
+        tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<Vec<browse::Cell>>> {
+            let mut stmt = conn.prepare(&plain.sql)?;
+            let binds: Vec<rusqlite::types::Value> = plain
+                .binds
+                .iter()
+                .map(|b| match b {
+                    Bind::Int(i) => rusqlite::types::Value::Integer(*i),
+                    Bind::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                })
+                .collect();
+            let rows = stmt.query_map(rusqlite::params_from_iter(binds), |row| {
+                let mut out = Vec::with_capacity(plain.kinds.len());
+                for (i, k) in plain.kinds.iter().enumerate() {
+                    out.push(match k {
+                        browse::Kind::Int => browse::Cell::Int(row.get(i)?),
+                        browse::Kind::Text => browse::Cell::Text(row.get(i)?),
+                    });
+                }
+                Ok(out)
+            })?;
+            rows.collect()
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))?
+        .map_err(LedgerError::from)
     }
 
     pub(crate) async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
