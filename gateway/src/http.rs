@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod batches;
 pub mod body;
 pub mod chat;
+pub mod files;
 pub mod models;
 pub mod rescue;
 pub mod routes;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod services;
 pub mod stores;
 pub mod upstream;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,6 +189,14 @@ pub(crate) async fn build(
     .map_err(StartError::Access)?;
     limiter.check_redis().await;
 
+    let batch_store = stores::batches::BatchStore::open(database_url.as_deref(), &config.ledger.data_dir)
+        .await
+        .map_err(|e| StartError::Access(e.to_string()))?;
+    let batches = Arc::new(services::batches::Batches::new(
+        Arc::new(batch_store),
+        config.batches.clone(),
+        Some(metrics::batches::BatchMetrics::new(&metrics)),
+    ));
     let state = Arc::new(state::AppState {
         models: services::models::ModelsCache::new(config.models_cache_ttl, config.models_fetch_timeout),
         upstreams,
@@ -201,7 +210,11 @@ pub(crate) async fn build(
         dashboard: Some(dashboard_door),
         tasks,
         config: config.clone(),
+        batches: Some(batches),
     });
+    if config.batches.worker {
+        state.tasks.spawn(worker::run(state.clone()));
+    }
     Ok(Built { state, ledger_stop, writer_task })
 }
 

@@ -2,6 +2,8 @@
 //! kinds, configured providers, a capped set of model names). Per-request values are recorded once, when
 //! the request ends, never per chunk.
 
+pub mod batches;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -11,15 +11,19 @@
 //! | `account` | `me`: who the caller is, its limits and spend this month |
 //! | `pricing` | the price table in effect |
 //! | `sessions` | dashboard sign-in: browser sessions over `auth`, CSRF tokens, the sign-in limiter |
+//! | `files` | the Files API, tenant-scoped |
+//! | `batches` | the Batch API, tenant-scoped, and the steps of its local execution |
 //!
 //! `metering`, `sink` and `stream` are the chat service's parts: one record per request, priced and
 //! handed to the ledger; the translating stream body. `error` is this layer's one error type.
 
 pub mod account;
 pub mod auth;
+pub mod batches;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod files;
 pub mod metering;
 pub mod models;
 pub mod pricing;

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 4),
     ("dashboard", 4),
     ("graphql", 4),
+    ("worker", 4),
 ];
 /// Items of the crate root (`crate::build`, `crate::StartError`): the wiring, above every layer.
 const ROOT: &str = "<root>";

@@ -16,6 +16,11 @@ wire format exactly (see /work/shared/wire-formats.md sections 1, 2.5-2.7, 4.2-4
 - ollama:    POST /api/chat (JSON, or NDJSON ending with a `done: true` line), GET /api/tags,
              POST /api/embed (`embeddings` + `prompt_eval_count`)
 
+Model-name fault modes (for batch tests, where replies cannot be scripted per line): a model containing
+`-slow` answers after `slow_secs`; `-fail529` answers Anthropic's 529 overloaded (503 on the other
+flavors); `-rl429` answers every other call with 429 and `retry-after: 1`. `max_inflight` is the highest
+number of chat calls served at once since the last `reset`.
+
 Tests script replies with `enqueue(Reply(...))` (one-shot, FIFO); otherwise `default_answer` is sent (a short
 text unless a test sets it; `reset()` restores it).
 Every request is recorded in `requests` (method, path, query, headers, json); `paths()` lists what was called.
@@ -463,6 +468,10 @@ class MockUpstream:
         self.default_answer = Answer()
         self.stored: dict[str, dict] = {}  # OpenAI Responses kept for GET/DELETE /v1/responses/{id}
         self.lock = threading.Lock()
+        self.slow_secs = 0.3
+        self.inflight = 0
+        self.max_inflight = 0
+        self.rl_calls = 0
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -524,8 +533,36 @@ class MockUpstream:
             self.requests.clear()
             self.queue.clear()
             self.stored.clear()
-        self.count_tokens = 1234
-        self.default_answer = Answer()
+            self.count_tokens = 1234
+            self.default_answer = Answer()
+            self.max_inflight = 0
+            self.rl_calls = 0
+
+    def _model_fault(self, h: BaseHTTPRequestHandler, path: str, body: Any) -> bool:
+        """Applies the model-name fault modes; True when a fault reply was sent."""
+        if path != CHAT_PATH[self.flavor] or not isinstance(body, dict):
+            return False
+        model = str(body.get("model", ""))
+        if "-slow" in model:
+            time.sleep(self.slow_secs)
+        if "-fail529" in model:
+            if self.flavor == "anthropic":
+                payload = json.dumps(anthropic_error(529, "Overloaded")).encode()
+                self._send_whole(h, 529, {"content-type": "application/json"}, payload)
+            else:
+                payload = json.dumps({"error": {"message": "overloaded", "type": "server_error", "code": None}}).encode()
+                self._send_whole(h, 503, {"content-type": "application/json"}, payload)
+            return True
+        if "-rl429" in model:
+            with self.lock:
+                self.rl_calls += 1
+                limited = self.rl_calls % 2 == 1
+            if limited:
+                err = (anthropic_error(429, "Rate limited") if self.flavor == "anthropic"
+                       else {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
+                self._send_whole(h, 429, {"content-type": "application/json", "retry-after": "1"}, json.dumps(err).encode())
+                return True
+        return False
 
     # -- request handling
 
@@ -544,7 +581,21 @@ class MockUpstream:
             if reply is not None:
                 self.queue.remove(next(pr for pr in self.queue if pr[1] is reply))
         reply = reply or Reply(answer=self.default_answer)
+        chat = url.path == CHAT_PATH[self.flavor]
+        if chat:
+            with self.lock:
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if self._model_fault(h, url.path, body):
+                return
+            self._reply(h, url, rec, body, reply)
+        finally:
+            if chat:
+                with self.lock:
+                    self.inflight -= 1
 
+    def _reply(self, h: BaseHTTPRequestHandler, url: Any, rec: Recorded, body: Any, reply: Reply) -> None:
         if reply.answer is None:
             payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             ctype = "text/html" if isinstance(reply.body, bytes) else "application/json"

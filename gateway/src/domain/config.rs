@@ -60,6 +60,8 @@ pub struct Config {
     pub jwt: Option<JwtSettings>,
     /// Downstream connection timeouts (`server:`).
     pub server: ServerSettings,
+    /// The local batch executor (`batches:`).
+    pub batches: BatchSettings,
     /// The GraphQL front door (`graphql:`, `ENABLE_PLAYGROUND`).
     pub graphql: GraphqlSettings,
 }
@@ -82,6 +84,48 @@ pub struct GraphqlSettings {
 impl Default for GraphqlSettings {
     fn default() -> Self {
         Self { playground: false, introspection: true, max_depth: 12, max_complexity: 2000 }
+    }
+}
+
+/// `batches:`: how this replica executes batch lines (it always serves the Files and Batch APIs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Whether this replica also executes batches (default true). Replicas with `false` only serve the API.
+    pub worker: bool,
+    /// Lines in flight at once per provider lane on this replica (default 4), unless `lanes` says otherwise.
+    pub lane_concurrency: u32,
+    /// Per-provider lane sizes.
+    pub lanes: std::collections::BTreeMap<String, u32>,
+    /// How long a claimed line stays leased without a heartbeat (default 60 s); a replica that dies
+    /// holding lines releases them after this.
+    pub lease: Duration,
+    /// How often an idle worker looks for work (default 500 ms).
+    pub poll: Duration,
+    /// Tries of a line that fails with a retryable error (5xx, transport) before it becomes an error
+    /// line (default 3). 429s do not count.
+    pub max_retries: u32,
+    /// The completion window actually applied (default 86,400 s, OpenAI's `24h`; tests shorten it).
+    pub window: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            lane_concurrency: 4,
+            lanes: std::collections::BTreeMap::new(),
+            lease: Duration::from_secs(60),
+            poll: Duration::from_millis(500),
+            max_retries: 3,
+            window: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl BatchSettings {
+    /// The lane size of `provider`.
+    pub fn lane(&self, provider: &str) -> u32 {
+        self.lanes.get(provider).copied().unwrap_or(self.lane_concurrency).max(1)
     }
 }
 

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
-use super::{admin, anthropic, chat, models, rescue, usage};
+use super::{admin, anthropic, batches, chat, files, models, rescue, usage};
 use crate::domain::principal::{metrics_scope, Listener, MetricsScope, Principal};
 use crate::services::{self, AppState, Error};
 
@@ -138,6 +138,14 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>, request_id: &str) 
         (&Method::GET, p) if p.starts_with("/models/") => {
             let tail = p["/models/".len()..].to_owned();
             models::retrieve(state, &principal, &tail).await
+        }
+        (_, p) if p == "/files" || p.starts_with("/files/") => {
+            let tail = p["/files".len()..].to_owned();
+            files::handle(state, &principal, &tail, req).await
+        }
+        (_, p) if p == "/batches" || p.starts_with("/batches/") => {
+            let tail = p["/batches".len()..].to_owned();
+            batches::handle(state, &principal, &tail, req).await
         }
         (&Method::GET, "/usage") => usage::handle(state, &principal, req.uri().query(), usage::Which::Visible).await,
         (_, _) if path.starts_with("/admin/tenants") || path.starts_with("/admin/keys/") => {

@@ -236,6 +236,8 @@ where
         request_id: request_id.to_owned(),
         tenant: caller.tenant.clone(),
         key_id: caller.key_id.clone(),
+        // The batch worker takes the ledger record itself (`services::batches`).
+        capture: req.extensions().get::<crate::services::metering::RecordCapture>().cloned(),
         ..RequestInfo::default()
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());

@@ -82,6 +82,32 @@ pub struct RequestInfo {
     pub prompt_estimate: u64,
     /// Closed-set label of the failure, for metrics (`upstream_timeout`, `stream_truncated`, ...).
     pub error_kind: Option<&'static str>,
+    /// When set, the finished ledger record is handed here instead of to the async ledger writer
+    /// (the batch worker commits it with the line's result, in one transaction).
+    pub capture: Option<RecordCapture>,
+}
+
+/// A slot for a request's ledger record, put in the request's extensions by a caller that commits the
+/// record itself (the batch worker: line result and ledger row in one transaction, exactly once).
+/// Metrics and the log line are recorded as for any request; only the ledger hand-off changes.
+#[derive(Debug, Clone, Default)]
+pub struct RecordCapture(Arc<std::sync::OnceLock<crate::stores::ledger::LedgerRecord>>);
+
+impl RecordCapture {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores the record (the first one wins: a request has exactly one).
+    pub fn put(&self, record: crate::stores::ledger::LedgerRecord) {
+        let _ = self.0.set(record);
+    }
+
+    /// The record, once the request finished.
+    pub fn get(&self) -> Option<crate::stores::ledger::LedgerRecord> {
+        self.0.get().cloned()
+    }
 }
 
 /// Collects a request's outcome and records it exactly once.

@@ -119,9 +119,8 @@ impl Sink {
         let cost = cost_nano_usd(&price, t.prompt, t.completion, t.cached, t.cache_write);
         log_line(&done, Some(cost));
         self.observe(&done, cost);
-        let Some(ledger) = &self.ledger else { return };
         let i = done.info;
-        ledger.submit(LedgerRecord {
+        let record = LedgerRecord {
             record_id: i.record_id.clone(),
             request_id: i.request_id.clone(),
             ts_unix_ms: done.ts_unix_ms,
@@ -149,7 +148,15 @@ impl Sink {
             ttft_ms: done.ttft.map(|d| d.as_millis() as u64),
             attempts: done.attempts,
             http_status: done.http_status,
-        });
+        };
+        // A caller that commits the record itself (the batch worker) gets it instead of the writer.
+        if let Some(capture) = &i.capture {
+            capture.put(record);
+            return;
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.submit(record);
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub struct AppState {
     pub sessions: super::sessions::Sessions,
     /// Background tasks that must finish before the process exits.
     pub tasks: TaskTracker,
+    /// Files, batches and their queue (`None` only in tests that build a bare state).
+    pub batches: Option<Arc<super::batches::Batches>>,
 }
 
 impl AppState {

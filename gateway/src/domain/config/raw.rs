@@ -33,6 +33,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub jwt: Option<RawJwt>,
     pub server: Option<RawServer>,
+    pub batches: Option<RawBatches>,
     pub graphql: Option<RawGraphql>,
 }
 
@@ -235,4 +236,18 @@ pub struct RawLedger {
 pub struct RawBreaker {
     pub failures: Option<u32>,
     pub cooldown_ms: Option<u64>,
+}
+
+/// `batches:`: the local batch executor (issue 14).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatches {
+    pub worker: Option<bool>,
+    pub lane_concurrency: Option<u32>,
+    #[serde(default)]
+    pub lanes: BTreeMap<String, u32>,
+    pub lease_secs: Option<u64>,
+    pub poll_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    pub window_secs: Option<u64>,
 }

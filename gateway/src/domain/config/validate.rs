@@ -68,6 +68,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "jwt",
     "server",
     "graphql",
+    "batches",
 ];
 
 /// Built-in routes for bare names, appended after the configured ones.
@@ -175,6 +176,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(jwt);
     scalar!(server);
     scalar!(graphql);
+    scalar!(batches);
     if let Some(mut v) = top.remove("ledger") {
         expand_tree(&mut v, "ledger", env, c);
         raw.ledger = c.section::<RawLedger>(v, "ledger");
@@ -572,6 +574,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
 
     let server = server_settings(raw.server.unwrap_or_default(), &mut c);
     let graphql = graphql_settings(raw.graphql.unwrap_or_default(), env, &mut c);
+    let batches = batch_settings(raw.batches.clone().unwrap_or_default(), &mut c);
 
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
@@ -607,7 +610,45 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         jwt,
         server,
         graphql,
+        batches,
     })
+}
+
+/// `batches:`: bounded lane sizes, lease and poll times, retries and window.
+fn batch_settings(raw: super::raw::RawBatches, c: &mut Collector) -> super::BatchSettings {
+    let d = super::BatchSettings::default();
+    let mut lanes = std::collections::BTreeMap::new();
+    for (p, n) in raw.lanes {
+        if !(1..=1024).contains(&n) {
+            c.push(format!("batches.lanes.{p}"), "must be between 1 and 1024");
+        }
+        lanes.insert(p, n.clamp(1, 1024));
+    }
+    let lane_concurrency = raw.lane_concurrency.unwrap_or(d.lane_concurrency);
+    if !(1..=1024).contains(&lane_concurrency) {
+        c.push("batches.lane_concurrency", "must be between 1 and 1024");
+    }
+    let lease_secs = raw.lease_secs.unwrap_or(60);
+    if !(1..=3600).contains(&lease_secs) {
+        c.push("batches.lease_secs", "must be between 1 and 3600");
+    }
+    let poll_ms = raw.poll_ms.unwrap_or(500);
+    if !(10..=60_000).contains(&poll_ms) {
+        c.push("batches.poll_ms", "must be between 10 and 60000");
+    }
+    let window_secs = raw.window_secs.unwrap_or(86_400);
+    if !(1..=86_400).contains(&window_secs) {
+        c.push("batches.window_secs", "must be between 1 and 86400 (the `24h` window)");
+    }
+    super::BatchSettings {
+        worker: raw.worker.unwrap_or(true),
+        lane_concurrency: lane_concurrency.clamp(1, 1024),
+        lanes,
+        lease: Duration::from_secs(lease_secs.clamp(1, 3600)),
+        poll: Duration::from_millis(poll_ms.clamp(10, 60_000)),
+        max_retries: raw.max_retries.unwrap_or(d.max_retries).min(20),
+        window: Duration::from_secs(window_secs.clamp(1, 86_400)),
+    }
 }
 
 /// Longest accepted downstream timeout: a day. Beyond that a "timeout" is a typo.
