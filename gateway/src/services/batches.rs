@@ -5,7 +5,7 @@
 //! validate → in_progress → finalizing → completed | expired | cancelled, and [`execute`] runs one
 //! claimed line through the same chat service as a live request (routes, fallbacks, breakers,
 //! translation, tenant limits), with the batch's tenant as the principal, then commits the line's
-//! result together with its ledger row. The worker front door (`crate::worker`) only schedules.
+//! result together with its ledger row. The worker front door (top-level `worker` module) only schedules.
 
 use std::collections::HashSet;
 use std::sync::Arc;
