@@ -122,7 +122,13 @@ class Problems:
 
         page.on("console", console)
         page.on("pageerror", lambda e: self.items.append(f"page error on {page.url}: {e}"))
-        page.on("requestfailed", lambda r: self.items.append(f"request failed: {r.method} {r.url}: {r.failure}"))
+        def failed(req: "sync_api.Request") -> None:
+            # ERR_ABORTED is a request cut short by the next navigation (the page icon, when a test moves
+            # on at once); a refused, reset or CSP-blocked request has another code.
+            if req.failure != "net::ERR_ABORTED":
+                self.items.append(f"request failed: {req.method} {req.url}: {req.failure}")
+
+        page.on("requestfailed", failed)
         page.on("response", response)
 
 
@@ -149,8 +155,8 @@ class Session:
 
     def prefer(self, lang: str, theme: str) -> None:
         """The dashboard's own preference cookies (what the settings form sets)."""
-        self.context.add_cookies([{"name": n, "value": v, "url": self.dash.url + "/dashboard/", "sameSite": "Strict"}
-                                  for n, v in (("agg_lang", lang), ("agg_theme", theme))])
+        self.context.add_cookies([{"name": n, "value": v, "domain": "127.0.0.1", "path": "/dashboard",
+                                   "sameSite": "Strict"} for n, v in (("agg_lang", lang), ("agg_theme", theme))])
 
     def sign_in(self, credential: str) -> None:
         p = self.page
