@@ -154,7 +154,8 @@ class Session:
     dash: Dash
 
     def prefer(self, lang: str, theme: str) -> None:
-        """The dashboard's own preference cookies (what the settings form sets)."""
+        """The dashboard's own preference cookies (what the settings form sets). The browser's own locale
+        (date inputs, `Accept-Language`) is the context's: English, as a Russian page must not need it."""
         self.context.add_cookies([{"name": n, "value": v, "domain": "127.0.0.1", "path": "/dashboard",
                                    "sameSite": "Strict"} for n, v in (("agg_lang", lang), ("agg_theme", theme))])
 

@@ -239,8 +239,10 @@ impl Html {
         foot: Option<Vec<(String, bool)>>,
     ) {
         self.scroll_table(caption).raw("<thead><tr>");
-        for h in head {
-            self.raw("<th scope=\"col\">").text(h).raw("</th>");
+        // A numeric column's heading is right-aligned like its cells.
+        let numeric = |i: usize| rows.first().or(foot.as_ref()).and_then(|r| r.get(i)).is_some_and(|(_, num)| *num);
+        for (i, h) in head.iter().enumerate() {
+            self.raw(if numeric(i) { "<th scope=\"col\" class=\"num\">" } else { "<th scope=\"col\">" }).text(h).raw("</th>");
         }
         self.raw("</tr></thead><tbody>");
         for r in rows {
@@ -811,7 +813,7 @@ async fn requests_page(state: &AppState, ctx: &Ctx, query: &[(String, String)]) 
             c
         })
         .collect();
-    html.raw("<section class=\"card\">");
+    html.raw("<section class=\"card records\">");
     if rows.is_empty() {
         html.raw("<p>").text(&ctx.t("no-records")).raw("</p>");
     } else {
