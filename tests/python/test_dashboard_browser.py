@@ -186,6 +186,9 @@ class Session:
             return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                 nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ': ' + n.failureSummary)}));
         }""")
+        for v in result:
+            if v["impact"] not in ("serious", "critical"):  # reported (pytest -s), not failed
+                print(f"axe {v['impact']}: {v['id']} on {p.url}: {v['help']}")
         return [v for v in result if v["impact"] in ("serious", "critical")]
 
     def shoot(self, name: str) -> None:

@@ -394,7 +394,8 @@ async fn page_icon_and_keyboard_reachable_table_scrollers() {
     assert_eq!(icon.status, 200);
     assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
     assert!(icon.text().starts_with("<svg"));
-    for p in ["/dashboard", "/dashboard/requests", "/dashboard/tenants", "/dashboard/tenants/acme", "/dashboard/models"] {
+    for p in ["/dashboard", "/dashboard/requests", "/dashboard/tenants", "/dashboard/tenants/acme", "/dashboard/models"]
+    {
         let html = admin.get(p).await.text();
         assert!(html.contains(r#"<link rel="icon" href="/dashboard/assets/icon.svg""#), "{p}: no page icon");
         let scrollers: Vec<&str> = html.split(r#"<div class="scroll""#).skip(1).collect();
@@ -407,6 +408,9 @@ async fn page_icon_and_keyboard_reachable_table_scrollers() {
             assert_eq!(label, caption, "{p}: the region is named by its table's caption");
         }
     }
+    // The keys table's button column has a heading for screen readers (axe-core `empty-table-header`).
+    let keys = admin.get("/dashboard/tenants/acme").await.text();
+    assert!(keys.contains(r#"<th scope="col"><span class="sr-only">Отозвать</span></th>"#), "keys table heading");
     // A numeric column's heading is aligned with its numbers.
     let html = admin.get("/dashboard").await.text();
     assert!(html.contains(r#"<th scope="col" class="num">Запросы</th>"#), "numeric heading");
