@@ -49,6 +49,9 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 const APP_CSS: &str = include_str!("dashboard/assets/app.css");
 const APP_JS: &str = include_str!("dashboard/assets/app.js");
+/// The page icon: linked from every page, so browsers do not ask for `/favicon.ico` (which, outside the
+/// dashboard, is an unauthenticated API request answered 401 and logged as an error in the console).
+const ICON_SVG: &str = include_str!("dashboard/assets/icon.svg");
 
 /// Whether a path belongs to the dashboard.
 pub fn is_dashboard_path(path: &str) -> bool {
@@ -217,6 +220,7 @@ where
     let mut resp = match (parts.method.as_str(), path.as_str()) {
         ("GET", "/dashboard/assets/app.css") => asset(APP_CSS, "text/css; charset=utf-8"),
         ("GET", "/dashboard/assets/app.js") => asset(APP_JS, "text/javascript; charset=utf-8"),
+        ("GET", "/dashboard/assets/icon.svg") => asset(ICON_SVG, "image/svg+xml"),
         ("GET", "/dashboard/login") => pages::login_page(&prefs, None, StatusCode::OK),
         ("POST", "/dashboard/login") => {
             let form = read_body(body).await.map(|b| form_pairs(&b)).unwrap_or_default();

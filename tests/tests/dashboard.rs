@@ -378,3 +378,42 @@ async fn russian_formatting_plurals_and_settings() {
     assert!(html.contains("UTC+03:00"));
     s.gw.shutdown().await;
 }
+
+/// Found by the browser tests (tests/python/test_dashboard_browser.py): without an icon of its own a
+/// page makes the browser fetch `/favicon.ico`, an unauthenticated API request answered 401 (a console
+/// error on every page); a table wider than the screen scrolls in a region keyboard users could not
+/// reach (axe-core `scrollable-region-focusable`, serious).
+#[tokio::test]
+async fn page_icon_and_keyboard_reachable_table_scrollers() {
+    let s = setup().await;
+    let mut admin = Browser::new(&s.gw, "ru");
+    let login = admin.get("/dashboard/login").await.text();
+    assert!(login.contains(r#"<link rel="icon" href="/dashboard/assets/icon.svg" type="image/svg+xml">"#));
+    admin.sign_in(ADMIN).await;
+    let icon = admin.get("/dashboard/assets/icon.svg").await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    assert!(icon.text().starts_with("<svg"));
+    for p in ["/dashboard", "/dashboard/requests", "/dashboard/tenants", "/dashboard/tenants/acme", "/dashboard/models"]
+    {
+        let html = admin.get(p).await.text();
+        assert!(html.contains(r#"<link rel="icon" href="/dashboard/assets/icon.svg""#), "{p}: no page icon");
+        let scrollers: Vec<&str> = html.split(r#"<div class="scroll""#).skip(1).collect();
+        assert!(!scrollers.is_empty(), "{p}: no table");
+        for sc in scrollers {
+            let tag = sc.split('>').next().unwrap();
+            assert!(tag.contains(r#"role="region""#) && tag.contains(r#"tabindex="0""#), "{p}: {tag}");
+            let label = tag.split(r#"aria-label=""#).nth(1).unwrap().split('"').next().unwrap();
+            let caption = sc.split("<caption>").nth(1).unwrap().split('<').next().unwrap();
+            assert_eq!(label, caption, "{p}: the region is named by its table's caption");
+        }
+    }
+    // The keys table's button column has a heading for screen readers (axe-core `empty-table-header`).
+    let keys = admin.get("/dashboard/tenants/acme").await.text();
+    assert!(keys.contains(r#"<th scope="col"><span class="sr-only">Отозвать</span></th>"#), "keys table heading");
+    // A numeric column's heading is aligned with its numbers.
+    let html = admin.get("/dashboard").await.text();
+    assert!(html.contains(r#"<th scope="col" class="num">Запросы</th>"#), "numeric heading");
+    assert!(html.contains(r#"<th scope="col">Провайдер</th>"#), "text heading");
+    s.gw.shutdown().await;
+}
