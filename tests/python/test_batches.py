@@ -305,6 +305,37 @@ def test_mixed_provider_batch_completes_and_bills_each_line_once(gw: Gw, mocks: 
     assert sum(len(mocks[p].chat_requests()) for p in MODELS) == 15
 
 
+def test_responses_and_completions_batches_over_every_provider(gw: Gw) -> None:
+    """The other endpoints the gateway routes run inside batches too (issue 14): Responses lines pass
+    through to OpenAI and are translated for Anthropic and Ollama; legacy completions are translated for
+    all. One ledger row per line, as for chat."""
+    c = gw.client()
+    for endpoint, body_of, check in [
+        ("/v1/responses", lambda m: {"model": m, "input": "Say hello"},
+         lambda b: b["object"] == "response" and b["status"] == "completed"),
+        ("/v1/completions", lambda m: {"model": m, "prompt": "Say hello", "max_tokens": 20},
+         lambda b: b["object"] == "text_completion" and b["choices"][0]["text"] == "Hello there!"),
+    ]:
+        lines = [{"custom_id": f"{p}-{endpoint}", "method": "POST", "url": endpoint, "body": body_of(MODELS[p])}
+                 for p in MODELS]
+        f = upload(c, jsonl(lines))
+        b = c.batches.create(input_file_id=f.id, endpoint=endpoint, completion_window="24h")
+        b = wait_for(c, b.id, finished, 60)
+        assert b.status == "completed", b
+        assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (3, 3, 0), endpoint
+        out = read_lines(c, b.output_file_id)
+        assert len(out) == 3
+        for o in out:
+            assert o["response"]["status_code"] == 200, o
+            assert check(o["response"]["body"]), o
+        assert len(batch_rows(gw, b.id)) == 3, endpoint
+    # Embeddings are not executed in batches yet: refused at create time, not silently.
+    f = upload(c, jsonl([{"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+                          "body": {"model": MODELS["openai"], "input": "x"}}]))
+    with pytest.raises(openai.BadRequestError):
+        c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+
+
 def test_per_line_failures_degrade_gracefully(gw: Gw) -> None:
     c = gw.client()
     lines = [chat_line("ok-1", MODELS["openai"]), chat_line("ok-2", MODELS["ollama"]),

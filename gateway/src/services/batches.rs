@@ -30,9 +30,21 @@ use crate::domain::time::now_unix_ms;
 use crate::metrics::batches::BatchMetrics;
 use crate::stores::batches::{line_record_id, BatchRow, BatchStore, Claimed, FileKind, LineResult, NewItem};
 
-/// The one endpoint executed inside batches today (every provider). Embeddings and Responses join
-/// when the chat service executes them.
+/// The chat completions endpoint, the batch default.
 pub const CHAT_ENDPOINT: &str = "/v1/chat/completions";
+/// The endpoints executed inside batches (over every provider) and the chat-service dialect that runs
+/// each: the same routing, translation and metering as a live request. Embeddings are a separate
+/// service and not executed in batches yet.
+const EXECUTED: &[(&str, Dialect)] = &[
+    (CHAT_ENDPOINT, Dialect::OpenAi),
+    ("/v1/responses", Dialect::Responses),
+    ("/v1/completions", Dialect::Completions),
+];
+
+/// The dialect that runs lines of `endpoint`, when batches execute it.
+fn dialect_of(endpoint: &str) -> Option<Dialect> {
+    EXECUTED.iter().find(|(e, _)| *e == endpoint).map(|(_, d)| *d)
+}
 /// OpenAI's Batch API endpoints (others are refused as unknown).
 const OPENAI_ENDPOINTS: &[&str] = &[
     "/v1/responses",
@@ -312,9 +324,11 @@ pub async fn create(
     if !OPENAI_ENDPOINTS.contains(&endpoint.as_str()) {
         return Err(bad(format!("Invalid endpoint: '{}'.", crate::domain::text::Escaped(&endpoint)), "endpoint"));
     }
-    if endpoint != CHAT_ENDPOINT {
+    if dialect_of(&endpoint).is_none() {
         return Err(bad(
-            format!("Endpoint '{endpoint}' is not supported in batches by this gateway yet; use {CHAT_ENDPOINT}."),
+            format!(
+                "Endpoint '{endpoint}' is not supported in batches by this gateway yet; use /v1/chat/completions, /v1/responses or /v1/completions."
+            ),
             "endpoint",
         ));
     }
@@ -889,10 +903,12 @@ pub async fn execute(state: &Arc<AppState>, line: &Claimed) -> Result<Executed, 
     let capture = RecordCapture::new();
     let mut req = Request::new(Full::new(Bytes::from(line.body.clone())));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = http::Uri::from_static(CHAT_ENDPOINT);
+    // Validated at create time; a row from an older version without a known endpoint runs as chat.
+    let dialect = dialect_of(&batch.endpoint).unwrap_or(Dialect::OpenAi);
+    *req.uri_mut() = http::Uri::try_from(batch.endpoint.as_str()).unwrap_or(http::Uri::from_static(CHAT_ENDPOINT));
     req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     req.extensions_mut().insert(capture.clone());
-    let outcome = chat::complete(state, &principal, &line.request_id, Dialect::OpenAi, req).await;
+    let outcome = chat::complete(state, &principal, &line.request_id, dialect, req).await;
     let (status, body): (u16, Vec<u8>) = match outcome {
         Ok(reply) => {
             let status = reply.status().as_u16();
