@@ -29,6 +29,7 @@ fn record(i: u64, run: u64) -> LedgerRecord {
     };
     let (prompt, completion, cached) = (500 + i % 1000, 50 + i % 300, i % 200);
     LedgerRecord {
+        session_id: None,
         record_id: format!("rec-bench-{run:x}-{i:010}"),
         request_id: format!("bench-{run:x}-{i:010}"),
         ts_unix_ms: 1_740_787_200_000 + (i as i64) * 10,

@@ -419,3 +419,41 @@ async fn system_turns_inside_messages_reach_translated_backends() {
     }
     stack.gateway.shutdown().await;
 }
+
+/// Issue #12: Claude Code's `X-Claude-Code-Session-Id` is recorded with each request's ledger row (and a
+/// malformed one is ignored, not stored).
+#[tokio::test]
+async fn claude_code_session_id_is_recorded() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    for (session, model) in [
+        ("sess-0123abcd", Flavor::Anthropic),
+        ("sess-0123abcd", Flavor::OpenAi),
+        ("bad id with spaces", Flavor::Ollama),
+    ] {
+        let mut headers = HEADERS.to_vec();
+        headers.push(("x-claude-code-session-id", session));
+        let r = c.raw(Method::POST, "/v1/messages", &headers, messages_body(model, false).to_string()).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let db = stack.gateway.data_dir.join("ledger.sqlite3");
+    let mut sessions = Vec::new();
+    for _ in 0..50 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn.prepare("SELECT provider, session_id FROM ledger_records ORDER BY provider").unwrap();
+        sessions = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        if sessions.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let of = |p: &str| sessions.iter().find(|(provider, _)| provider == p).map(|(_, s)| s.clone());
+    assert_eq!(of("anthropic"), Some(Some("sess-0123abcd".to_owned())), "{sessions:?}");
+    assert_eq!(of("openai"), Some(Some("sess-0123abcd".to_owned())), "{sessions:?}");
+    assert_eq!(of("ollama"), Some(None), "a malformed session id is not stored: {sessions:?}");
+    stack.gateway.shutdown().await;
+}

@@ -238,6 +238,7 @@ where
         key_id: caller.key_id.clone(),
         // The batch worker takes the ledger record itself (`services::batches`).
         capture: req.extensions().get::<crate::services::metering::RecordCapture>().cloned(),
+        session_id: session_id(req.headers()),
         ..RequestInfo::default()
     };
     let mut meter = RequestMeter::start(info, state.sink.clone());
@@ -512,6 +513,16 @@ pub async fn stored_response(
     }
     let bytes = read_upstream_body(upstream, resp.into_body()).await?;
     Ok((status, bytes))
+}
+
+/// Longest client session id kept for attribution.
+const MAX_SESSION_ID: usize = 128;
+
+/// The client's session id (Claude Code's `X-Claude-Code-Session-Id`), when it is short and printable
+/// ASCII: it lands in the ledger and the logs, so anything else is ignored rather than kept.
+fn session_id(headers: &http::HeaderMap) -> Option<Arc<str>> {
+    let v = headers.get(anthropic_ingress::SESSION_HEADER)?.to_str().ok()?.trim();
+    (!v.is_empty() && v.len() <= MAX_SESSION_ID && v.bytes().all(|b| b.is_ascii_graphic())).then(|| Arc::from(v))
 }
 
 /// Exponential backoff with full jitter in [d/2, d], at least the upstream's `retry-after`, capped.

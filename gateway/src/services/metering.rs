@@ -73,6 +73,8 @@ pub struct RequestInfo {
     pub request_id: String,
     pub tenant: Arc<str>,
     pub key_id: Option<Arc<str>>,
+    /// The client's session (Claude Code's `X-Claude-Code-Session-Id`), bounded and printable.
+    pub session_id: Option<Arc<str>>,
     pub provider: Option<Arc<str>>,
     pub provider_kind: Option<ProviderKind>,
     pub requested_model: String,

@@ -122,6 +122,7 @@ impl Sink {
         let i = done.info;
         let record = LedgerRecord {
             record_id: i.record_id.clone(),
+            session_id: i.session_id.as_deref().map(str::to_owned),
             request_id: i.request_id.clone(),
             ts_unix_ms: done.ts_unix_ms,
             tenant: i.tenant.to_string(),

@@ -113,6 +113,7 @@ fn result(c: &Claimed) -> LineResult {
         completion_tokens: 6,
         ledger: Some(LedgerRecord {
             record_id: line_record_id(&request_id),
+            session_id: None,
             request_id,
             ts_unix_ms: 1,
             tenant: "acme".into(),

@@ -1,7 +1,7 @@
 //! The Postgres store, through a deadpool-postgres pool.
 //!
 //! Batches are inserted with one `INSERT ... SELECT * FROM UNNEST($1::text[], ...) ON CONFLICT
-//! (record_id) DO NOTHING` statement: 24 array parameters whatever the batch size, one round
+//! (record_id) DO NOTHING` statement: 25 array parameters whatever the batch size, one round
 //! trip, atomic, idempotent on the server-generated `record_id`. The schema is whatever the connection's
 //! `search_path` selects (use `?options=-c%20search_path%3Dmyschema` in the URL).
 
@@ -22,6 +22,7 @@ use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger_records", include_str!("../../../migrations/postgres/0001_ledger_records.sql")),
     (3, "record_id", include_str!("../../../migrations/postgres/0003_record_id.sql")),
+    (4, "session_id", include_str!("../../../migrations/postgres/0004_session_id.sql")),
 ];
 
 /// Serializes concurrent migrators (two gateways starting at once); the value spells "LEDGER".
@@ -34,11 +35,11 @@ const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, te
      provider, requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
      price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
-     status, stream, latency_ms, ttft_ms, attempts, http_status, record_id) \
+     status, stream, latency_ms, ttft_ms, attempts, http_status, record_id, session_id) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::bool[], \
      $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::text[], $19::bool[], \
-     $20::int8[], $21::int8[], $22::int4[], $23::int4[], $24::text[]) \
+     $20::int8[], $21::int8[], $22::int4[], $23::int4[], $24::text[], $25::text[]) \
      ON CONFLICT (record_id) DO NOTHING";
 
 pub(crate) struct PgStore {
@@ -154,7 +155,9 @@ impl PgStore {
         let mut attempts = Vec::with_capacity(n);
         let mut http_status = Vec::with_capacity(n);
         let mut record_id = Vec::with_capacity(n);
+        let mut session_id = Vec::with_capacity(n);
         for r in batch {
+            session_id.push(r.session_id.as_deref().map(pg_text));
             record_id.push(pg_text(&r.record_id));
             request_id.push(pg_text(&r.request_id));
             ts.push(r.ts_unix_ms);
@@ -182,7 +185,7 @@ impl PgStore {
         }
         let client = self.pool.get().await.map_err(unavailable)?;
         let stmt = client.prepare_cached(INSERT_SQL).await?;
-        let params: [&(dyn ToSql + Sync); 24] = [
+        let params: [&(dyn ToSql + Sync); 25] = [
             &request_id,
             &ts,
             &tenant,
@@ -207,6 +210,7 @@ impl PgStore {
             &attempts,
             &http_status,
             &record_id,
+            &session_id,
         ];
         Ok(client.execute(&stmt, &params).await?)
     }
@@ -307,7 +311,7 @@ impl PgStore {
                  cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
                  price_output_micro_per_m, price_cached_input_micro_per_m, \
                  price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, attempts, \
-                 http_status, record_id FROM ledger_records WHERE record_id = $1",
+                 http_status, record_id, session_id FROM ledger_records WHERE record_id = $1",
                 &[&record_id],
             )
             .await?
@@ -317,6 +321,7 @@ impl PgStore {
         let status: String = row.get(17);
         Ok(Some(LedgerRecord {
             record_id: row.get(23),
+            session_id: row.get(24),
             request_id: row.get(0),
             ts_unix_ms: row.get(1),
             tenant: row.get(2),

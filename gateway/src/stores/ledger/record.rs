@@ -65,6 +65,10 @@ pub struct LedgerRecord {
     /// schema migration gave the rows of that era, so their replay stays exactly-once.
     #[serde(default)]
     pub record_id: String,
+    /// The client's session for attribution (Claude Code's `X-Claude-Code-Session-Id`); not unique.
+    /// Absent in journal lines of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     /// Correlation only, not unique: the client's `x-request-id` when it sent a sane one,
     /// otherwise the id the gateway generated; echoed in the response's `x-request-id`.
     pub request_id: String,

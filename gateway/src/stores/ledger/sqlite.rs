@@ -21,15 +21,16 @@ use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "ledger_records", include_str!("../../../migrations/sqlite/0001_ledger_records.sql")),
     (3, "record_id", include_str!("../../../migrations/sqlite/0003_record_id.sql")),
+    (4, "session_id", include_str!("../../../migrations/sqlite/0004_session_id.sql")),
 ];
 
 const INSERT_SQL: &str = "INSERT INTO ledger_records (record_id, request_id, ts_unix_ms, tenant, key_id, provider, \
      requested_model, upstream_model, prompt_tokens, completion_tokens, cached_tokens, \
      cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
      price_output_micro_per_m, price_cached_input_micro_per_m, price_cache_write_micro_per_m, \
-     status, stream, latency_ms, ttft_ms, attempts, http_status) \
+     status, stream, latency_ms, ttft_ms, attempts, http_status, session_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24) ON CONFLICT (record_id) DO NOTHING";
+     ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT (record_id) DO NOTHING";
 
 /// File name of the database inside `data_dir`.
 pub(crate) const FILE_NAME: &str = "ledger.sqlite3";
@@ -192,7 +193,7 @@ impl SqliteStore {
                  cache_write_tokens, usage_estimated, cost_nano_usd, price_input_micro_per_m, \
                  price_output_micro_per_m, price_cached_input_micro_per_m, \
                  price_cache_write_micro_per_m, status, stream, latency_ms, ttft_ms, attempts, \
-                 http_status, record_id FROM ledger_records WHERE record_id = ?1",
+                 http_status, record_id, session_id FROM ledger_records WHERE record_id = ?1",
             )?;
             let mut rows = stmt.query(params![id])?;
             let Some(row) = rows.next()? else {
@@ -201,6 +202,7 @@ impl SqliteStore {
             let status: String = row.get(17)?;
             Ok(Some(LedgerRecord {
                 record_id: row.get(23)?,
+                session_id: row.get(24)?,
                 request_id: row.get(0)?,
                 ts_unix_ms: row.get(1)?,
                 tenant: row.get(2)?,
@@ -265,6 +267,7 @@ fn insert_blocking(conn: &mut Connection, batch: &[LedgerRecord]) -> rusqlite::R
                 r.ttft_ms.map(to_i64),
                 i64::from(r.attempts),
                 i64::from(r.http_status),
+                r.session_id,
             ])? as u64;
         }
     }

@@ -133,6 +133,7 @@ fn rec(i: u64, tenant: &str, provider: &str, model: &str, ts: i64) -> LedgerReco
     let completion = 10 + i % 13;
     LedgerRecord {
         record_id: format!("rec-{i:08}"),
+        session_id: None,
         request_id: format!("req-{i:08}"),
         ts_unix_ms: ts,
         tenant: tenant.to_owned(),
@@ -738,10 +739,11 @@ async fn postgres_migrations_apply_once() {
     let pg = env.pg.as_ref().unwrap();
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    // Issue 11 adds migration 3 (record ids): the expectation grows from [1] to [1, 3].
+    // Issue 11 adds migration 3 (record ids), issue 12 migration 4 (session ids): the expectation grows
+    // from [1] to [1, 3, 4].
     let rows = client.query("SELECT version, name FROM schema_migrations ORDER BY version", &[]).await.unwrap();
     let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 3]);
+    assert_eq!(versions, [1, 3, 4]);
     let idx = client
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'ledger_records' ORDER BY indexname",
@@ -769,9 +771,10 @@ async fn sqlite_migrations_apply_once_and_use_wal() {
         let (_handle, _writer) = start(env.cfg()).await.unwrap();
     }
     let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
-    // Issue 11 adds migration 3 (record ids): two ledger migrations now.
+    // Issue 11 adds migration 3 (record ids), issue 12 migration 4 (session ids): three ledger
+    // migrations now.
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
