@@ -264,18 +264,23 @@ where
             Ok(resp)
         }
         Err(error) => {
-            let outcome = match error.side() {
-                _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
-                Side::Downstream => Outcome::ClientError,
-                Side::Upstream | Side::Internal => Outcome::UpstreamError,
-            };
-            meter.info.error_kind = Some(error.label());
-            // A request the upstream rejected may still have been billed for its prompt only when it ran; we
-            // do not know that, so error records carry no tokens.
-            meter.finish(outcome, Tokens::default(), error.status().as_u16());
+            record_failure(&mut meter, &error);
             Err(error)
         }
     }
+}
+
+/// Records a request that ended in `error` before any reply: cancelled when the client went away,
+/// otherwise a client or upstream error. A request the upstream rejected may still have been billed
+/// for its prompt only when it ran; we do not know that, so error records carry no tokens.
+pub(super) fn record_failure(meter: &mut RequestMeter, error: &Error) {
+    let outcome = match error.side() {
+        _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
+        Side::Downstream => Outcome::ClientError,
+        Side::Upstream | Side::Internal => Outcome::UpstreamError,
+    };
+    meter.info.error_kind = Some(error.label());
+    meter.finish(outcome, Tokens::default(), error.status().as_u16());
 }
 
 async fn serve<B>(

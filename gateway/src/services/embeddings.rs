@@ -13,8 +13,8 @@ use http::{HeaderValue, Request, Response};
 use translators::embeddings;
 
 use super::chat::{
-    admit, check_model_name, header_value, read_body, read_upstream_body, upstream_status_error, X_AGGREGATOR_COST_USD,
-    X_AGGREGATOR_MODEL, X_AGGREGATOR_PROVIDER,
+    admit, check_model_name, header_value, read_body, read_upstream_body, record_failure, upstream_status_error,
+    X_AGGREGATOR_COST_USD, X_AGGREGATOR_MODEL, X_AGGREGATOR_PROVIDER,
 };
 use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
@@ -56,13 +56,7 @@ where
     match run(state, req, &mut meter, &limits).await {
         Ok(resp) => Ok(resp),
         Err(error) => {
-            let outcome = match error.side() {
-                _ if matches!(error, Error::ClientDisconnected) => Outcome::Cancelled,
-                Side::Downstream => Outcome::ClientError,
-                Side::Upstream | Side::Internal => Outcome::UpstreamError,
-            };
-            meter.info.error_kind = Some(error.label());
-            meter.finish(outcome, Tokens::default(), error.status().as_u16());
+            record_failure(&mut meter, &error);
             Err(error)
         }
     }
