@@ -270,6 +270,36 @@ where
     }
 }
 
+/// The start of every metered model request: refused once shutdown began, the body read within
+/// `max_body_bytes` and the body read timeout, and the prompt estimated from its size (used when the
+/// upstream never reports usage).
+///
+/// # Errors
+/// 503 while shutting down; the body errors of [`read_body`].
+pub(super) async fn read_metered_request<B>(
+    state: &AppState,
+    req: Request<B>,
+    meter: &mut RequestMeter,
+) -> Result<(http::request::Parts, Bytes), Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if state.shutdown.is_cancelled() {
+        return Err(Error::ShuttingDown);
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        body,
+        parts.headers.get(CONTENT_LENGTH),
+        state.config.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
+    meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
+    Ok((parts, body))
+}
+
 /// Records a request that ended in `error` before any reply: cancelled when the client went away,
 /// otherwise a client or upstream error. A request the upstream rejected may still have been billed
 /// for its prompt only when it ran; we do not know that, so error records carry no tokens.
@@ -295,19 +325,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if state.shutdown.is_cancelled() {
-        return Err(Error::ShuttingDown);
-    }
-    let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        parts.headers.get(CONTENT_LENGTH),
-        state.config.max_body_bytes,
-        state.config.server.body_read_timeout,
-    )
-    .await?;
-    meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
-
+    let (parts, body) = read_metered_request(state, req, meter).await?;
     let mut inbound = Inbound::read(dialect, &body, &parts.headers)?;
     // Bounded before it is kept anywhere (ledger row, log line, metric label, echoed header).
     check_model_name(inbound.model())?;

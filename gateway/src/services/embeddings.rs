@@ -8,16 +8,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
 use translators::embeddings;
 
 use super::chat::{
-    admit, check_model_name, header_value, read_body, read_upstream_body, record_failure, upstream_status_error,
-    X_AGGREGATOR_COST_USD, X_AGGREGATOR_MODEL, X_AGGREGATOR_PROVIDER,
+    admit, check_model_name, header_value, read_metered_request, read_upstream_body, record_failure,
+    upstream_status_error, X_AGGREGATOR_COST_USD, X_AGGREGATOR_MODEL, X_AGGREGATOR_PROVIDER,
 };
 use super::error::{Error, Side, UpstreamError};
-use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
+use super::metering::{Outcome, RequestInfo, RequestMeter, Tokens};
 use super::state::AppState;
 use crate::domain::config::ProviderKind;
 use crate::domain::principal::Principal;
@@ -72,18 +72,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if state.shutdown.is_cancelled() {
-        return Err(Error::ShuttingDown);
-    }
-    let (parts, body) = req.into_parts();
-    let body = read_body(
-        body,
-        parts.headers.get(CONTENT_LENGTH),
-        state.config.max_body_bytes,
-        state.config.server.body_read_timeout,
-    )
-    .await?;
-    meter.info.prompt_estimate = estimate_tokens(body.len() as u64);
+    let (_parts, body) = read_metered_request(state, req, meter).await?;
     let request = embeddings::parse_request(&body)?;
     check_model_name(&request.model)?;
     meter.info.requested_model.clone_from(&request.model);
