@@ -63,16 +63,9 @@ def mocks() -> Iterator[dict[str, MockUpstream]]:
         m.close()
 
 
-def start_gateway(mocks: dict[str, MockUpstream], tmp: pathlib.Path, extra_config: str = "") -> Gateway:
-    """Starts the gateway binary on a free port in front of the mocks; `extra_config` is appended YAML
-    (tenants, routes, ...)."""
-    port = free_port()
-    config = f"""
-listen: 127.0.0.1:{port}
-models_cache_ttl_secs: 0
-ledger:
-  data_dir: {tmp / 'data'}
-providers:
+def providers_yaml(mocks: dict[str, MockUpstream]) -> str:
+    """The `providers:` section pointing the gateway at the three mocks (shared by every harness)."""
+    return f"""providers:
   openai:
     kind: openai
     base_url: {mocks['openai'].base_url}
@@ -86,7 +79,19 @@ providers:
     kind: ollama
     base_url: {mocks['ollama'].base_url}
     num_ctx: 8192
-""" + extra_config
+"""
+
+
+def start_gateway(mocks: dict[str, MockUpstream], tmp: pathlib.Path, extra_config: str = "") -> Gateway:
+    """Starts the gateway binary on a free port in front of the mocks; `extra_config` is appended YAML
+    (tenants, routes, ...)."""
+    port = free_port()
+    config = f"""
+listen: 127.0.0.1:{port}
+models_cache_ttl_secs: 0
+ledger:
+  data_dir: {tmp / 'data'}
+""" + providers_yaml(mocks) + extra_config
     cfg = tmp / "gateway.yaml"
     cfg.write_text(config)
     log = tmp / "gateway.log"

@@ -25,7 +25,7 @@ import openai
 import pytest
 
 import openapi_schemas
-from conftest import UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY, free_port, gateway_binary
+from conftest import free_port, gateway_binary, providers_yaml
 from mock_upstream import MockUpstream
 
 ACME_KEY = "sk-acme-batches-0001"
@@ -72,20 +72,7 @@ tenants:
     api_keys: ["{ACME_KEY}"]
   - id: beta
     api_keys: ["{BETA_KEY}"]
-providers:
-  openai:
-    kind: openai
-    base_url: {mocks['openai'].base_url}
-    api_key: {UPSTREAM_OPENAI_KEY}
-  anthropic:
-    kind: anthropic
-    base_url: {mocks['anthropic'].base_url}
-    api_key: {UPSTREAM_ANTHROPIC_KEY}
-    anthropic_version: "2023-06-01"
-  ollama:
-    kind: ollama
-    base_url: {mocks['ollama'].base_url}
-batches:
+{providers_yaml(mocks)}batches:
   poll_ms: 50
   lease_secs: 3
 {batches}
