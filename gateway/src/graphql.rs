@@ -4,6 +4,8 @@
 //! - `schema`: the types and resolvers. Every resolver takes the request's
 //!   [`Principal`](crate::domain::principal::Principal) from the context and calls one service
 //!   operation with it; permission rules live in `domain::principal` and the services, never here.
+//! - `jobs`: jobs, batches and files (queries, `createJob`/`cancelJob`/`cancelBatch`, and the
+//!   `jobUpdated`/`batchUpdated` subscriptions), over `services::{jobs, batches, files}`.
 //! - `errors`: `services::Error` → a GraphQL error with `extensions.code` (`UNAUTHENTICATED`,
 //!   `FORBIDDEN`, `NOT_FOUND`, `BAD_USER_INPUT`, `RATE_LIMITED`, `INTERNAL`), once.
 //! - `transport`: GraphQL over our hyper server: `POST` JSON, `GET` with query parameters (queries
@@ -19,6 +21,7 @@
 //! it does not import: the wiring mounts it into the REST dispatch).
 
 pub mod errors;
+pub mod jobs;
 pub mod schema;
 pub mod transport;
 

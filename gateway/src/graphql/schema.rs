@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, EmptySubscription, Enum, InputObject, MaybeUndefined, Object, Schema, SimpleObject, ID};
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, MergedObject, Object, Schema, SimpleObject, ID};
 use tokio::sync::OnceCell;
 
 use super::errors::{bad_input, to_graphql};
+use super::jobs::{JobsMutation, JobsQuery, SubscriptionRoot};
 use crate::domain::config::GraphqlSettings;
 use crate::domain::limits::LimitSpec;
 use crate::domain::money::format_usd_micro;
@@ -20,7 +21,7 @@ use crate::services::{account, models, pricing, tenants, usage, AppState, Error}
 use crate::upstream::health::BreakerState;
 
 /// The schema type served at `/graphql`.
-pub type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type GatewaySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Largest page of any connection (`first`), as the issue requires.
 pub const MAX_PAGE: usize = 100;
@@ -29,7 +30,7 @@ pub const DEFAULT_PAGE: usize = 20;
 
 /// Builds the schema with the configured limits: depth, complexity, introspection.
 pub fn build_schema(settings: &GraphqlSettings) -> GatewaySchema {
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
         .limit_depth(settings.max_depth)
         .limit_complexity(settings.max_complexity)
         // Directives and recursion are cheap to abuse and never needed by our clients.
@@ -44,13 +45,13 @@ pub fn build_schema(settings: &GraphqlSettings) -> GatewaySchema {
 type Result<T> = std::result::Result<T, async_graphql::Error>;
 
 /// The request's caller and the services, from the request data the transport sets.
-fn caller<'a>(ctx: &'a Context<'_>) -> Result<(&'a AppState, &'a Principal)> {
+pub(super) fn caller<'a>(ctx: &'a Context<'_>) -> Result<(&'a AppState, &'a Principal)> {
     let state = ctx.data::<Arc<AppState>>()?;
     let principal = ctx.data::<Principal>()?;
     Ok((state.as_ref(), principal))
 }
 
-fn svc<T>(r: std::result::Result<T, Error>) -> Result<T> {
+pub(super) fn svc<T>(r: std::result::Result<T, Error>) -> Result<T> {
     r.map_err(to_graphql)
 }
 
@@ -129,7 +130,7 @@ fn page<T: async_graphql::OutputType>(
 }
 
 /// Complexity of a connection field: its page size times the cost of one item.
-fn page_complexity(child: usize, first: Option<i32>) -> usize {
+pub(super) fn page_complexity(child: usize, first: Option<i32>) -> usize {
     let n = first.and_then(|n| usize::try_from(n).ok()).unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
     n.max(1).saturating_mul(child).saturating_add(1)
 }
@@ -588,11 +589,21 @@ pub struct Pricing {
 
 // ---------------------------------------------------------------- roots
 
-/// Queries.
-pub struct QueryRoot;
+/// Queries: the caller, tenants, keys, usage, the model catalog and prices; a tenant's jobs, batches
+/// and files.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(CoreQuery, JobsQuery);
+
+/// Mutations: tenants and keys; a tenant's jobs and batches.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(CoreMutation, JobsMutation);
+
+/// Queries on the caller, tenants, keys, usage, models and prices.
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// Who the caller is: admin or tenant, its limits, its spend this month.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let (state, principal) = caller(ctx)?;
@@ -750,11 +761,12 @@ impl QueryRoot {
     }
 }
 
-/// Mutations.
-pub struct MutationRoot;
+/// Mutations on tenants and keys.
+#[derive(Default)]
+pub struct CoreMutation;
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Creates a stored tenant (admin only).
     async fn create_tenant(&self, ctx: &Context<'_>, input: CreateTenantInput) -> Result<Tenant> {
         let (state, principal) = caller(ctx)?;
