@@ -89,3 +89,52 @@ def test_admin_mutations_tenant_usage_and_errors(gw: Gateway) -> None:
     revoked = admin.execute(gql("mutation($id: ID!) { revokeKey(id: $id) { revoked } }"),
                             variable_values={"id": key["key"]["id"]})
     assert revoked["revokeKey"]["revoked"] is True
+
+
+def test_create_job_then_poll_until_completed(gw: Gateway, mocks: dict[str, MockUpstream]) -> None:
+    """A job made with `createJob` runs as a one-line batch and reaches COMPLETED with the mock's answer;
+    another tenant cannot see it (NOT_FOUND), and IMAGE is refused with BAD_USER_INPUT."""
+    admin = client(gw, ADMIN_KEY)
+    secrets = {}
+    for tenant in ("jobco", "otherco"):
+        admin.execute(gql("mutation($id: ID!) { createTenant(input: {id: $id}) { id } }"), variable_values={"id": tenant})
+        secrets[tenant] = admin.execute(
+            gql("mutation($t: ID!) { createKey(input: {tenantId: $t}) { secret } }"), variable_values={"t": tenant}
+        )["createKey"]["secret"]
+    owner = client(gw, secrets["jobco"])
+    made = owner.execute(
+        gql("mutation($in: CreateJobInput!) { createJob(input: $in) { id status type model } }"),
+        variable_values={"in": {"type": "TEXT", "model": "openai/gpt-4o-mini", "prompt": "Say hello", "maxTokens": 32}},
+    )["createJob"]
+    assert made["status"] in ("PENDING", "PROCESSING") and made["type"] == "TEXT", made
+    assert made["model"] == "openai/gpt-4o-mini"
+
+    query = gql("query($id: ID!) { job(id: $id) { status batchStatus result { statusCode text response } error { code } "
+                "usage { promptTokens completionTokens costUsd } createdAt endedAt } }")
+    deadline = time.monotonic() + 30
+    seen = []
+    while True:
+        job = owner.execute(query, variable_values={"id": made["id"]})["job"]
+        if not seen or seen[-1] != job["status"]:
+            seen.append(job["status"])
+        if job["status"] in ("COMPLETED", "FAILED") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert job["status"] == "COMPLETED", (seen, job)
+    assert job["error"] is None and job["endedAt"] is not None
+    assert job["result"]["statusCode"] == 200
+    assert job["result"]["text"] == mocks["openai"].default_answer.full_text
+    assert job["result"]["response"]["choices"][0]["message"]["content"] == job["result"]["text"]
+    assert job["usage"]["promptTokens"] > 0 and job["usage"]["completionTokens"] > 0
+
+    listed = owner.execute(gql("{ jobs(first: 10, status: COMPLETED) { edges { node { id } } } }"))["jobs"]
+    assert made["id"] in [e["node"]["id"] for e in listed["edges"]]
+
+    other = client(gw, secrets["otherco"])
+    with pytest.raises(TransportQueryError) as e:
+        other.execute(query, variable_values={"id": made["id"]})
+    assert e.value.errors[0]["extensions"]["code"] == "NOT_FOUND", e.value.errors
+    with pytest.raises(TransportQueryError) as e:
+        owner.execute(gql("mutation { createJob(input: {type: IMAGE, prompt: \"a cat\"}) { id } }"))
+    assert e.value.errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "not routed yet" in e.value.errors[0]["message"]
