@@ -15,7 +15,8 @@
 //! Safety: the schema refuses queries deeper than `graphql.max_depth` or more complex than
 //! `graphql.max_complexity` (connections count their page size), pages hold at most 100 items,
 //! bodies are capped at [`transport::MAX_BODY_BYTES`], and per-tenant fields of lists are read with
-//! one query per request (`schema::MonthSpend`), not one per item.
+//! one query per request (`schema::MonthSpend`), not one per item; a page of jobs reads its results
+//! in one query, a page of batches its live counts in one query.
 //!
 //! This module imports only from the services and the domain (layer 4, beside `http`, which
 //! it does not import: the wiring mounts it into the REST dispatch).
