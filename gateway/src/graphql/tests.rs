@@ -256,3 +256,54 @@ fn introspection_can_be_switched_off() {
     let v = serde_json::to_value(v).unwrap();
     assert!(v["data"]["__schema"].is_null(), "{v}");
 }
+
+#[tokio::test]
+async fn jobs_batches_and_files_are_a_tenants_own() {
+    let f = fixture().await;
+    let (admin, acme) = (Principal::Admin, tenant("acme"));
+    for q in [
+        "{ jobs { edges { node { id } } } }",
+        "{ batches { edges { node { id } } } }",
+        "{ files { edges { node { id } } } }",
+        "{ job(id: \"batch_x\") { id } }",
+        "mutation { createJob(input: {type: TEXT, model: \"m\", prompt: \"p\"}) { id } }",
+        "mutation { cancelJob(id: \"batch_x\") { id } }",
+        "mutation { cancelBatch(id: \"batch_x\") { id } }",
+    ] {
+        assert_eq!(code(&f.run(&admin, q, json!({})).await), Some("FORBIDDEN"), "admin: {q}");
+    }
+    let empty = f.run(&acme, "{ jobs(status: PENDING) { edges { node { id } } pageInfo { hasNextPage hasPreviousPage } } batches { edges { cursor } } files { edges { cursor } } }", json!({})).await;
+    assert!(empty["errors"].is_null(), "{empty}");
+    assert_eq!(
+        empty["data"]["jobs"],
+        json!({"edges": [], "pageInfo": {"hasNextPage": false, "hasPreviousPage": false}})
+    );
+    for q in [
+        "{ job(id: \"batch_x\") { id } }",
+        "{ batch(id: \"batch_x\") { id } }",
+        "mutation { cancelJob(id: \"batch_x\") { id } }",
+        "mutation { cancelBatch(id: \"batch_x\") { id } }",
+    ] {
+        assert_eq!(code(&f.run(&acme, q, json!({})).await), Some("NOT_FOUND"), "tenant: {q}");
+    }
+    let image = f.run(&acme, "mutation { createJob(input: {type: IMAGE, prompt: \"a cat\"}) { id } }", json!({})).await;
+    assert_eq!(code(&image), Some("BAD_USER_INPUT"), "{image}");
+    assert!(image["errors"][0]["message"].as_str().unwrap().contains("image generation is not routed yet"));
+    // No provider is configured here: the model routes nowhere.
+    let unrouted = f
+        .run(&acme, "mutation { createJob(input: {type: TEXT, model: \"x/y\", prompt: \"p\"}) { id } }", json!({}))
+        .await;
+    assert_eq!(code(&unrouted), Some("NOT_FOUND"), "{unrouted}");
+
+    // Subscriptions check the caller too: one error, then the stream ends.
+    for (p, want) in [(&admin, "FORBIDDEN"), (&acme, "NOT_FOUND")] {
+        let request = async_graphql::Request::new("subscription { jobUpdated(id: \"batch_x\") { status } }")
+            .data(p.clone())
+            .data(f.state.clone())
+            .data(MonthSpend::default());
+        let items: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(f.schema.execute_stream(request)).await;
+        assert_eq!(items.len(), 1);
+        let v = serde_json::to_value(&items[0]).unwrap();
+        assert_eq!(code(&v), Some(want), "{v}");
+    }
+}
