@@ -71,6 +71,9 @@ const UPDATES_CAPACITY: usize = 1024;
 /// How often a watcher re-reads the store without a wake-up: changes made by another replica's
 /// worker reach it at most this late.
 pub const WATCH_FALLBACK: Duration = Duration::from_secs(2);
+/// The shortest time between two reads of one watcher: a large batch announces every line it
+/// finishes, and a watcher coalesces those wake-ups instead of reading once per line.
+const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
 
 /// The batch store, settings and metrics, shared by the API and the worker.
 pub struct Batches {
@@ -532,7 +535,7 @@ pub fn watch(
 /// The watch loop shared by batches and jobs: reads with `read` (which checks the caller), yields
 /// the value when it differs from the last one, and waits for a wake-up for `id` from this
 /// replica ([`Batches::notify`]) or at most [`WATCH_FALLBACK`] (a change made by another replica's
-/// worker): no busy polling. Ends after a value `done` accepts, at shutdown, or after an error.
+/// worker): no busy polling, and at most one read per 200 ms however many lines finish. Ends after a value `done` accepts, at shutdown, or after an error.
 pub fn watch_with<T, R, Fut>(
     state: Arc<AppState>,
     id: String,
@@ -551,6 +554,7 @@ where
         last: Option<T>,
         first: bool,
         finished: bool,
+        last_read: tokio::time::Instant,
         id: String,
         shutdown: tokio_util::sync::CancellationToken,
     }
@@ -560,6 +564,7 @@ where
         last: None,
         first: true,
         finished: false,
+        last_read: tokio::time::Instant::now(),
         id,
         shutdown: state.shutdown.clone(),
     };
@@ -574,8 +579,13 @@ where
                     () = tokio::time::sleep(WATCH_FALLBACK) => {}
                     () = woken(&mut w.rx, &w.id) => {}
                 }
+                tokio::select! {
+                    () = w.shutdown.cancelled() => return None,
+                    () = tokio::time::sleep_until(w.last_read + WATCH_MIN_GAP) => {}
+                }
             }
             w.first = false;
+            w.last_read = tokio::time::Instant::now();
             match (w.read)().await {
                 Err(e) => {
                     w.finished = true;

@@ -38,8 +38,9 @@ use crate::stores::batches::{BatchFilter, BatchRow, BatchStore, LineView, Progre
 pub const JOB_METADATA_KEY: &str = "gateway.job";
 /// The metadata key holding the model a job asked for (shown before validation names it).
 pub const MODEL_METADATA_KEY: &str = "gateway.job.model";
-/// Most jobs in one page, and the default.
+/// Most jobs in one page.
 pub const MAX_LIST: i64 = 100;
+/// The page size when none is given.
 pub const DEFAULT_LIST: i64 = 20;
 /// Longest model name accepted (batch metadata values hold at most 512 characters).
 const MAX_MODEL_CHARS: usize = 256;
