@@ -9,8 +9,11 @@
 //! The rules:
 //! - An admin manages tenants and reads everyone's usage; it does not make model requests (no tenant
 //!   would be billed).
-//! - A tenant makes model requests billed to itself, and reads and changes only its own usage and
-//!   keys (and, later, its own batches and files). It never sees or changes another tenant.
+//! - A tenant makes model requests billed to itself, and reads and changes only its own usage, keys,
+//!   jobs, batches and files. It never sees or changes another tenant.
+//! - The admin also reads every tenant's jobs, batches and files and may cancel any job or batch
+//!   ([`Principal::owner_scope`]), but creates none: jobs, batches and uploads are billed to (and
+//!   owned by) a tenant, so creating them needs a tenant key ([`Principal::own_scope`]).
 
 use std::sync::Arc;
 
@@ -58,6 +61,9 @@ pub enum Denied {
     /// A tenant asked for another tenant's data.
     #[error("A tenant key can only see and change its own tenant.")]
     OtherTenant,
+    /// The admin key tried to create a job: a job is billed to (and owned by) a tenant.
+    #[error("Jobs are billed to a tenant's key: create them with a tenant key.")]
+    JobNeedsTenant,
 }
 
 /// Permission to manage every tenant (only from [`Principal::admin`]).
@@ -84,6 +90,26 @@ pub enum UsageScope {
     All { tenant: Option<String> },
     /// Exactly this tenant.
     Tenant(TenantScope),
+}
+
+/// Which tenants' jobs, batches and files a caller may read (and whose jobs and batches it may
+/// cancel): the admin every tenant's, optionally filtered to one; a tenant its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerScope {
+    /// Every tenant (admin), optionally filtered to one.
+    All { tenant: Option<String> },
+    /// Exactly this tenant.
+    Tenant(TenantScope),
+}
+
+impl OwnerScope {
+    /// The one tenant the store query is narrowed to; `None` for every tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            OwnerScope::All { tenant } => tenant.as_deref(),
+            OwnerScope::Tenant(t) => Some(t.tenant()),
+        }
+    }
 }
 
 impl Principal {
@@ -135,6 +161,14 @@ impl Principal {
         }
     }
 
+    /// Creating a job: a tenant, for itself (the job is billed to its key).
+    ///
+    /// # Errors
+    /// [`Denied::JobNeedsTenant`] for the admin key.
+    pub fn job_creator(&self) -> Result<&TenantCaller, Denied> {
+        self.caller().map_err(|_| Denied::JobNeedsTenant)
+    }
+
     /// The caller's own tenant scope (for resources a tenant creates without naming a tenant).
     ///
     /// # Errors
@@ -142,6 +176,22 @@ impl Principal {
     pub fn own_scope(&self) -> Result<TenantScope, Denied> {
         let t = self.caller()?;
         Ok(TenantScope { tenant: t.tenant.clone() })
+    }
+
+    /// Reading (and cancelling) jobs, batches and files, optionally filtered to `tenant`: the admin
+    /// any tenant's; a tenant only its own, and naming another tenant is refused like the other
+    /// tenant-named operations ([`Principal::tenant_scope`]: `keys(tenantId:)`), not silently narrowed.
+    ///
+    /// # Errors
+    /// [`Denied::OtherTenant`] when a tenant names another one.
+    pub fn owner_scope(&self, tenant: Option<&str>) -> Result<OwnerScope, Denied> {
+        match self {
+            Principal::Admin => Ok(OwnerScope::All { tenant: tenant.map(str::to_owned) }),
+            Principal::Tenant(t) => match tenant {
+                Some(other) if other != &*t.tenant => Err(Denied::OtherTenant),
+                _ => Ok(OwnerScope::Tenant(TenantScope { tenant: t.tenant.clone() })),
+            },
+        }
     }
 
     /// Reading usage, optionally filtered to `tenant`: the admin reads anyone's; a tenant reads only
@@ -214,6 +264,8 @@ mod tests {
         assert_eq!(Principal::Admin.caller().err(), Some(Denied::NotATenant));
         assert_eq!(Principal::Admin.own_scope().err(), Some(Denied::NotATenant));
         assert_eq!(tenant("acme").own_scope().map(|s| s.tenant().to_owned()), Ok("acme".to_owned()));
+        assert_eq!(Principal::Admin.job_creator().err(), Some(Denied::JobNeedsTenant));
+        assert!(tenant("acme").job_creator().is_ok());
     }
 
     #[test]
@@ -233,6 +285,18 @@ mod tests {
         assert_eq!(metrics_scope(Some(&tenant("a")), Listener::Public), MetricsScope::Operational);
         assert_eq!(metrics_scope(Some(&Principal::Admin), Listener::Public), MetricsScope::Full);
         assert_eq!(metrics_scope(None, Listener::Ops), MetricsScope::Full);
+    }
+
+    /// Issue #15: the admin reads every tenant's jobs, batches and files; a tenant only its own.
+    #[test]
+    fn owned_resources_are_scoped() {
+        assert_eq!(Principal::Admin.owner_scope(None), Ok(OwnerScope::All { tenant: None }));
+        assert_eq!(Principal::Admin.owner_scope(None).unwrap().tenant(), None);
+        assert_eq!(Principal::Admin.owner_scope(Some("b")).unwrap().tenant(), Some("b"));
+        assert_eq!(tenant("a").owner_scope(None).unwrap().tenant(), Some("a"));
+        assert_eq!(tenant("a").owner_scope(Some("a")).unwrap().tenant(), Some("a"));
+        assert_eq!(tenant("a").owner_scope(Some("b")), Err(Denied::OtherTenant));
+        assert_eq!(tenant("a").owner_scope(Some("A")), Err(Denied::OtherTenant));
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub mod code {
 /// The `extensions.code` of a service error.
 pub fn code_of(error: &Error) -> &'static str {
     match error {
-        Error::Auth(AuthError::NotAdmin) | Error::Denied(Denied::AdminOnly | Denied::NotATenant) => code::FORBIDDEN,
+        Error::Auth(AuthError::NotAdmin)
+        | Error::Denied(Denied::AdminOnly | Denied::NotATenant | Denied::JobNeedsTenant) => code::FORBIDDEN,
         Error::Auth(AuthError::Unavailable) => code::INTERNAL,
         Error::Auth(_) => code::UNAUTHENTICATED,
         Error::Denied(Denied::OtherTenant) | Error::NotFound(_) => code::NOT_FOUND,

@@ -1,6 +1,7 @@
 //! Jobs, batches and files in the schema: queries, mutations and the two subscriptions. Every
 //! resolver calls one operation of `services::jobs`, `services::batches` or `services::files` with the
-//! request's principal; states, checks and the watch loop are the services'.
+//! request's principal; states, checks and the watch loop are the services' (a tenant key sees and
+//! cancels its own, the admin key every tenant's; only a tenant key creates jobs).
 //!
 //! Lists are paged in the store (keyset on the item's id, in the cursor), so a page is a bounded
 //! number of store queries whatever its size: a job list reads its jobs' results in one more query,
@@ -196,6 +197,10 @@ impl Job {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The tenant that owns the job and is billed for it.
+    async fn tenant_id(&self) -> ID {
+        ID(self.0.tenant.clone())
+    }
     #[graphql(name = "type")]
     async fn kind(&self) -> JobType {
         match self.0.kind {
@@ -322,6 +327,10 @@ impl Batch {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The tenant that owns the batch and is billed for it.
+    async fn tenant_id(&self) -> ID {
+        ID(self.0.tenant.clone())
+    }
     async fn status(&self) -> BatchStatus {
         BatchStatus::of(&self.0.status)
     }
@@ -417,6 +426,10 @@ impl File {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The tenant that owns the file.
+    async fn tenant_id(&self) -> ID {
+        ID(self.0.tenant.clone())
+    }
     async fn filename(&self) -> &str {
         &self.0.filename
     }
@@ -438,13 +451,15 @@ impl File {
 
 // ---------------------------------------------------------------- roots
 
-/// Queries on jobs, batches and files: the caller's own (a tenant key; the admin key has none).
+/// Queries on jobs, batches and files: a tenant key's own, the admin key's every tenant's (narrowed
+/// with `tenantId`; a tenant naming another tenant is NOT_FOUND, as in `keys(tenantId:)`).
 #[derive(Default)]
 pub struct JobsQuery;
 
 #[Object]
 impl JobsQuery {
-    /// The caller's jobs, newest first, optionally only those in one state.
+    /// Jobs, newest first, optionally only those in one state: a tenant's own; for the admin every
+    /// tenant's, or only `tenantId`'s.
     #[graphql(complexity = "page_complexity(child_complexity, first)")]
     async fn jobs(
         &self,
@@ -452,6 +467,7 @@ impl JobsQuery {
         first: Option<i32>,
         after: Option<String>,
         status: Option<JobStatus>,
+        tenant_id: Option<ID>,
     ) -> Result<Connection<String, Job, EmptyFields>> {
         let (state, principal) = owned_caller(ctx)?;
         let node = ctx.look_ahead().field("edges").field("node");
@@ -459,6 +475,7 @@ impl JobsQuery {
             if node.field("result").exists() || node.field("error").exists() { Detail::Full } else { Detail::Summary };
         let after_id = id_of_cursor(after)?;
         let params = ListJobs {
+            tenant: tenant_id.map(|t| t.0),
             after: after_id.clone(),
             limit: Some(page_size(first)?),
             status: status.map(Into::into),
@@ -468,44 +485,53 @@ impl JobsQuery {
         Ok(connection(page.jobs.into_iter().map(Job).collect(), page.has_more, after_id.is_some(), |j| &j.0.id))
     }
 
-    /// One of the caller's jobs (another tenant's is NOT_FOUND).
+    /// A job: a tenant's own (another tenant's is NOT_FOUND), any for the admin.
     async fn job(&self, ctx: &Context<'_>, id: ID) -> Result<Job> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(Job(svc(jobs::job(&state, &principal, &id).await)?))
     }
 
-    /// The caller's batches (jobs included), newest first.
+    /// Batches (jobs included), newest first: a tenant's own; for the admin every tenant's, or only
+    /// `tenantId`'s.
     #[graphql(complexity = "page_complexity(child_complexity, first)")]
     async fn batches(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        tenant_id: Option<ID>,
     ) -> Result<Connection<String, Batch, EmptyFields>> {
         let (state, principal) = owned_caller(ctx)?;
         let after_id = id_of_cursor(after)?;
-        let list = svc(batches::list(&state, &principal, after_id.as_deref(), Some(page_size(first)?)).await)?;
+        let tenant = tenant_id.as_ref().map(|t| t.as_str());
+        let list = svc(batches::list(&state, &principal, tenant, after_id.as_deref(), Some(page_size(first)?)).await)?;
         Ok(connection(list.data.into_iter().map(Batch).collect(), list.has_more, after_id.is_some(), |b| &b.0.id))
     }
 
-    /// One of the caller's batches (another tenant's is NOT_FOUND).
+    /// A batch: a tenant's own (another tenant's is NOT_FOUND), any for the admin.
     async fn batch(&self, ctx: &Context<'_>, id: ID) -> Result<Batch> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(Batch(svc(batches::retrieve(&state, &principal, &id).await)?))
     }
 
-    /// The caller's files, newest first (uploads, job inputs, batch output and error files).
+    /// Files, newest first (uploads, job inputs, batch output and error files): a tenant's own; for
+    /// the admin every tenant's, or only `tenantId`'s.
     #[graphql(complexity = "page_complexity(child_complexity, first)")]
     async fn files(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        tenant_id: Option<ID>,
     ) -> Result<Connection<String, File, EmptyFields>> {
         let (state, principal) = owned_caller(ctx)?;
         let after_id = id_of_cursor(after)?;
-        let params =
-            files::ListParams { after: after_id.clone(), limit: Some(page_size(first)?), ..Default::default() };
+        let params = files::ListParams {
+            tenant: tenant_id.map(|t| t.0),
+            after: after_id.clone(),
+            limit: Some(page_size(first)?),
+            ..Default::default()
+        };
         let list = svc(files::list(&state, &principal, &params).await)?;
         Ok(connection(list.data.into_iter().map(File).collect(), list.has_more, after_id.is_some(), |f| &f.0.id))
     }
@@ -517,21 +543,22 @@ pub struct JobsMutation;
 
 #[Object]
 impl JobsMutation {
-    /// Creates a job for the caller's tenant (`PENDING`); follow it with `jobUpdated` or `job`.
-    /// `IMAGE` is refused with BAD_USER_INPUT until image generation is routed.
+    /// Creates a job for the caller's tenant (`PENDING`); follow it with `jobUpdated` or `job`. A
+    /// tenant key only: the admin key is FORBIDDEN (a job is billed to a tenant's key). `IMAGE` is
+    /// refused with BAD_USER_INPUT until image generation is routed.
     async fn create_job(&self, ctx: &Context<'_>, input: CreateJobInput) -> Result<Job> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(Job(svc(jobs::create_job(&state, &principal, &input.into()).await)?))
     }
 
-    /// Cancels one of the caller's jobs: it ends `FAILED` with `error.code` `cancelled`. A finished
+    /// Cancels a job (a tenant its own, the admin any): it ends `FAILED` with `error.code` `cancelled`. A finished
     /// job is BAD_USER_INPUT.
     async fn cancel_job(&self, ctx: &Context<'_>, id: ID) -> Result<Job> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(Job(svc(jobs::cancel_job(&state, &principal, &id).await)?))
     }
 
-    /// Cancels one of the caller's batches (`CANCELLING`, then `CANCELLED`), like
+    /// Cancels a batch (a tenant its own, the admin any) (`CANCELLING`, then `CANCELLED`), like
     /// `POST /v1/batches/{id}/cancel`.
     async fn cancel_batch(&self, ctx: &Context<'_>, id: ID) -> Result<Batch> {
         let (state, principal) = owned_caller(ctx)?;
@@ -545,12 +572,14 @@ pub struct SubscriptionRoot;
 #[Subscription]
 impl SubscriptionRoot {
     /// The job now, then at every change, until it is `COMPLETED` or `FAILED` (the stream then ends).
+    /// A tenant follows its own jobs, the admin any.
     async fn job_updated(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = Result<Job>>> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(jobs::watch_job(state, principal, id.0).map(|r| r.map(Job).map_err(to_graphql)))
     }
 
     /// The batch now, then at every change, until it is `COMPLETED`, `FAILED`, `EXPIRED` or `CANCELLED`.
+    /// A tenant follows its own batches, the admin any.
     async fn batch_updated(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = Result<Batch>>> {
         let (state, principal) = owned_caller(ctx)?;
         Ok(batches::watch(state, principal, id.0).map(|r| r.map(Batch).map_err(to_graphql)))

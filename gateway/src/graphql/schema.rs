@@ -589,12 +589,12 @@ pub struct Pricing {
 
 // ---------------------------------------------------------------- roots
 
-/// Queries: the caller, tenants, keys, usage, the model catalog and prices; a tenant's jobs, batches
-/// and files.
+/// Queries: the caller, tenants, keys, usage, the model catalog and prices; jobs, batches and files
+/// (a tenant's own, every tenant's for the admin).
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(CoreQuery, JobsQuery);
 
-/// Mutations: tenants and keys; a tenant's jobs and batches.
+/// Mutations: tenants and keys; jobs (created by a tenant) and batches.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(CoreMutation, JobsMutation);
 

@@ -257,20 +257,44 @@ fn introspection_can_be_switched_off() {
     assert!(v["data"]["__schema"].is_null(), "{v}");
 }
 
+/// Issue #15: the admin key reads and cancels every tenant's jobs, batches and files (an unknown id
+/// is NOT_FOUND) but creates no job (FORBIDDEN); a tenant sees only its own.
 #[tokio::test]
-async fn jobs_batches_and_files_are_a_tenants_own() {
+async fn jobs_batches_and_files_are_a_tenants_own_and_the_admins_to_read() {
     let f = fixture().await;
     let (admin, acme) = (Principal::Admin, tenant("acme"));
+    let create = f
+        .run(&admin, "mutation { createJob(input: {type: TEXT, model: \"m\", prompt: \"p\"}) { id } }", json!({}))
+        .await;
+    assert_eq!(code(&create), Some("FORBIDDEN"), "{create}");
+    assert_eq!(
+        create["errors"][0]["message"], "Jobs are billed to a tenant's key: create them with a tenant key.",
+        "{create}"
+    );
+    let lists = f
+        .run(
+            &admin,
+            "{ jobs(tenantId: \"acme\") { edges { cursor } } batches { edges { cursor } } files { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert!(lists["errors"].is_null(), "{lists}");
+    assert_eq!(lists["data"]["jobs"]["edges"], json!([]));
     for q in [
-        "{ jobs { edges { node { id } } } }",
-        "{ batches { edges { node { id } } } }",
-        "{ files { edges { node { id } } } }",
         "{ job(id: \"batch_x\") { id } }",
-        "mutation { createJob(input: {type: TEXT, model: \"m\", prompt: \"p\"}) { id } }",
+        "{ batch(id: \"batch_x\") { id } }",
         "mutation { cancelJob(id: \"batch_x\") { id } }",
         "mutation { cancelBatch(id: \"batch_x\") { id } }",
     ] {
-        assert_eq!(code(&f.run(&admin, q, json!({})).await), Some("FORBIDDEN"), "admin: {q}");
+        assert_eq!(code(&f.run(&admin, q, json!({})).await), Some("NOT_FOUND"), "admin: {q}");
+    }
+    // A tenant naming another tenant: NOT_FOUND, as `keys(tenantId:)` answers.
+    for q in [
+        "{ jobs(tenantId: \"globex\") { edges { cursor } } }",
+        "{ batches(tenantId: \"globex\") { edges { cursor } } }",
+        "{ files(tenantId: \"globex\") { edges { cursor } } }",
+    ] {
+        assert_eq!(code(&f.run(&acme, q, json!({})).await), Some("NOT_FOUND"), "tenant: {q}");
     }
     let empty = f.run(&acme, "{ jobs(status: PENDING) { edges { node { id } } pageInfo { hasNextPage hasPreviousPage } } batches { edges { cursor } } files { edges { cursor } } }", json!({})).await;
     assert!(empty["errors"].is_null(), "{empty}");
@@ -296,7 +320,7 @@ async fn jobs_batches_and_files_are_a_tenants_own() {
     assert_eq!(code(&unrouted), Some("NOT_FOUND"), "{unrouted}");
 
     // Subscriptions check the caller too: one error, then the stream ends.
-    for (p, want) in [(&admin, "FORBIDDEN"), (&acme, "NOT_FOUND")] {
+    for (p, want) in [(&admin, "NOT_FOUND"), (&acme, "NOT_FOUND")] {
         let request = async_graphql::Request::new("subscription { jobUpdated(id: \"batch_x\") { status } }")
             .data(p.clone())
             .data(f.state.clone())

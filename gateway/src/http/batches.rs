@@ -59,7 +59,7 @@ pub async fn handle(
                     _ => {}
                 }
             }
-            json(&batches::list(state, principal, after.as_deref(), limit).await?)
+            json(&batches::list(state, principal, None, after.as_deref(), limit).await?)
         }
         ("GET", [id]) => json(&batches::retrieve(state, principal, id).await?),
         ("POST", [id, "cancel"]) => json(&batches::cancel(state, principal, id).await?),

@@ -1,6 +1,8 @@
 //! The Batch API (`/v1/batches`) and its local execution (issue 14; `docs/BATCHES.md`).
 //!
-//! API operations take the caller's own tenant scope (another tenant's ids are 404). Execution is in
+//! Creating a batch takes the caller's own tenant scope (a tenant key: the batch is billed to it);
+//! reading, listing and cancelling take its owner scope ([`Principal::owner_scope`]): a tenant its
+//! own batches (another tenant's ids are 404), the admin every tenant's. Execution is in
 //! steps any replica may run, each fenced in the store: [`advance`] moves one batch through
 //! validate → in_progress → finalizing → completed | expired | cancelled, and [`execute`] runs one
 //! claimed line through the same chat service as a live request (routes, fallbacks, breakers,
@@ -189,6 +191,9 @@ pub struct BatchErrors {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BatchObject {
     pub id: String,
+    /// The tenant that owns (and is billed for) the batch. Not in OpenAI's object: shown by GraphQL.
+    #[serde(skip)]
+    pub tenant: String,
     pub object: &'static str,
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,6 +278,7 @@ fn object_with(b: &BatchRow, live: Option<crate::stores::batches::Counts>) -> Ba
     let errors = b.errors.as_deref().and_then(|e| serde_json::from_str::<Vec<BatchError>>(e).ok());
     BatchObject {
         id: b.id.clone(),
+        tenant: b.tenant.clone(),
         object: "batch",
         endpoint: b.endpoint.clone(),
         model: b.model.clone(),
@@ -403,9 +409,10 @@ pub async fn create(
     };
     let b = batches(state)?;
     let now = now_unix_ms();
-    let file = b.store.file(scope.tenant(), &input_file_id, now).await.map_err(store_error)?.ok_or_else(|| {
-        Error::NotFound(format!("No such File object: {}", crate::domain::text::Escaped(&input_file_id)).into())
-    })?;
+    let file =
+        b.store.file(Some(scope.tenant()), &input_file_id, now).await.map_err(store_error)?.ok_or_else(|| {
+            Error::NotFound(format!("No such File object: {}", crate::domain::text::Escaped(&input_file_id)).into())
+        })?;
     if file.purpose != "batch" || file.kind != FileKind::Blob {
         return Err(bad("The input file must be uploaded with purpose 'batch'.", "input_file_id"));
     }
@@ -433,28 +440,31 @@ pub async fn create(
     object(&b.store, &row).await
 }
 
-/// `GET /v1/batches/{id}`. Never bills.
+/// `GET /v1/batches/{id}`: a tenant's own batch, or any batch for the admin. Never bills.
 ///
 /// # Errors
-/// 404 for an unknown or other tenant's batch.
+/// 404 for an unknown or (for a tenant) another tenant's batch.
 pub async fn retrieve(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<BatchObject, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(None)?;
     let b = batches(state)?;
     let row = b.store.batch(scope.tenant(), id).await.map_err(store_error)?.ok_or_else(|| not_found(id))?;
     object(&b.store, &row).await
 }
 
-/// `GET /v1/batches`: newest first, `limit` 1…100 (default 20), `after` a batch id.
+/// `GET /v1/batches`: newest first, `limit` 1…100 (default 20), `after` a batch id. A tenant lists
+/// its own batches; the admin every tenant's, or only `tenant`'s when given.
 ///
 /// # Errors
-/// 400 for a bad limit or cursor.
+/// 400 for a bad limit or cursor; [`Denied::OtherTenant`](crate::domain::principal::Denied) (404)
+/// when a tenant names another tenant.
 pub async fn list(
     state: &Arc<AppState>,
     principal: &Principal,
+    tenant: Option<&str>,
     after: Option<&str>,
     limit: Option<i64>,
 ) -> Result<BatchList, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(tenant)?;
     let limit = limit.unwrap_or(DEFAULT_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(bad(format!("limit must be between 1 and {MAX_LIST}."), "limit"));
@@ -466,7 +476,7 @@ pub async fn list(
                 .batch(scope.tenant(), a)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(|| bad("`after` is not a batch of this tenant.", "after"))?,
+                .ok_or_else(|| bad("`after` is not a batch of this list.", "after"))?,
         ),
         None => None,
     };
@@ -494,10 +504,12 @@ pub async fn list(
 /// running lines finish; unrun lines become `batch_cancelled` error lines). Repeating it returns the
 /// batch as it is; cancelling a finished batch is a 400.
 ///
+/// A tenant cancels its own batches, the admin any batch.
+///
 /// # Errors
-/// 404 for an unknown or other tenant's batch; 400 for a finished one.
+/// 404 for an unknown or (for a tenant) other tenant's batch; 400 for a finished one.
 pub async fn cancel(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<BatchObject, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(None)?;
     let b = batches(state)?;
     let now = now_unix_ms();
     if b.store.request_cancel(scope.tenant(), id, now).await.map_err(store_error)? {
@@ -511,9 +523,10 @@ pub async fn cancel(state: &Arc<AppState>, principal: &Principal, id: &str) -> R
     object(&b.store, &row).await
 }
 
-/// Follows one of the caller's batches: the current state at once, then every change, ending after a
-/// terminal status (`completed`, `failed`, `expired`, `cancelled`), at shutdown, or with an error
-/// (404 for an unknown or other tenant's batch, checked on every read). See [`watch_with`].
+/// Follows a batch the caller may read (a tenant its own, the admin any): the current state at once,
+/// then every change, ending after a terminal status (`completed`, `failed`, `expired`,
+/// `cancelled`), at shutdown, or with an error (404 for an unknown or, for a tenant, other tenant's
+/// batch, checked on every read). See [`watch_with`].
 pub fn watch(
     state: Arc<AppState>,
     principal: Principal,

@@ -151,7 +151,7 @@ impl Error {
             ) => StatusCode::UNAUTHORIZED,
             Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // 401 as before the principal model: the admin key and tenant keys are different credentials.
-            Error::Denied(Denied::AdminOnly | Denied::NotATenant) => StatusCode::UNAUTHORIZED,
+            Error::Denied(Denied::AdminOnly | Denied::NotATenant | Denied::JobNeedsTenant) => StatusCode::UNAUTHORIZED,
             // Another tenant's resources do not exist for this caller.
             Error::Denied(Denied::OtherTenant) => StatusCode::NOT_FOUND,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -189,7 +189,9 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Auth(AuthError::Unavailable) => "server_error",
-            Error::Auth(_) | Error::Denied(Denied::AdminOnly | Denied::NotATenant) => "authentication_error",
+            Error::Auth(_) | Error::Denied(Denied::AdminOnly | Denied::NotATenant | Denied::JobNeedsTenant) => {
+                "authentication_error"
+            }
             Error::RateLimited(r) => r.error_type(),
             _ => match self.side() {
                 Side::Downstream => "invalid_request_error",
@@ -211,7 +213,7 @@ impl Error {
             Error::Auth(AuthError::UnknownTenant) => Some("unknown_tenant"),
             Error::Auth(AuthError::InvalidToken(_)) => Some("invalid_token"),
             Error::Auth(AuthError::Unavailable) | Error::StoreUnavailable(_) => Some("store_unavailable"),
-            Error::Denied(Denied::AdminOnly | Denied::NotATenant) => Some("invalid_api_key"),
+            Error::Denied(Denied::AdminOnly | Denied::NotATenant | Denied::JobNeedsTenant) => Some("invalid_api_key"),
             Error::Denied(Denied::OtherTenant) => Some("not_found"),
             Error::RateLimited(r) => Some(r.code()),
             Error::Conflict(_) => Some("conflict"),

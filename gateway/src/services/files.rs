@@ -1,6 +1,7 @@
-//! The Files API (`/v1/files`), tenant-scoped: every operation takes the caller's own
-//! [`TenantScope`](crate::domain::principal::TenantScope) before touching the store, and another
-//! tenant's file ids are 404 like ids that never existed.
+//! The Files API (`/v1/files`). Uploading and deleting take the caller's own
+//! [`TenantScope`](crate::domain::principal::TenantScope) (a tenant key); reading, listing and
+//! downloading take its [`OwnerScope`](crate::domain::principal::OwnerScope): a tenant its own files
+//! (another tenant's file ids are 404 like ids that never existed), the admin every tenant's.
 //!
 //! Uploads are streamed to the store in bounded pieces ([`Upload::write`]); `purpose=batch` needs a
 //! `.jsonl` name and at most 200 MB (OpenAI's Batch limits), every purpose at most 512 MB.
@@ -34,6 +35,9 @@ const MAX_LIST: i64 = 10_000;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FileObject {
     pub id: String,
+    /// The tenant that owns the file. Not in OpenAI's object: shown by GraphQL.
+    #[serde(skip)]
+    pub tenant: String,
     pub object: &'static str,
     pub bytes: i64,
     pub created_at: i64,
@@ -52,6 +56,7 @@ impl FileObject {
     pub fn of(f: &FileRow) -> Self {
         Self {
             id: f.id.clone(),
+            tenant: f.tenant.clone(),
             object: "file",
             bytes: f.bytes,
             created_at: f.created_at_ms / 1000,
@@ -85,6 +90,8 @@ pub struct Deleted {
 /// `GET /v1/files` parameters.
 #[derive(Debug, Default, Clone)]
 pub struct ListParams {
+    /// Only this tenant's files: the admin any tenant, a tenant only itself (another is refused).
+    pub tenant: Option<String>,
     pub purpose: Option<String>,
     pub after: Option<String>,
     pub limit: Option<i64>,
@@ -241,23 +248,25 @@ fn too_large(limit: u64) -> Error {
     Error::bad_request(format!("File is larger than the {limit}-byte limit for its purpose."), Some("file"))
 }
 
-/// `GET /v1/files/{id}`.
+/// `GET /v1/files/{id}`: a tenant's own file, or any file for the admin.
 ///
 /// # Errors
-/// 404 for an unknown, deleted, expired or other tenant's file.
+/// 404 for an unknown, deleted, expired or (for a tenant) other tenant's file.
 pub async fn retrieve(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<FileObject, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(None)?;
     let row = store(state)?.file(scope.tenant(), id, now_unix_ms()).await.map_err(store_error)?;
     row.map(|r| FileObject::of(&r)).ok_or_else(|| not_found(id))
 }
 
 /// `GET /v1/files`: `limit` 1…10,000 (default 10,000), `order` by `created_at` (default `desc`),
-/// `after` an id from a previous page, `purpose` a filter. Never an empty page with `has_more`.
+/// `after` an id from a previous page, `purpose` a filter. Never an empty page with `has_more`. A
+/// tenant lists its own files; the admin every tenant's, or only `p.tenant`'s.
 ///
 /// # Errors
-/// 400 for bad parameters (an unknown cursor included).
+/// 400 for bad parameters (an unknown cursor included); 404 (`Denied::OtherTenant`) when a tenant
+/// names another tenant.
 pub async fn list(state: &Arc<AppState>, principal: &Principal, p: &ListParams) -> Result<FileList, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(p.tenant.as_deref())?;
     let limit = p.limit.unwrap_or(MAX_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(Error::bad_request(format!("limit must be between 1 and {MAX_LIST}."), Some("limit")));
@@ -275,7 +284,7 @@ pub async fn list(state: &Arc<AppState>, principal: &Principal, p: &ListParams) 
                 .file(scope.tenant(), a, now)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(|| Error::bad_request("`after` is not a file of this tenant.", Some("after")))?,
+                .ok_or_else(|| Error::bad_request("`after` is not a file of this list.", Some("after")))?,
         ),
         None => None,
     };
@@ -293,7 +302,8 @@ pub async fn list(state: &Arc<AppState>, principal: &Principal, p: &ListParams) 
     })
 }
 
-/// `DELETE /v1/files/{id}`.
+/// `DELETE /v1/files/{id}`: a tenant deletes only its own files; the admin key deletes none (it is
+/// refused as not a tenant, as before: deleting a tenant's batch input is the tenant's decision).
 ///
 /// # Errors
 /// 404 for an unknown or other tenant's file.
@@ -327,12 +337,12 @@ impl Content {
     }
 }
 
-/// `GET /v1/files/{id}/content`: the bytes, streamed.
+/// `GET /v1/files/{id}/content`: the bytes, streamed (a tenant's own file, any file for the admin).
 ///
 /// # Errors
-/// 404 for an unknown or other tenant's file.
+/// 404 for an unknown or (for a tenant) other tenant's file.
 pub async fn content(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<Content, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(None)?;
     let store = store(state)?;
     let row = store.file(scope.tenant(), id, now_unix_ms()).await.map_err(store_error)?.ok_or_else(|| not_found(id))?;
     let bytes = u64::try_from(row.bytes).unwrap_or(0);

@@ -4,9 +4,11 @@
 //! metered exactly like any batch line, with one ledger row) and marks it as a job in the batch's
 //! metadata ([`JOB_METADATA_KEY`]). A job's id is its batch's id.
 //!
-//! Every operation takes the caller's own tenant scope, like the Batch API: the admin key has no
-//! jobs (it is refused as not a tenant), and another tenant's job ids are 404 like ids that never
-//! existed. GraphQL and the dashboard both call this module; neither re-derives a state or a check.
+//! Creating a job needs a tenant key (the job is billed to it; the admin key is refused with
+//! [`Denied::JobNeedsTenant`](crate::domain::principal::Denied)). Reading, listing, following and
+//! cancelling take the caller's owner scope, like the Batch API: a tenant its own jobs (another
+//! tenant's job ids are 404 like ids that never existed), the admin every tenant's, optionally
+//! filtered to one. GraphQL and the dashboard both call this module; neither re-derives a state or a check.
 //!
 //! Job states, from the batch states ([`status_of`]):
 //!
@@ -169,6 +171,8 @@ pub struct JobUsage {
 pub struct Job {
     /// The job's (and its batch's) id, `batch_…`.
     pub id: String,
+    /// The tenant that owns the job (billed for its request).
+    pub tenant: String,
     pub kind: JobKind,
     pub status: JobStatus,
     /// The batch status behind [`Job::status`] (`validating`, `in_progress`, …, `cancelled`).
@@ -201,6 +205,8 @@ pub enum Detail {
 /// `list_jobs` parameters.
 #[derive(Debug, Clone)]
 pub struct ListJobs {
+    /// Only this tenant's jobs: the admin any tenant, a tenant only itself (another is refused).
+    pub tenant: Option<String>,
     /// A job id from a previous page: the page starts after it.
     pub after: Option<String>,
     /// 1…100 (default 20).
@@ -212,7 +218,7 @@ pub struct ListJobs {
 
 impl Default for ListJobs {
     fn default() -> Self {
-        Self { after: None, limit: None, status: None, detail: Detail::Summary }
+        Self { tenant: None, after: None, limit: None, status: None, detail: Detail::Summary }
     }
 }
 
@@ -253,7 +259,7 @@ fn metadata(row: &BatchRow) -> serde_json::Map<String, Value> {
 /// # Errors
 /// Those of [`create_text_job`]; 400 for [`NewJob::Image`] ("image generation is not routed yet").
 pub async fn create_job(state: &Arc<AppState>, principal: &Principal, job: &NewJob) -> Result<Job, Error> {
-    principal.caller()?;
+    principal.job_creator()?;
     match job {
         NewJob::Text(text) => create_text_job(state, principal, text).await,
         NewJob::Image { .. } => {
@@ -267,11 +273,11 @@ pub async fn create_job(state: &Arc<AppState>, principal: &Principal, job: &NewJ
 /// runs it like any batch line: the same routing, limits and metering, one ledger row.
 ///
 /// # Errors
-/// Refused for the admin key (not a tenant); 400 for a missing model, both or neither of prompt and
+/// Refused for the admin key ([`Denied::JobNeedsTenant`](crate::domain::principal::Denied)); 400 for a missing model, both or neither of prompt and
 /// messages, an empty message, an unknown role, `max_tokens` < 1, `temperature` outside 0…2, or more
 /// than [`MAX_INPUT_BYTES`] of text; 404 for a model that routes nowhere; 503 when the store fails.
 pub async fn create_text_job(state: &Arc<AppState>, principal: &Principal, job: &TextJob) -> Result<Job, Error> {
-    principal.caller()?;
+    principal.job_creator()?;
     let model = job.model.trim();
     if model.is_empty() {
         return Err(bad("A job needs a `model`.", "model"));
@@ -353,16 +359,17 @@ pub async fn create_text_job(state: &Arc<AppState>, principal: &Principal, job: 
 
 // ---------------------------------------------------------------- read
 
-/// One of the caller's jobs, with its result and error (two store queries).
+/// A job the caller may read (a tenant its own, the admin any), with its result and error (two
+/// store queries).
 ///
 /// # Errors
-/// Refused for the admin key; 404 for an unknown id, another tenant's job, or a batch that is not a job.
+/// 404 for an unknown id, (for a tenant) another tenant's job, or a batch that is not a job.
 pub async fn job(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<Job, Error> {
     job_by_id(state, principal, id, Detail::Full).await
 }
 
 async fn job_by_id(state: &Arc<AppState>, principal: &Principal, id: &str, detail: Detail) -> Result<Job, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(None)?;
     let store = store(state)?;
     let row =
         store.batch(scope.tenant(), id).await.map_err(store_error)?.filter(is_job).ok_or_else(|| not_found(id))?;
@@ -370,14 +377,16 @@ async fn job_by_id(state: &Arc<AppState>, principal: &Principal, id: &str, detai
     Ok(view(&row, lines.first(), detail))
 }
 
-/// A page of the caller's jobs, newest first, optionally only those in one state: three store
-/// queries (cursor, page, first lines) whatever the page size.
+/// A page of jobs, newest first, optionally only those in one state: a tenant's own, or for the
+/// admin every tenant's (only `p.tenant`'s when given). Three store queries (cursor, page, first
+/// lines) whatever the page size, with or without a tenant.
 ///
 /// # Errors
-/// Refused for the admin key; 400 for a limit outside 1…100 or an `after` that is not one of the
-/// caller's jobs.
+/// 404 ([`Denied::OtherTenant`](crate::domain::principal::Denied)) when a tenant names another
+/// tenant, as `keys(tenantId:)` does; 400 for a limit outside 1…100 or an `after` that is not a job
+/// of this list.
 pub async fn list_jobs(state: &Arc<AppState>, principal: &Principal, p: &ListJobs) -> Result<JobPage, Error> {
-    let scope = principal.own_scope()?;
+    let scope = principal.owner_scope(p.tenant.as_deref())?;
     let limit = p.limit.unwrap_or(DEFAULT_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(bad(format!("limit must be between 1 and {MAX_LIST}."), "limit"));
@@ -390,7 +399,7 @@ pub async fn list_jobs(state: &Arc<AppState>, principal: &Principal, p: &ListJob
                 .await
                 .map_err(store_error)?
                 .filter(is_job)
-                .ok_or_else(|| bad("`after` is not a job of this tenant.", "after"))?,
+                .ok_or_else(|| bad("`after` is not a job of this list.", "after"))?,
         ),
         None => None,
     };
@@ -404,12 +413,12 @@ pub async fn list_jobs(state: &Arc<AppState>, principal: &Principal, p: &ListJob
     Ok(JobPage { has_more: has_more && !jobs.is_empty(), jobs })
 }
 
-/// Cancels one of the caller's jobs (its batch): a `PENDING` or `PROCESSING` job becomes `FAILED`
+/// Cancels a job (its batch): a tenant its own, the admin any: a `PENDING` or `PROCESSING` job becomes `FAILED`
 /// with error code `cancelled` once its batch is cancelled (a request already running finishes
 /// first). Cancelling a job already cancelling or cancelled answers it as it is, like the Batch API.
 ///
 /// # Errors
-/// Refused for the admin key; 404 for an unknown or other tenant's job; 400 for a job that ended
+/// 404 for an unknown or (for a tenant) other tenant's job; 400 for a job that ended
 /// otherwise (completed, failed validation, expired).
 pub async fn cancel_job(state: &Arc<AppState>, principal: &Principal, id: &str) -> Result<Job, Error> {
     job_by_id(state, principal, id, Detail::Summary).await?;
@@ -417,7 +426,7 @@ pub async fn cancel_job(state: &Arc<AppState>, principal: &Principal, id: &str) 
     job_by_id(state, principal, id, Detail::Full).await
 }
 
-/// Follows one of the caller's jobs: the current state at once, then every change (a new status,
+/// Follows a job the caller may read (a tenant its own, the admin any): the current state at once, then every change (a new status,
 /// its result, its usage), ending after `COMPLETED` or `FAILED`, at shutdown, or with an error (404
 /// for a job the caller may not see, checked on every read). Woken by this replica's batch steps
 /// and worker, and re-read every [`batches::WATCH_FALLBACK`] for changes made by another replica.
@@ -453,6 +462,7 @@ fn view(row: &BatchRow, line: Option<&LineView>, detail: Detail) -> Job {
     };
     Job {
         id: row.id.clone(),
+        tenant: row.tenant.clone(),
         kind: JobKind::Text,
         status,
         batch_status: row.status.clone(),

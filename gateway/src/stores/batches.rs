@@ -581,32 +581,32 @@ impl BatchStore {
             .map(|_| ())
     }
 
-    /// A tenant's live file (not deleted, not expired).
+    /// A live file (not deleted, not expired) of `tenant`, or of any tenant when `None`.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn file(&self, tenant: &str, id: &str, now_ms: i64) -> Result<Option<FileRow>, StoreError> {
-        Ok(self
-            .db
-            .query_opt(
-                &format!(
-                    "SELECT {FILE_COLS} FROM files WHERE tenant = $1 AND id = $2 AND deleted_at_ms IS NULL \
-                     AND (expires_at_ms IS NULL OR expires_at_ms > $3)"
-                ),
-                vec![Val::t(tenant), Val::t(id), Val::I(now_ms)],
-            )
-            .await?
-            .map(|r| file_row(&r)))
+    pub async fn file(&self, tenant: Option<&str>, id: &str, now_ms: i64) -> Result<Option<FileRow>, StoreError> {
+        let mut params = vec![Val::t(id), Val::I(now_ms)];
+        let mut sql = format!(
+            "SELECT {FILE_COLS} FROM files WHERE id = $1 AND deleted_at_ms IS NULL \
+             AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+        );
+        if let Some(t) = tenant {
+            params.push(Val::t(t));
+            sql.push_str(&format!(" AND tenant = ${}", params.len()));
+        }
+        Ok(self.db.query_opt(&sql, params).await?.map(|r| file_row(&r)))
     }
 
-    /// A page of a tenant's files by `created_at` (then id), after the cursor file `after`; one more row
-    /// than `limit` is read to tell whether there are more.
+    /// A page of `tenant`'s files (every tenant's when `None`) by `created_at` (then id), after the
+    /// cursor file `after`; one more row than `limit` is read to tell whether there are more. One query
+    /// (`files_list_idx`, or `files_created_idx` without a tenant).
     ///
     /// # Errors
     /// The database failed.
     pub async fn list_files(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         purpose: Option<&str>,
         after: Option<&FileRow>,
         limit: i64,
@@ -615,10 +615,13 @@ impl BatchStore {
     ) -> Result<(Vec<FileRow>, bool), StoreError> {
         let (cmp, order) = if ascending { (">", "ASC") } else { ("<", "DESC") };
         let mut sql = format!(
-            "SELECT {FILE_COLS} FROM files WHERE tenant = $1 AND deleted_at_ms IS NULL \
-             AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+            "SELECT {FILE_COLS} FROM files WHERE deleted_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $1)"
         );
-        let mut params = vec![Val::t(tenant), Val::I(now_ms)];
+        let mut params = vec![Val::I(now_ms)];
+        if let Some(t) = tenant {
+            params.push(Val::t(t));
+            sql.push_str(&format!(" AND tenant = ${}", params.len()));
+        }
         if let Some(p) = purpose {
             params.push(Val::t(p));
             sql.push_str(&format!(" AND purpose = ${}", params.len()));
@@ -644,7 +647,7 @@ impl BatchStore {
     /// # Errors
     /// The database failed.
     pub async fn delete_file(&self, tenant: &str, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let Some(row) = self.file(tenant, id, now_ms).await? else { return Ok(false) };
+        let Some(row) = self.file(Some(tenant), id, now_ms).await? else { return Ok(false) };
         let n = self
             .db
             .execute(
@@ -767,11 +770,12 @@ impl BatchStore {
             .map(|r| batch_row(&r)))
     }
 
-    /// A tenant's batch.
+    /// A batch of `tenant` (of any tenant when `None`).
     ///
     /// # Errors
     /// The database failed.
-    pub async fn batch(&self, tenant: &str, id: &str) -> Result<Option<BatchRow>, StoreError> {
+    pub async fn batch(&self, tenant: Option<&str>, id: &str) -> Result<Option<BatchRow>, StoreError> {
+        let Some(tenant) = tenant else { return self.batch_any(id).await };
         Ok(self
             .db
             .query_opt(
@@ -782,32 +786,35 @@ impl BatchStore {
             .map(|r| batch_row(&r)))
     }
 
-    /// A page of a tenant's batches, newest first, after the cursor batch.
+    /// A page of `tenant`'s batches (every tenant's when `None`), newest first, after the cursor batch.
     ///
     /// # Errors
     /// The database failed.
     pub async fn list_batches(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         after: Option<&BatchRow>,
         limit: i64,
     ) -> Result<(Vec<BatchRow>, bool), StoreError> {
         self.list_batches_where(tenant, after, limit, &BatchFilter::default()).await
     }
 
-    /// Moves a `validating` or `in_progress` batch to `cancelling`. False when it is in another status.
+    /// Moves a `validating` or `in_progress` batch of `tenant` (of any tenant when `None`) to
+    /// `cancelling`. False when it is in another status (or not the tenant's).
     ///
     /// # Errors
     /// The database failed.
-    pub async fn request_cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let n = self
-            .db
-            .execute_durable(
-                "UPDATE batches SET status = 'cancelling', cancelling_at_ms = $1 \
-                 WHERE tenant = $2 AND id = $3 AND status IN ('validating', 'in_progress')",
-                vec![Val::I(now_ms), Val::t(tenant), Val::t(id)],
-            )
-            .await?;
+    pub async fn request_cancel(&self, tenant: Option<&str>, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut sql = String::from(
+            "UPDATE batches SET status = 'cancelling', cancelling_at_ms = $1 \
+             WHERE id = $2 AND status IN ('validating', 'in_progress')",
+        );
+        let mut params = vec![Val::I(now_ms), Val::t(id)];
+        if let Some(t) = tenant {
+            params.push(Val::t(t));
+            sql.push_str(&format!(" AND tenant = ${}", params.len()));
+        }
+        let n = self.db.execute_durable(&sql, params).await?;
         Ok(n == 1)
     }
 
@@ -882,20 +889,25 @@ impl BatchStore {
             .collect())
     }
 
-    /// A page of a tenant's batches, newest first, after the cursor batch, narrowed by `filter`; one
-    /// query (the progress test reads `batch_items` in a subquery).
+    /// A page of `tenant`'s batches (every tenant's when `None`), newest first, after the cursor
+    /// batch, narrowed by `filter`; one query (the progress test reads `batch_items` in a subquery),
+    /// ordered along `batches_list_idx`, or `batches_created_idx` without a tenant.
     ///
     /// # Errors
     /// The database failed.
     pub async fn list_batches_where(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         after: Option<&BatchRow>,
         limit: i64,
         filter: &BatchFilter<'_>,
     ) -> Result<(Vec<BatchRow>, bool), StoreError> {
-        let mut sql = format!("SELECT {BATCH_COLS} FROM batches WHERE tenant = $1");
-        let mut params = vec![Val::t(tenant)];
+        let mut sql = format!("SELECT {BATCH_COLS} FROM batches WHERE 1 = 1");
+        let mut params = Vec::new();
+        if let Some(t) = tenant {
+            params.push(Val::t(t));
+            sql.push_str(&format!(" AND tenant = ${}", params.len()));
+        }
         if let Some(a) = after {
             params.push(Val::I(a.created_at_ms));
             let c = params.len();

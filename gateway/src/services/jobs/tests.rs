@@ -52,6 +52,10 @@ fn hello() -> TextJob {
     TextJob { model: "openai/gpt-4o-mini".into(), prompt: Some("Say hello".into()), ..TextJob::default() }
 }
 
+fn hello_job() -> NewJob {
+    NewJob::Text(hello())
+}
+
 fn is_denied<T: std::fmt::Debug>(r: &Result<T, Error>, want: Denied) -> bool {
     matches!(r, Err(Error::Denied(d)) if *d == want)
 }
@@ -100,20 +104,83 @@ fn completion_text_reads_strings_and_parts() {
     assert_eq!(completion_text(&serde_json::json!({"error": {}})), None);
 }
 
+/// Issue #15: the admin key creates no job (a job is billed to a tenant's key) but sees, follows
+/// and cancels every tenant's.
 #[tokio::test]
-async fn the_admin_key_has_no_jobs() {
+async fn the_admin_key_creates_no_job_but_sees_and_cancels_every_tenants() {
     let f = fixture().await;
     let s = &f.state;
     let admin = Principal::Admin;
-    assert!(is_denied(&create_text_job(s, &admin, &hello()).await, Denied::NotATenant));
-    assert!(is_denied(&create_job(s, &admin, &NewJob::Image { prompt: "a cat".into() }).await, Denied::NotATenant));
-    assert!(is_denied(&list_jobs(s, &admin, &ListJobs::default()).await, Denied::NotATenant));
-    let own = create_text_job(s, &tenant("acme"), &hello()).await.unwrap();
-    assert!(is_denied(&job(s, &admin, &own.id).await, Denied::NotATenant));
-    assert!(is_denied(&cancel_job(s, &admin, &own.id).await, Denied::NotATenant));
-    let mut watch = Box::pin(watch_job(s.clone(), admin, own.id.clone()));
-    assert!(matches!(watch.next().await, Some(Err(Error::Denied(Denied::NotATenant)))));
-    assert!(watch.next().await.is_none(), "the stream ends after the refusal");
+    let refused = create_text_job(s, &admin, &hello()).await;
+    assert!(is_denied(&refused, Denied::JobNeedsTenant));
+    assert_eq!(refused.unwrap_err().to_string(), "Jobs are billed to a tenant's key: create them with a tenant key.");
+    assert!(is_denied(&create_job(s, &admin, &hello_job()).await, Denied::JobNeedsTenant));
+    assert!(is_denied(&create_job(s, &admin, &NewJob::Image { prompt: "a cat".into() }).await, Denied::JobNeedsTenant));
+    assert!(list_jobs(s, &admin, &ListJobs::default()).await.unwrap().jobs.is_empty(), "nothing was created");
+
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let a1 = create_text_job(s, &acme, &hello()).await.unwrap();
+    let g1 = create_text_job(s, &globex, &hello()).await.unwrap();
+    let a2 = create_text_job(s, &acme, &hello()).await.unwrap();
+    assert_eq!((a1.tenant.as_str(), g1.tenant.as_str()), ("acme", "globex"));
+
+    // Every tenant's, newest first, paged like a tenant's list.
+    let all = list_jobs(s, &admin, &ListJobs::default()).await.unwrap();
+    let ids: Vec<&str> = all.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [a2.id.as_str(), g1.id.as_str(), a1.id.as_str()]);
+    assert!(!all.has_more);
+    let first = list_jobs(s, &admin, &ListJobs { limit: Some(2), ..ListJobs::default() }).await.unwrap();
+    assert_eq!((first.jobs.len(), first.has_more), (2, true));
+    let rest = ListJobs { after: Some(first.jobs[1].id.clone()), limit: Some(2), ..ListJobs::default() };
+    let rest = list_jobs(s, &admin, &rest).await.unwrap();
+    assert_eq!(rest.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [a1.id.as_str()]);
+    assert!(!rest.has_more);
+    // Filtered to one tenant; a cursor of another tenant's job is not one of that list.
+    let only = ListJobs { tenant: Some("globex".into()), ..ListJobs::default() };
+    let only = list_jobs(s, &admin, &only).await.unwrap();
+    assert_eq!(
+        only.jobs.iter().map(|j| (j.id.as_str(), j.tenant.as_str())).collect::<Vec<_>>(),
+        [(g1.id.as_str(), "globex")]
+    );
+    let cross = ListJobs { tenant: Some("globex".into()), after: Some(a2.id.clone()), ..ListJobs::default() };
+    assert!(is_bad_request(&list_jobs(s, &admin, &cross).await));
+    let nobody = ListJobs { tenant: Some("initech".into()), ..ListJobs::default() };
+    assert!(list_jobs(s, &admin, &nobody).await.unwrap().jobs.is_empty());
+
+    // Reads, follows and cancels another tenant's job.
+    assert_eq!(job(s, &admin, &g1.id).await.unwrap().tenant, "globex");
+    assert!(is_not_found(&job(s, &admin, "batch_nope").await));
+    let mut watch = Box::pin(watch_job(s.clone(), admin.clone(), g1.id.clone()));
+    assert_eq!(watch.next().await.unwrap().unwrap().status, JobStatus::Pending);
+    let cancelled = cancel_job(s, &admin, &g1.id).await.unwrap();
+    assert_eq!((cancelled.status, cancelled.batch_status.as_str()), (JobStatus::Processing, "cancelling"));
+    step(s, &g1.id).await;
+    let last = job(s, &globex, &g1.id).await.unwrap();
+    assert_eq!((last.status, last.error.map(|e| e.code)), (JobStatus::Failed, Some("cancelled".to_owned())));
+    let mut seen = Vec::new();
+    while let Some(j) = tokio::time::timeout(Duration::from_secs(3), watch.next()).await.unwrap() {
+        seen.push(j.unwrap().status);
+    }
+    assert_eq!(seen.last(), Some(&JobStatus::Failed), "the admin's watch follows it to the end: {seen:?}");
+    assert!(is_not_found(&cancel_job(s, &admin, "batch_nope").await));
+}
+
+/// A tenant naming another tenant in a list is refused as `keys(tenantId:)` is (not narrowed).
+#[tokio::test]
+async fn a_tenant_cannot_list_another_tenants_jobs() {
+    let f = fixture().await;
+    let s = &f.state;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let theirs = create_text_job(s, &globex, &hello()).await.unwrap();
+    let mine = create_text_job(s, &acme, &hello()).await.unwrap();
+    let other = ListJobs { tenant: Some("globex".into()), ..ListJobs::default() };
+    assert!(is_denied(&list_jobs(s, &acme, &other).await, Denied::OtherTenant));
+    let own = ListJobs { tenant: Some("acme".into()), ..ListJobs::default() };
+    let own = list_jobs(s, &acme, &own).await.unwrap();
+    assert_eq!(own.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [mine.id.as_str()]);
+    assert!(is_not_found(&job(s, &acme, &theirs.id).await));
+    assert!(is_not_found(&cancel_job(s, &acme, &theirs.id).await));
+    assert_eq!(job(s, &globex, &theirs.id).await.unwrap().batch_status, "validating", "not cancelled");
 }
 
 #[tokio::test]
@@ -287,8 +354,10 @@ async fn a_batch_watch_follows_the_same_rules() {
     let made = create_text_job(s, &acme, &hello()).await.unwrap();
     let mut theirs = Box::pin(batches::watch(s.clone(), globex, made.id.clone()));
     assert!(matches!(theirs.next().await, Some(Err(Error::NotFound(_)))));
+    // The admin follows any tenant's batch (issue #15).
     let mut admins = Box::pin(batches::watch(s.clone(), Principal::Admin, made.id.clone()));
-    assert!(matches!(admins.next().await, Some(Err(Error::Denied(Denied::NotATenant)))));
+    let seen = admins.next().await.unwrap().unwrap();
+    assert_eq!((seen.status.as_str(), seen.tenant.as_str()), ("validating", "acme"));
     let mut own = Box::pin(batches::watch(s.clone(), acme.clone(), made.id.clone()));
     assert_eq!(own.next().await.unwrap().unwrap().status, "validating");
     batches::cancel(s, &acme, &made.id).await.unwrap();
@@ -296,4 +365,70 @@ async fn a_batch_watch_follows_the_same_rules() {
     step(s, &made.id).await;
     assert_eq!(own.next().await.unwrap().unwrap().status, "cancelled");
     assert!(own.next().await.is_none());
+}
+
+/// Issue #15 for batches and files: the admin lists, reads and cancels every tenant's batches and
+/// reads every tenant's files, but creates neither (they are billed to, and owned by, a tenant).
+#[tokio::test]
+async fn the_admin_key_sees_every_tenants_batches_and_files() {
+    let f = fixture().await;
+    let s = &f.state;
+    let admin = Principal::Admin;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let a = create_text_job(s, &acme, &hello()).await.unwrap();
+    let g = create_text_job(s, &globex, &hello()).await.unwrap();
+
+    // Batches: every tenant's, newest first, paged; filtered; another tenant's read and cancelled.
+    let all = batches::list(s, &admin, None, None, None).await.unwrap();
+    let ids: Vec<(&str, &str)> = all.data.iter().map(|b| (b.id.as_str(), b.tenant.as_str())).collect();
+    assert_eq!(ids, [(g.id.as_str(), "globex"), (a.id.as_str(), "acme")]);
+    let first = batches::list(s, &admin, None, None, Some(1)).await.unwrap();
+    assert_eq!((first.data.len(), first.has_more), (1, true));
+    let next = batches::list(s, &admin, None, first.last_id.as_deref(), Some(1)).await.unwrap();
+    assert_eq!((next.data[0].id.as_str(), next.has_more), (a.id.as_str(), false));
+    let only = batches::list(s, &admin, Some("acme"), None, None).await.unwrap();
+    assert_eq!(only.data.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
+    assert_eq!(batches::retrieve(s, &admin, &a.id).await.unwrap().tenant, "acme");
+    assert!(is_not_found(&batches::retrieve(s, &admin, "batch_nope").await));
+    assert_eq!(batches::cancel(s, &admin, &a.id).await.unwrap().status, "cancelling");
+    assert_eq!(batches::retrieve(s, &acme, &a.id).await.unwrap().status, "cancelling", "the owner sees the cancel");
+    // Creating a batch stays a tenant's (401 over REST, as before).
+    let body = format!(r#"{{"input_file_id":"{}","endpoint":"/v1/chat/completions","completion_window":"24h"}}"#, a.id);
+    assert!(is_denied(&batches::create(s, &admin, body.as_bytes(), None).await, Denied::NotATenant));
+
+    // A tenant: only its own; naming another tenant is refused, another tenant's id is 404.
+    assert!(is_denied(&batches::list(s, &acme, Some("globex"), None, None).await, Denied::OtherTenant));
+    let own = batches::list(s, &acme, Some("acme"), None, None).await.unwrap();
+    assert_eq!(own.data.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()]);
+    assert!(is_not_found(&batches::retrieve(s, &acme, &g.id).await));
+    assert!(is_not_found(&batches::cancel(s, &acme, &g.id).await));
+    assert_eq!(batches::retrieve(s, &globex, &g.id).await.unwrap().status, "validating", "not cancelled");
+
+    // Files: each job wrote one input file.
+    let files_of = |l: &files::FileList| l.data.iter().map(|f| f.tenant.clone()).collect::<Vec<_>>();
+    let all = files::list(s, &admin, &files::ListParams::default()).await.unwrap();
+    assert_eq!(files_of(&all), ["globex", "acme"]);
+    let paged = files::ListParams { limit: Some(1), ..Default::default() };
+    let page = files::list(s, &admin, &paged).await.unwrap();
+    assert_eq!((files_of(&page), page.has_more), (vec!["globex".to_owned()], true));
+    let rest = files::ListParams { limit: Some(1), after: page.last_id.clone(), ..Default::default() };
+    let rest = files::list(s, &admin, &rest).await.unwrap();
+    assert_eq!((files_of(&rest), rest.has_more), (vec!["acme".to_owned()], false));
+    let only = files::ListParams { tenant: Some("globex".into()), ..Default::default() };
+    let only = files::list(s, &admin, &only).await.unwrap();
+    assert_eq!(files_of(&only), ["globex"]);
+    let globex_file = only.data[0].id.clone();
+    assert_eq!(files::retrieve(s, &admin, &globex_file).await.unwrap().tenant, "globex");
+    let content = files::content(s, &admin, &globex_file).await.unwrap();
+    assert_eq!(content.bytes, u64::try_from(only.data[0].bytes).unwrap());
+    // Deleting and uploading stay a tenant's.
+    assert!(is_denied(&files::delete(s, &admin, &globex_file).await, Denied::NotATenant));
+    assert!(is_denied(&files::begin_upload(s, &admin, "x.jsonl", Some("batch")).await.map(|_| ()), Denied::NotATenant));
+    assert!(files::retrieve(s, &globex, &globex_file).await.is_ok(), "not deleted");
+
+    let other = files::ListParams { tenant: Some("globex".into()), ..Default::default() };
+    assert!(is_denied(&files::list(s, &acme, &other).await, Denied::OtherTenant));
+    assert!(is_not_found(&files::retrieve(s, &acme, &globex_file).await));
+    assert!(files::content(s, &acme, &globex_file).await.is_err());
+    assert_eq!(files_of(&files::list(s, &acme, &files::ListParams::default()).await.unwrap()), ["acme"]);
 }

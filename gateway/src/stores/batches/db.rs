@@ -20,9 +20,21 @@ const PG_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const SQLITE_NOW: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 /// The ledger's migration lock (`ledger/postgres.rs`): one migrator at a time across replicas.
 const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
-const MIGRATION: (i64, &str) = (14, "files_batches");
-const PG_SQL: &str = include_str!("../../../migrations/postgres/0014_files_batches.sql");
-const SQLITE_SQL: &str = include_str!("../../../migrations/sqlite/0014_files_batches.sql");
+/// The batch store's migrations, in order: (version, name, Postgres SQL, SQLite SQL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        14,
+        "files_batches",
+        include_str!("../../../migrations/postgres/0014_files_batches.sql"),
+        include_str!("../../../migrations/sqlite/0014_files_batches.sql"),
+    ),
+    (
+        15,
+        "lists_by_created",
+        include_str!("../../../migrations/postgres/0015_lists_by_created.sql"),
+        include_str!("../../../migrations/sqlite/0015_lists_by_created.sql"),
+    ),
+];
 /// Connections per replica: a worker's lanes (lines in flight) and the API share them.
 const POOL_SIZE: usize = 16;
 
@@ -218,15 +230,17 @@ fn migrate_sqlite(conn: &mut Connection) -> rusqlite::Result<()> {
              applied_at_unix_ms INTEGER NOT NULL
          )",
     )?;
-    let done: i64 =
-        tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [MIGRATION.0], |r| r.get(0))?;
-    if done == 0 {
-        tx.execute_batch(SQLITE_SQL)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
-            rusqlite::params![MIGRATION.0, MIGRATION.1, crate::domain::time::now_unix_ms()],
-        )?;
-        tracing::info!(version = MIGRATION.0, name = MIGRATION.1, "Batch store SQLite migration applied");
+    for &(version, name, _, sql) in MIGRATIONS {
+        let done: i64 =
+            tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))?;
+        if done == 0 {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, crate::domain::time::now_unix_ms()],
+            )?;
+            tracing::info!(version, name, "Batch store SQLite migration applied");
+        }
     }
     tx.commit()
 }
@@ -421,19 +435,21 @@ async fn migrate_pg(pool: &Pool) -> Result<(), StoreError> {
     if ledger.is_none() {
         return Err(StoreError::Unavailable("the ledger table is not migrated yet".into()));
     }
-    let done = tx
-        .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&MIGRATION.0])
-        .await
-        .map_err(unavailable)?;
-    if done.is_none() {
-        tx.batch_execute(PG_SQL).await.map_err(unavailable)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
-            &[&MIGRATION.0, &MIGRATION.1, &crate::domain::time::now_unix_ms()],
-        )
-        .await
-        .map_err(unavailable)?;
-        tracing::info!(version = MIGRATION.0, name = MIGRATION.1, "Batch store Postgres migration applied");
+    for &(version, name, sql, _) in MIGRATIONS {
+        let done = tx
+            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&version])
+            .await
+            .map_err(unavailable)?;
+        if done.is_none() {
+            tx.batch_execute(sql).await.map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
+                &[&version, &name, &crate::domain::time::now_unix_ms()],
+            )
+            .await
+            .map_err(unavailable)?;
+            tracing::info!(version, name, "Batch store Postgres migration applied");
+        }
     }
     tx.commit().await.map_err(unavailable)?;
     Ok(())
