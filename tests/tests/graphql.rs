@@ -459,6 +459,11 @@ async fn job_lifecycle(pg: Option<&PgSchema>) {
     assert_eq!(done["jobs"]["edges"][0]["node"], json!({"id": id, "result": {"text": "Hello from the job"}}));
     let none = data(&c, &key, "{ jobs(status: PENDING) { edges { node { id } } } }", json!({})).await;
     assert_eq!(none["jobs"]["edges"], json!([]));
+    // The admin key's tenant-less and tenant-filtered lists (one store query each, on either store).
+    assert_eq!(walk(&c, ADMIN, "jobs", 1).await, [id.clone()]);
+    let theirs = data(&c, ADMIN, "{ jobs(tenantId: \"acme\", status: COMPLETED) { edges { node { id tenantId } } } files { edges { node { tenantId } } } }", json!({})).await;
+    assert_eq!(theirs["jobs"]["edges"], json!([{"node": {"id": id, "tenantId": "acme"}}]));
+    assert_eq!(theirs["files"]["edges"].as_array().unwrap().len(), 2, "{theirs}");
 
     // A finished job cannot be cancelled; a subscription to it yields its final state and ends.
     let r = gql(&c, Some(&key), "mutation($id: ID!) { cancelJob(id: $id) { id } }", json!({"id": id})).await;
@@ -542,15 +547,76 @@ async fn jobs_batches_and_files_are_the_callers_own() {
     assert_eq!(code(&events[0].json()), "NOT_FOUND", "{events:?}");
     assert!(events[0].json()["data"].is_null() || events[0].json()["data"]["jobUpdated"].is_null());
 
-    // The admin key has no jobs, batches or files (they belong to a tenant).
-    for q in [
-        "{ jobs { edges { node { id } } } }",
-        "{ batches { edges { node { id } } } }",
-        "{ files { edges { node { id } } } }",
-    ] {
-        assert_eq!(code(&gql(&c, Some(ADMIN), q, json!({})).await.json()), "FORBIDDEN", "{q}");
+    // Issue #15: the admin key sees every tenant's jobs, batches and files, paged to the end, newest
+    // first, with `tenantId` on each; it filters by tenant, reads and cancels another tenant's job,
+    // but creates none (a job is billed to a tenant's key).
+    let mut theirs = Vec::new();
+    for i in 0..2 {
+        let job = data(&c, &globex, CREATE_JOB, text_job(&format!("theirs {i}"))).await["createJob"].clone();
+        theirs.push(job["id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(code(&gql(&c, Some(ADMIN), CREATE_JOB, text_job("x")).await.json()), "FORBIDDEN");
+    let mut everyone: Vec<String> = made.iter().chain(theirs.iter()).cloned().collect();
+    everyone.reverse();
+    assert_eq!(walk(&c, ADMIN, "jobs", 3).await, everyone, "both tenants' jobs, newest first, each once");
+    assert_eq!(walk(&c, ADMIN, "batches", 5).await, everyone);
+    assert_eq!(walk(&c, ADMIN, "files", 3).await.len(), 8, "both tenants' input files");
+    let owners = data(&c, ADMIN, "{ jobs(first: 100) { edges { node { id tenantId } } } }", json!({})).await;
+    let owners: Vec<(String, String)> = owners["jobs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["node"]["id"].as_str().unwrap().to_owned(), e["node"]["tenantId"].as_str().unwrap().to_owned()))
+        .collect();
+    let want: Vec<(String, String)> = everyone
+        .iter()
+        .map(|id| (id.clone(), if theirs.contains(id) { "globex" } else { "acme" }.to_owned()))
+        .collect();
+    assert_eq!(owners, want);
+    let only = data(&c, ADMIN, "{ jobs(tenantId: \"globex\") { edges { node { id tenantId } } } batches(tenantId: \"globex\") { edges { node { tenantId } } } files(tenantId: \"globex\") { edges { node { tenantId } } } }", json!({})).await;
+    let ids: Vec<&str> =
+        only["jobs"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [theirs[1].as_str(), theirs[0].as_str()]);
+    for field in ["batches", "files"] {
+        let edges = only[field]["edges"].as_array().unwrap();
+        assert!(edges.len() == 2 && edges.iter().all(|e| e["node"]["tenantId"] == "globex"), "{field}: {only}");
+    }
+    // A tenant sees only its own id, and naming another tenant is NOT_FOUND (as `keys(tenantId:)`).
+    let mine = data(&c, &globex, "{ jobs { edges { node { tenantId } } } }", json!({})).await;
+    assert!(mine["jobs"]["edges"].as_array().unwrap().iter().all(|e| e["node"]["tenantId"] == "globex"), "{mine}");
+    let r = gql(&c, Some(&globex), "{ jobs(tenantId: \"acme\") { edges { cursor } } }", json!({})).await;
+    assert_eq!(code(&r.json()), "NOT_FOUND", "{}", r.text());
+    let one = data(
+        &c,
+        ADMIN,
+        "query($id: ID!) { job(id: $id) { id tenantId status } batch(id: $id) { tenantId } }",
+        json!({"id": theirs[0]}),
+    )
+    .await;
+    assert_eq!(
+        one,
+        json!({"job": {"id": theirs[0], "tenantId": "globex", "status": "PENDING"}, "batch": {"tenantId": "globex"}})
+    );
+    let by_admin = data(
+        &c,
+        ADMIN,
+        "mutation($id: ID!) { cancelJob(id: $id) { id tenantId batchStatus } }",
+        json!({"id": theirs[0]}),
+    )
+    .await;
+    assert_eq!(by_admin["cancelJob"], json!({"id": theirs[0], "tenantId": "globex", "batchStatus": "CANCELLING"}));
+    let seen = data(&c, &globex, "query($id: ID!) { job(id: $id) { batchStatus } }", json!({"id": theirs[0]})).await;
+    assert_eq!(seen["job"]["batchStatus"], "CANCELLING", "the owner sees the admin's cancel");
+    let refused = gql(&c, Some(ADMIN), CREATE_JOB, text_job("x")).await.json();
+    assert_eq!(code(&refused), "FORBIDDEN");
+    assert_eq!(refused["errors"][0]["message"], "Jobs are billed to a tenant's key: create them with a tenant key.");
+    // REST agrees with GraphQL on reads: the admin lists every tenant's batches and reads any file.
+    let admin_auth = format!("Bearer {ADMIN}");
+    let rest = c.raw(Method::GET, "/v1/batches?limit=100", &[("authorization", &admin_auth)], "").await.unwrap();
+    assert_eq!(rest.status, 200, "{}", rest.text());
+    assert_eq!(rest.json()["data"].as_array().unwrap().len(), 8);
+    let rest =
+        c.raw(Method::GET, &format!("/v1/files/{}", files[0]), &[("authorization", &admin_auth)], "").await.unwrap();
+    assert_eq!(rest.status, 200, "{}", rest.text());
 
     // The owner cancels: a job, and a batch.
     let cancelled =
