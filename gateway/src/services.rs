@@ -12,7 +12,8 @@
 //! | `pricing` | the price table in effect |
 //! | `sessions` | dashboard sign-in: browser sessions over `auth`, CSRF tokens, the sign-in limiter |
 //! | `files` | the Files API, tenant-scoped |
-//! | `batches` | the Batch API, tenant-scoped, and the steps of its local execution |
+//! | `batches` | the Batch API, tenant-scoped, and the steps of its local execution; watching a batch |
+//! | `jobs` | jobs: one model request run in the background as a one-line batch, tenant-scoped; states, results, watching |
 //!
 //! `metering`, `sink` and `stream` are the chat service's parts: one record per request, priced and
 //! handed to the ledger; the translating stream body. `error` is this layer's one error type.
@@ -24,6 +25,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod error;
 pub mod files;
+pub mod jobs;
 pub mod metering;
 pub mod models;
 pub mod pricing;

@@ -66,6 +66,11 @@ const MAX_METADATA: usize = 16;
 /// Batch lists: at most 100 per page, 20 by default (OpenAI's).
 const MAX_LIST: i64 = 100;
 const DEFAULT_LIST: i64 = 20;
+/// Wake-ups buffered per watcher before it lags (and re-reads instead).
+const UPDATES_CAPACITY: usize = 1024;
+/// How often a watcher re-reads the store without a wake-up: changes made by another replica's
+/// worker reach it at most this late.
+pub const WATCH_FALLBACK: Duration = Duration::from_secs(2);
 
 /// The batch store, settings and metrics, shared by the API and the worker.
 pub struct Batches {
@@ -75,6 +80,10 @@ pub struct Batches {
     /// Batch rows by id for the worker: who is billed and at which limits never changes after create,
     /// so a line does not read its batch row again.
     identities: moka::future::Cache<String, Arc<BatchRow>>,
+    /// Batch ids whose state just changed on this replica (a status step, a line claimed or
+    /// finished, a cancel): wakes [`watch`] streams. Lossy by design: a watcher that lags, or a change
+    /// made by another replica, is caught by the watcher's periodic re-read.
+    updates: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Batches {
@@ -82,7 +91,20 @@ impl Batches {
     pub fn new(store: Arc<BatchStore>, settings: BatchSettings, metrics: Option<BatchMetrics>) -> Self {
         let identities =
             moka::future::Cache::builder().max_capacity(1024).time_to_live(Duration::from_secs(300)).build();
-        Self { store, settings, metrics, identities }
+        let (updates, _) = tokio::sync::broadcast::channel(UPDATES_CAPACITY);
+        Self { store, settings, metrics, identities, updates }
+    }
+
+    /// Wake-ups for changed batches (their ids), for watchers of one batch or job.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.updates.subscribe()
+    }
+
+    /// Tells watchers that batch `id` changed (nothing is sent when nobody watches).
+    pub(crate) fn notify(&self, id: &str) {
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(Arc::from(id));
+        }
     }
 
     async fn identity(&self, batch_id: &str) -> Result<Option<Arc<BatchRow>>, Error> {
@@ -161,7 +183,7 @@ pub struct BatchErrors {
 
 /// OpenAI's `Batch` object: every field; optional ones are left out until reached (the OpenAPI schema
 /// types them non-nullable; the SDKs read a missing field as `None`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BatchObject {
     pub id: String,
     pub object: &'static str,
@@ -213,30 +235,40 @@ fn secs(ms: Option<i64>) -> Option<i64> {
     ms.map(|m| m / 1000)
 }
 
-fn terminal(status: &str) -> bool {
+/// True for a batch status that never changes again.
+pub fn terminal(status: &str) -> bool {
     matches!(status, "completed" | "failed" | "expired" | "cancelled")
 }
 
 /// The wire object of a stored batch: live counts while it runs, frozen ones once finished.
 async fn object(store: &BatchStore, b: &BatchRow) -> Result<BatchObject, Error> {
-    let (counts, input, cached, output) = if terminal(&b.status) || b.status == "validating" {
-        (
+    let live = if needs_counts(b) { Some(store.counts(&b.id).await.map_err(store_error)?) } else { None };
+    Ok(object_with(b, live))
+}
+
+/// Whether a batch's wire object reads live line counts (it is running).
+fn needs_counts(b: &BatchRow) -> bool {
+    !(terminal(&b.status) || b.status == "validating")
+}
+
+/// The wire object of a stored batch with its live counts (`None`: the row's frozen ones).
+fn object_with(b: &BatchRow, live: Option<crate::stores::batches::Counts>) -> BatchObject {
+    let (counts, input, cached, output) = match live {
+        None => (
             RequestCounts { total: b.total, completed: b.completed, failed: b.failed },
             b.input_tokens,
             b.cached_tokens,
             b.output_tokens,
-        )
-    } else {
-        let c = store.counts(&b.id).await.map_err(store_error)?;
-        (
+        ),
+        Some(c) => (
             RequestCounts { total: c.total.max(b.total), completed: c.succeeded, failed: c.failed },
             c.input_tokens,
             c.cached_tokens,
             c.output_tokens,
-        )
+        ),
     };
     let errors = b.errors.as_deref().and_then(|e| serde_json::from_str::<Vec<BatchError>>(e).ok());
-    Ok(BatchObject {
+    BatchObject {
         id: b.id.clone(),
         object: "batch",
         endpoint: b.endpoint.clone(),
@@ -265,7 +297,7 @@ async fn object(store: &BatchStore, b: &BatchRow) -> Result<BatchObject, Error> 
             total_tokens: input + output,
         },
         metadata: b.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
-    })
+    }
 }
 
 // ------------------------------------------------------------------------------------------ API
@@ -436,10 +468,16 @@ pub async fn list(
         None => None,
     };
     let (rows, has_more) = b.store.list_batches(scope.tenant(), cursor.as_ref(), limit).await.map_err(store_error)?;
-    let mut data = Vec::with_capacity(rows.len());
-    for r in &rows {
-        data.push(object(&b.store, r).await?);
-    }
+    // One counts query for the running batches of the page, not one per batch.
+    let running: Vec<String> = rows.iter().filter(|r| needs_counts(r)).map(|r| r.id.clone()).collect();
+    let mut counts = b.store.counts_many(&running).await.map_err(store_error)?;
+    let data: Vec<BatchObject> = rows
+        .iter()
+        .map(|r| {
+            let live = needs_counts(r).then(|| counts.remove(&r.id).unwrap_or_default());
+            object_with(r, live)
+        })
+        .collect();
     Ok(BatchList {
         object: "list",
         first_id: data.first().map(|d| d.id.clone()),
@@ -461,12 +499,113 @@ pub async fn cancel(state: &Arc<AppState>, principal: &Principal, id: &str) -> R
     let now = now_unix_ms();
     if b.store.request_cancel(scope.tenant(), id, now).await.map_err(store_error)? {
         tracing::info!(batch_id = %crate::domain::text::Escaped(id), step = "cancelling", "batch progress");
+        b.notify(id);
     }
     let row = b.store.batch(scope.tenant(), id).await.map_err(store_error)?.ok_or_else(|| not_found(id))?;
     if !matches!(row.status.as_str(), "cancelling" | "cancelled") {
         return Err(Error::bad_request(format!("Cannot cancel a batch with status '{}'.", row.status), None));
     }
     object(&b.store, &row).await
+}
+
+/// Follows one of the caller's batches: the current state at once, then every change, ending after a
+/// terminal status (`completed`, `failed`, `expired`, `cancelled`), at shutdown, or with an error
+/// (404 for an unknown or other tenant's batch, checked on every read). See [`watch_with`].
+pub fn watch(
+    state: Arc<AppState>,
+    principal: Principal,
+    id: String,
+) -> impl futures_util::Stream<Item = Result<BatchObject, Error>> + Send + 'static {
+    let read_state = state.clone();
+    let read_id = id.clone();
+    watch_with(
+        state,
+        id,
+        move || {
+            let (state, principal, id) = (read_state.clone(), principal.clone(), read_id.clone());
+            async move { retrieve(&state, &principal, &id).await }
+        },
+        |b: &BatchObject| terminal(&b.status),
+    )
+}
+
+/// The watch loop shared by batches and jobs: reads with `read` (which checks the caller), yields
+/// the value when it differs from the last one, and waits for a wake-up for `id` from this
+/// replica ([`Batches::notify`]) or at most [`WATCH_FALLBACK`] (a change made by another replica's
+/// worker): no busy polling. Ends after a value `done` accepts, at shutdown, or after an error.
+pub fn watch_with<T, R, Fut>(
+    state: Arc<AppState>,
+    id: String,
+    read: R,
+    done: fn(&T) -> bool,
+) -> impl futures_util::Stream<Item = Result<T, Error>> + Send + 'static
+where
+    T: Clone + PartialEq + Send + 'static,
+    R: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send,
+{
+    struct Watch<T, R> {
+        // Subscribed before the first read, so no change between the read and the wait is missed.
+        rx: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+        read: R,
+        last: Option<T>,
+        first: bool,
+        finished: bool,
+        id: String,
+        shutdown: tokio_util::sync::CancellationToken,
+    }
+    let w = Watch {
+        rx: state.batches.as_ref().map(|b| b.subscribe()),
+        read,
+        last: None,
+        first: true,
+        finished: false,
+        id,
+        shutdown: state.shutdown.clone(),
+    };
+    futures_util::stream::unfold(w, move |mut w| async move {
+        if w.finished {
+            return None;
+        }
+        loop {
+            if !w.first {
+                tokio::select! {
+                    () = w.shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(WATCH_FALLBACK) => {}
+                    () = woken(&mut w.rx, &w.id) => {}
+                }
+            }
+            w.first = false;
+            match (w.read)().await {
+                Err(e) => {
+                    w.finished = true;
+                    return Some((Err(e), w));
+                }
+                Ok(v) => {
+                    if w.last.as_ref() == Some(&v) {
+                        continue;
+                    }
+                    w.finished = done(&v);
+                    w.last = Some(v.clone());
+                    return Some((Ok(v), w));
+                }
+            }
+        }
+    })
+}
+
+/// Returns when `id` is announced, or when wake-ups were lost (lagged: re-read to be safe); never
+/// when there is no channel.
+async fn woken(rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<str>>>, id: &str) {
+    let Some(rx) = rx else { return std::future::pending().await };
+    loop {
+        match rx.recv().await {
+            Ok(changed) if &*changed == id => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------ steps
@@ -491,14 +630,18 @@ pub async fn advance(state: &Arc<AppState>, owner: &str, id: &str, status: &str)
     let Some(token) = b.store.take_step(id, owner, lease_ms).await.map_err(store_error)? else { return Ok(()) };
     let result = step(state, b, id, token).await;
     let _ = b.store.release_step(id, token).await;
-    result
+    if matches!(result, Ok(true)) {
+        b.notify(id);
+    }
+    result.map(|_| ())
 }
 
-async fn step(state: &Arc<AppState>, b: &Batches, id: &str, token: i64) -> Result<(), Error> {
-    let Some(row) = b.store.batch_any(id).await.map_err(store_error)? else { return Ok(()) };
+/// One step of a batch; true when it changed something a watcher sees.
+async fn step(state: &Arc<AppState>, b: &Batches, id: &str, token: i64) -> Result<bool, Error> {
+    let Some(row) = b.store.batch_any(id).await.map_err(store_error)? else { return Ok(false) };
     let now = now_unix_ms();
     match row.status.as_str() {
-        "validating" => validate(state, b, &row, token).await,
+        "validating" => validate(state, b, &row, token).await.map(|()| true),
         "in_progress" | "finalizing" | "cancelling" => {
             let cancelling = row.status == "cancelling" || row.cancelling_at_ms.is_some();
             let expiring = !cancelling && (row.expire_pending || now >= row.expires_at_ms);
@@ -506,12 +649,13 @@ async fn step(state: &Arc<AppState>, b: &Batches, id: &str, token: i64) -> Resul
                 b.store.mark_expiring(id).await.map_err(store_error)?;
                 tracing::info!(batch_id = %id, step = "expiring", "batch progress");
             }
+            let mut changed = false;
             if cancelling || expiring {
-                drain(b, &row, if cancelling { "batch_cancelled" } else { "batch_expired" }).await?;
+                changed = drain(b, &row, if cancelling { "batch_cancelled" } else { "batch_expired" }).await?;
             }
             let c = b.store.counts(id).await.map_err(store_error)?;
             if c.pending > 0 {
-                return Ok(());
+                return Ok(changed);
             }
             b.store.mark_finalizing(id, token, now).await.map_err(store_error)?;
             let status = if cancelling {
@@ -521,7 +665,8 @@ async fn step(state: &Arc<AppState>, b: &Batches, id: &str, token: i64) -> Resul
             } else {
                 "completed"
             };
-            if b.store.finalize(&row, token, status, now_unix_ms()).await.map_err(store_error)? {
+            let finalized = b.store.finalize(&row, token, status, now_unix_ms()).await.map_err(store_error)?;
+            if finalized {
                 tracing::info!(
                     batch_id = %id,
                     step = status,
@@ -531,24 +676,26 @@ async fn step(state: &Arc<AppState>, b: &Batches, id: &str, token: i64) -> Resul
                     "batch progress"
                 );
             }
-            Ok(())
+            Ok(changed || finalized)
         }
-        _ => Ok(()),
+        _ => Ok(false),
     }
 }
 
-/// Closes every unrun line of a cancelled or expired batch with its error line.
-async fn drain(b: &Batches, row: &BatchRow, code: &'static str) -> Result<(), Error> {
+/// Closes every unrun line of a cancelled or expired batch with its error line; true when it closed any.
+async fn drain(b: &Batches, row: &BatchRow, code: &'static str) -> Result<bool, Error> {
     let message = if code == "batch_cancelled" {
         "This request was not executed because the batch was cancelled."
     } else {
         "This request could not be executed before the completion window expired."
     };
+    let mut closed_any = false;
     loop {
         let lines = b.store.unrun(&row.id, 500).await.map_err(store_error)?;
         if lines.is_empty() {
-            return Ok(());
+            return Ok(closed_any);
         }
+        closed_any = true;
         let n = lines.len() as u64;
         let closed = lines
             .into_iter()
@@ -894,6 +1041,8 @@ fn retry_after(error: &Error) -> Option<Duration> {
 pub async fn execute(state: &Arc<AppState>, line: &Claimed) -> Result<Executed, Error> {
     let b = batches(state)?;
     let Some(batch) = b.identity(&line.batch_id).await? else { return Ok(Executed::Stale) };
+    // The line was just claimed: its batch (a job) is now processing.
+    b.notify(&line.batch_id);
     let principal = Principal::Tenant(TenantCaller {
         tenant: Arc::from(batch.tenant.as_str()),
         key_id: batch.key_id.as_deref().map(Arc::from),
@@ -968,6 +1117,7 @@ pub async fn execute(state: &Arc<AppState>, line: &Claimed) -> Result<Executed, 
         ledger: record,
     };
     if b.store.complete(line, &result).await.map_err(store_error)? {
+        b.notify(&line.batch_id);
         if let Some(m) = &b.metrics {
             m.finished.with_label_values(&[if ok { "succeeded" } else { "failed" }]).inc();
         }

@@ -226,6 +226,98 @@ pub fn line_record_id(request_id: &str) -> String {
     format!("{}{request_id}", crate::stores::ledger::RECORD_ID_PREFIX)
 }
 
+/// How far a batch has come, for filtering lists (the job states of `services::jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// `validating`, or `in_progress` with no line started yet.
+    Waiting,
+    /// `in_progress` with a line started (or retried), `finalizing`, `cancelling`.
+    Running,
+    /// `completed` with no failed line.
+    Succeeded,
+    /// `failed` (validation), `cancelled`, `expired`, or `completed` with a failed line.
+    Failed,
+}
+
+/// A line has started: claimed at least once (a retry waiting in the queue counts as started).
+macro_rules! line_started {
+    () => {
+        "EXISTS (SELECT 1 FROM batch_items s WHERE s.batch_id = batches.id AND (s.state <> 'queued' OR s.attempts > 0))"
+    };
+}
+
+impl Progress {
+    fn sql(self) -> &'static str {
+        match self {
+            Progress::Waiting => {
+                concat!("(status = 'validating' OR (status = 'in_progress' AND NOT ", line_started!(), "))")
+            }
+            Progress::Running => {
+                concat!(
+                    "(status IN ('finalizing', 'cancelling') OR (status = 'in_progress' AND ",
+                    line_started!(),
+                    "))"
+                )
+            }
+            Progress::Succeeded => "(status = 'completed' AND failed = 0)",
+            Progress::Failed => {
+                "(status IN ('failed', 'cancelled', 'expired') OR (status = 'completed' AND failed > 0))"
+            }
+        }
+    }
+}
+
+/// What [`BatchStore::list_batches_where`] narrows a list to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchFilter<'a> {
+    /// Only batches whose metadata sets this key to this string value.
+    pub metadata: Option<(&'a str, &'a str)>,
+    /// Only batches this far.
+    pub progress: Option<Progress>,
+}
+
+/// A batch's first line as a job reads it ([`BatchStore::first_lines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineView {
+    pub batch_id: String,
+    pub line_no: i64,
+    /// Claimed at least once.
+    pub started: bool,
+    /// Its result is written.
+    pub done: bool,
+    /// `Some(true)` for an output-file line, `Some(false)` for an error-file line.
+    pub result_ok: Option<bool>,
+    /// The output or error file line (OpenAI's `BatchRequestOutput`), when asked for and written.
+    pub result_line: Option<Vec<u8>>,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub finished_at_ms: Option<i64>,
+    /// The line's ledger row's cost, when it has one.
+    pub cost_nano_usd: Option<i64>,
+}
+
+/// `$from, $from+1, …` for `n` values.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A `LIKE` pattern (escape `!`) matching `"key":"value"` in stored metadata: metadata is stored
+/// as serde_json writes it (no spaces), and a quote inside a value is escaped, so the pair cannot be
+/// forged from inside another value.
+fn metadata_pattern(key: &str, value: &str) -> String {
+    let pair = format!("{}:{}", serde_json::Value::from(key), serde_json::Value::from(value));
+    let mut out = String::from("%");
+    for c in pair.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// Live per-batch line counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -700,19 +792,7 @@ impl BatchStore {
         after: Option<&BatchRow>,
         limit: i64,
     ) -> Result<(Vec<BatchRow>, bool), StoreError> {
-        let mut sql = format!("SELECT {BATCH_COLS} FROM batches WHERE tenant = $1");
-        let mut params = vec![Val::t(tenant)];
-        if let Some(a) = after {
-            params.push(Val::I(a.created_at_ms));
-            params.push(Val::t(&a.id));
-            sql.push_str(" AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3))");
-        }
-        params.push(Val::I(limit + 1));
-        sql.push_str(&format!(" ORDER BY created_at_ms DESC, id DESC LIMIT ${}", params.len()));
-        let mut rows: Vec<BatchRow> = self.db.query(&sql, params).await?.iter().map(batch_row).collect();
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(0));
-        Ok((rows, more))
+        self.list_batches_where(tenant, after, limit, &BatchFilter::default()).await
     }
 
     /// Moves a `validating` or `in_progress` batch to `cancelling`. False when it is in another status.
@@ -759,6 +839,128 @@ impl BatchStore {
             output_tokens: num(&r, 6),
         })
         .unwrap_or_default())
+    }
+
+    /// Live line counts of several batches in one query (lists: no query per batch). A batch with no
+    /// lines yet is absent from the map.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn counts_many(
+        &self,
+        batch_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Counts>, StoreError> {
+        if batch_ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let sql = format!(
+            "SELECT batch_id, COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN result_kind = 'o' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN result_kind = 'e' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN state <> 'done' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) \
+             FROM batch_items WHERE batch_id IN ({}) GROUP BY batch_id",
+            placeholders(1, batch_ids.len())
+        );
+        let rows = self.db.query(&sql, batch_ids.iter().map(Val::t).collect()).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.t(0),
+                    Counts {
+                        total: num(r, 1),
+                        succeeded: num(r, 2),
+                        failed: num(r, 3),
+                        pending: num(r, 4),
+                        input_tokens: num(r, 5),
+                        cached_tokens: num(r, 6),
+                        output_tokens: num(r, 7),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// A page of a tenant's batches, newest first, after the cursor batch, narrowed by `filter`; one
+    /// query (the progress test reads `batch_items` in a subquery).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn list_batches_where(
+        &self,
+        tenant: &str,
+        after: Option<&BatchRow>,
+        limit: i64,
+        filter: &BatchFilter<'_>,
+    ) -> Result<(Vec<BatchRow>, bool), StoreError> {
+        let mut sql = format!("SELECT {BATCH_COLS} FROM batches WHERE tenant = $1");
+        let mut params = vec![Val::t(tenant)];
+        if let Some(a) = after {
+            params.push(Val::I(a.created_at_ms));
+            let c = params.len();
+            params.push(Val::t(&a.id));
+            let i = params.len();
+            sql.push_str(&format!(" AND (created_at_ms < ${c} OR (created_at_ms = ${c} AND id < ${i}))"));
+        }
+        if let Some((key, value)) = filter.metadata {
+            params.push(Val::t(metadata_pattern(key, value)));
+            sql.push_str(&format!(" AND metadata LIKE ${} ESCAPE '!'", params.len()));
+        }
+        if let Some(p) = filter.progress {
+            sql.push_str(" AND ");
+            sql.push_str(p.sql());
+        }
+        params.push(Val::I(limit + 1));
+        sql.push_str(&format!(" ORDER BY created_at_ms DESC, id DESC LIMIT ${}", params.len()));
+        let mut rows: Vec<BatchRow> = self.db.query(&sql, params).await?.iter().map(batch_row).collect();
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok((rows, more))
+    }
+
+    /// The first input line of each of `batch_ids` (a job is a one-line batch), with its result when
+    /// `with_result` and its ledger cost: one query for a whole list.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn first_lines(&self, batch_ids: &[String], with_result: bool) -> Result<Vec<LineView>, StoreError> {
+        if batch_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = if with_result { "i.result_line" } else { "NULL" };
+        let sql = format!(
+            "SELECT i.batch_id, i.line_no, i.state, i.attempts, i.result_kind, {result}, i.prompt_tokens, \
+             i.cached_tokens, i.completion_tokens, i.finished_at_ms, l.cost_nano_usd \
+             FROM batch_items i LEFT JOIN ledger_records l ON l.record_id = CAST($1 AS TEXT) || i.request_id \
+             WHERE i.batch_id IN ({}) \
+             AND i.line_no = (SELECT MIN(m.line_no) FROM batch_items m WHERE m.batch_id = i.batch_id)",
+            placeholders(2, batch_ids.len())
+        );
+        let mut params = vec![Val::t(crate::stores::ledger::RECORD_ID_PREFIX)];
+        params.extend(batch_ids.iter().map(Val::t));
+        let rows = self.db.query(&sql, params).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let state = r.t(2);
+                let started = state != "queued" || num(r, 3) > 0;
+                let line = r.b(5);
+                LineView {
+                    batch_id: r.t(0),
+                    line_no: num(r, 1),
+                    result_ok: r.ot(4).map(|k| k == "o"),
+                    result_line: (!line.is_empty()).then_some(line),
+                    done: state == "done",
+                    started,
+                    prompt_tokens: num(r, 6),
+                    cached_tokens: num(r, 7),
+                    completion_tokens: num(r, 8),
+                    finished_at_ms: r.oi(9),
+                    cost_nano_usd: r.oi(10),
+                }
+            })
+            .collect())
     }
 
     /// Lines by state across all batches, for `/metrics`.
