@@ -478,7 +478,8 @@ async fn jobs_page_text_job_upload_download_cancel_and_isolation() {
     let output = acme.get(&attr_after(&html, r#"class="button" download"#, "href")).await;
     assert_eq!(output.status, 200);
     let line: serde_json::Value = serde_json::from_str(output.text().lines().next().unwrap()).unwrap();
-    assert_eq!(line["custom_id"], "text-job");
+    assert_eq!(line["custom_id"], "job");
+    assert!(html.contains(r#"<pre id="job-answer">batch answer</pre>"#), "{html}");
     assert_eq!(line["response"]["status_code"], 200);
     assert_eq!(line["response"]["body"]["choices"][0]["message"]["content"], "batch answer");
     // A pasted batch (CRLF line ends, as browsers send textareas) with one bad line: 2 done, 1 failed.

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 
 use super::{format, page, q, redirect, Ctx, Html, Response};
 use crate::services::batches::{self, BatchObject};
-use crate::services::{self, files, AppState, Error};
+use crate::services::{self, files, jobs, AppState, Error};
 
 /// The file name a dashboard upload gets (the Batch API wants `.jsonl`).
 const UPLOAD_NAME: &str = "dashboard-upload.jsonl";
@@ -139,9 +139,12 @@ async fn forms(state: &AppState, ctx: &Ctx, html: &mut Html) {
         .raw("</button></form></section>");
 }
 
-/// Percent-encodes an id for a path segment (ids are alphanumeric with `_`/`-`, but escape anyway).
+/// What an id keeps unescaped in a path segment: ids are alphanumeric with `_` and `-`.
+const ID_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'_').remove(b'-');
+
+/// Percent-encodes an id for a path segment (anything but `[A-Za-z0-9_-]` is escaped).
 fn urlencoding(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, ID_SET).to_string()
 }
 
 /// Uploads `jsonl` as a batch file and creates a chat-completions batch over it; the batch id.
@@ -174,21 +177,15 @@ pub(super) async fn upload(state: &Arc<AppState>, ctx: &Ctx, form: &[(String, St
     Ok(redirect(&format!("/dashboard/jobs/{}", urlencoding(&id))))
 }
 
-/// `POST /dashboard/jobs/text`: a text job is a one-line batch (`custom_id` `text-job`).
+/// `POST /dashboard/jobs/text`: a text job (a one-line batch) through `services::jobs`.
 pub(super) async fn text_job(state: &Arc<AppState>, ctx: &Ctx, form: &[(String, String)]) -> Result<Response, Error> {
-    let model = q(form, "model").unwrap_or("").trim();
-    let prompt = q(form, "prompt").unwrap_or("");
-    if model.is_empty() || prompt.trim().is_empty() {
-        return Err(Error::bad_request("A text job needs a model and a prompt.", Some("prompt")));
-    }
-    let line = serde_json::json!({
-        "custom_id": "text-job",
-        "method": "POST",
-        "url": batches::CHAT_ENDPOINT,
-        "body": {"model": model, "messages": [{"role": "user", "content": prompt}]},
-    });
-    let id = create_batch(state, ctx, &line.to_string()).await?;
-    Ok(redirect(&format!("/dashboard/jobs/{}", urlencoding(&id))))
+    let job = jobs::TextJob {
+        model: q(form, "model").unwrap_or("").to_owned(),
+        prompt: Some(q(form, "prompt").unwrap_or("").replace("\r\n", "\n")),
+        ..jobs::TextJob::default()
+    };
+    let created = jobs::create_text_job(state, &ctx.principal, &job).await?;
+    Ok(redirect(&format!("/dashboard/jobs/{}", urlencoding(&created.id))))
 }
 
 /// `GET /dashboard/jobs/{id}`: counts, timings, files, cancel.
@@ -229,6 +226,21 @@ pub(super) async fn detail(state: &Arc<AppState>, ctx: &Ctx, id: &str) -> Result
             html.raw("<li>").text(&e.message).raw("</li>");
         }
         html.raw("</ul>");
+    }
+    // A text job: its answer (the jobs service reads it from the output or error line).
+    if b.metadata.as_ref().and_then(|m| m.get(jobs::JOB_METADATA_KEY)).is_some() {
+        if let Ok(job) = jobs::job(state, &ctx.principal, &b.id).await {
+            if let Some(text) = job.result.as_ref().and_then(|r| r.text.as_deref()) {
+                html.raw("<h2>").text(&ctx.t("answer")).raw(r#"</h2><pre id="job-answer">"#).text(text).raw("</pre>");
+            }
+            if let Some(e) = &job.error {
+                html.raw(r#"<p class="notice error" id="job-error">"#)
+                    .text(&e.code)
+                    .raw(": ")
+                    .text(&e.message)
+                    .raw("</p>");
+            }
+        }
     }
     html.raw("<p class=\"actions\">");
     for (file, label) in [(&b.output_file_id, "job-output"), (&b.error_file_id, "job-errors")] {
