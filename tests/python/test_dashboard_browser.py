@@ -379,3 +379,43 @@ def test_settings_form_and_theme_button(session: Session) -> None:
     s.goto("/dashboard/usage")
     assert p.get_attribute("html", "data-theme") == "light"
     assert p.get_attribute("html", "lang") == "ru"
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_tenant_uploads_a_one_line_batch_and_sees_it_complete(session: Session, lang: str, theme: str) -> None:
+    """Jobs and batches (issue 16): paste a one-line batch JSONL into the Jobs page's form, follow it to its
+    page until it completes (the mock answers), download its output; axe-core and a screenshot of the list
+    and of the finished job."""
+    s, p = session, session.page
+    s.prefer(lang, theme)
+    s.sign_in(s.dash.tenant_key)
+    s.goto("/dashboard/jobs")
+    line = json.dumps({"custom_id": f"browser-{lang}-{theme}", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}})
+    p.fill('textarea[name="jsonl"]', line)
+    with p.expect_navigation():
+        p.locator('form[action="/dashboard/jobs"] button[type=submit]').click()
+    assert "/dashboard/jobs/batch_" in p.url, p.url
+    job_url = p.url
+    done = {"en": "completed", "ru": "выполнено"}[lang]
+    deadline = time.monotonic() + 20
+    while p.locator("#job-status").inner_text() != done:
+        assert time.monotonic() < deadline, f"the batch never completed: {p.locator('#job-status').inner_text()}"
+        time.sleep(0.2)
+        s.goto(job_url)
+    assert p.locator("#job-total").inner_text() == "1"
+    assert p.locator("#job-completed").inner_text() == "1"
+    assert p.locator("#job-failed").inner_text() == "0"
+    assert p.get_attribute("html", "lang") == lang and p.get_attribute("html", "data-theme") == theme
+    violations = s.axe()
+    assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
+    s.shoot(f"tenant-job-done-{lang}-{theme}")
+    href = p.locator("a.button[download]").first.get_attribute("href")
+    body = s.context.request.get(href).text()
+    out = json.loads(body.splitlines()[0])
+    assert out["custom_id"] == f"browser-{lang}-{theme}" and out["response"]["status_code"] == 200, out
+    s.goto("/dashboard/jobs")
+    assert p.locator("tr", has_text=job_url.rsplit("/", 1)[-1]).count() == 1
+    assert not s.axe()
+    s.shoot(f"tenant-jobs-list-{lang}-{theme}")

@@ -417,3 +417,132 @@ async fn page_icon_and_keyboard_reachable_table_scrollers() {
     assert!(html.contains(r#"<th scope="col">Провайдер</th>"#), "text heading");
     s.gw.shutdown().await;
 }
+
+/// The value of `attr` on the first element after `marker`.
+fn attr_after(html: &str, marker: &str, attr: &str) -> String {
+    let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in {html}"));
+    let rest = &html[at..];
+    let a = rest.find(&format!(r#"{attr}=""#)).unwrap() + attr.len() + 2;
+    rest[a..].split('"').next().unwrap().to_owned()
+}
+
+/// The text of the `<dd id=...>` fact on a job page.
+fn fact(html: &str, id: &str) -> String {
+    let marker = format!(r#"<dd id="{id}">"#);
+    let at = html.find(&marker).unwrap_or_else(|| panic!("no fact {id}")) + marker.len();
+    html[at..].split('<').next().unwrap().to_owned()
+}
+
+async fn wait_for_status(who: &mut Browser, path: &str, want: &str) -> String {
+    for _ in 0..200 {
+        let html = who.get(path).await.text();
+        if fact(&html, "job-status") == want {
+            return html;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} never reached {want}: {}", who.get(path).await.text());
+}
+
+/// Issue 16, jobs and batches: a tenant creates a text job and uploads a batch JSONL from the page
+/// (CSRF enforced), sees them complete with their counts, downloads the output and error files,
+/// cancels a batch; another tenant sees none of it (404), the admin gets a notice; Russian page.
+#[tokio::test]
+async fn jobs_page_text_job_upload_download_cancel_and_isolation() {
+    let s = setup().await;
+    s._mock
+        .always("/v1/chat/completions", Reply::answer(Answer::text("batch answer").with_usage(Usage::new(10, 5))))
+        .await;
+    let mut acme = Browser::new(&s.gw, "en");
+    acme.sign_in(&s.acme_key).await;
+    let csrf = acme.csrf().await;
+    let jobs = acme.get("/dashboard/jobs").await;
+    assert_eq!(jobs.status, 200);
+    assert!(jobs.text().contains("No batches or jobs yet."));
+    // No token, no job.
+    let r = acme.post("/dashboard/jobs/text", &[("model", "openai/gpt-4o-mini"), ("prompt", "hi")]).await;
+    assert_eq!(r.status, 403);
+    // A text job: a one-line batch.
+    let r = acme
+        .post("/dashboard/jobs/text", &[("csrf", &csrf), ("model", "openai/gpt-4o-mini"), ("prompt", "Say <b>hi</b>")])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let text_job = r.headers["location"].to_str().unwrap().to_owned();
+    assert!(text_job.starts_with("/dashboard/jobs/batch_"), "{text_job}");
+    let html = wait_for_status(&mut acme, &text_job, "completed").await;
+    assert_eq!(
+        (fact(&html, "job-total"), fact(&html, "job-completed"), fact(&html, "job-failed")),
+        ("1".into(), "1".into(), "0".into())
+    );
+    assert_ne!(fact(&html, "job-finished"), "—");
+    let output = acme.get(&attr_after(&html, r#"class="button" download"#, "href")).await;
+    assert_eq!(output.status, 200);
+    let line: serde_json::Value = serde_json::from_str(output.text().lines().next().unwrap()).unwrap();
+    assert_eq!(line["custom_id"], "job");
+    assert!(html.contains(r#"<pre id="job-answer">batch answer</pre>"#), "{html}");
+    assert_eq!(line["response"]["status_code"], 200);
+    assert_eq!(line["response"]["body"]["choices"][0]["message"]["content"], "batch answer");
+    // A pasted batch (CRLF line ends, as browsers send textareas) with one bad line: 2 done, 1 failed.
+    let good = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}})
+        .to_string()
+    };
+    let bad = json!({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "no-such/model", "messages": [{"role": "user", "content": "hi"}]}})
+    .to_string();
+    let jsonl = format!("{}\r\n{}\r\n{bad}\r\n", good("a"), good("b"));
+    let r = acme.post("/dashboard/jobs", &[("csrf", &csrf), ("jsonl", &jsonl)]).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let batch = r.headers["location"].to_str().unwrap().to_owned();
+    let html = wait_for_status(&mut acme, &batch, "completed").await;
+    assert_eq!(
+        (fact(&html, "job-total"), fact(&html, "job-completed"), fact(&html, "job-failed")),
+        ("3".into(), "2".into(), "1".into())
+    );
+    assert!(html.contains("3 of 3 done"), "{html}");
+    assert!(html.contains("Download errors"));
+    let downloads: Vec<String> = html
+        .match_indices(r#"class="button" download href=""#)
+        .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(downloads.len(), 2, "{html}");
+    let errors = acme.get(&downloads[1]).await.text();
+    assert!(errors.contains(r#""custom_id":"bad""#), "{errors}");
+    // The list shows both with status and progress.
+    let list = acme.get("/dashboard/jobs").await.text();
+    assert_eq!(list.matches("<td>completed</td>").count(), 2, "{list}");
+    // Cancel: a malformed JSONL fails validation; a cancel of a finished batch is refused (400).
+    let id = batch.rsplit('/').next().unwrap();
+    assert_eq!(acme.post(&format!("/dashboard/jobs/{id}/cancel"), &[("csrf", &csrf)]).await.status, 400);
+    // Cancel a running batch (slow upstream): cancelling → cancelled, the cancel form then gone.
+    s._mock
+        .always("/v1/chat/completions", Reply::answer(Answer::text("slow")).delay(std::time::Duration::from_secs(2)))
+        .await;
+    let r =
+        acme.post("/dashboard/jobs", &[("csrf", &csrf), ("jsonl", &format!("{}\n{}\n", good("s1"), good("s2")))]).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let slow = r.headers["location"].to_str().unwrap().to_owned();
+    assert!(acme.get(&slow).await.text().contains(&format!(r#"action="{slow}/cancel""#)));
+    assert_eq!(acme.post(&format!("{slow}/cancel"), &[("csrf", &csrf)]).await.status, 303);
+    let html = wait_for_status(&mut acme, &slow, "cancelled").await;
+    assert!(!html.contains("/cancel\""), "{html}");
+    // Isolation: globex sees neither the batches nor the files; the admin gets a notice.
+    let mut globex = Browser::new(&s.gw, "en");
+    globex.sign_in(&s.globex_key).await;
+    assert!(!globex.get("/dashboard/jobs").await.text().contains(id));
+    assert_eq!(globex.get(&batch).await.status, 404);
+    assert_eq!(globex.get(&downloads[0]).await.status, 404);
+    let gcsrf = globex.csrf().await;
+    assert_eq!(globex.post(&format!("/dashboard/jobs/{id}/cancel"), &[("csrf", &gcsrf)]).await.status, 404);
+    let mut admin = Browser::new(&s.gw, "en");
+    admin.sign_in(ADMIN).await;
+    assert!(admin.get("/dashboard/jobs").await.text().contains("Jobs and batches belong to tenants"));
+    // Russian.
+    let mut ru = Browser::new(&s.gw, "ru");
+    ru.sign_in(&s.acme_key).await;
+    let html = ru.get(&batch).await.text();
+    assert_eq!(fact(&html, "job-status"), "выполнено");
+    assert!(html.contains("3 из 3 готово"), "{html}");
+    s.gw.shutdown().await;
+}

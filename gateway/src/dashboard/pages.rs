@@ -23,6 +23,8 @@ use crate::services::tenants::{self, LimitsPatch, NewKeyRequest, TenantChange, T
 use crate::services::usage::{self, Cursor, GroupBy, UsageFilter, UsageRow};
 use crate::services::{self, AppState, Error};
 
+mod jobs;
+
 /// Per-request page context: language, theme, zone, the principal and its CSRF token.
 pub struct Ctx {
     pub prefs: Prefs,
@@ -377,7 +379,12 @@ pub async fn route(
             None => Ok(redirect("/dashboard/tenants")),
         },
         ("GET", ["dashboard", "models"]) => models_page(state, &ctx).await,
-        ("GET", ["dashboard", "jobs"]) => Ok(jobs_page(&ctx)),
+        ("GET", ["dashboard", "jobs"]) => jobs::list(state, &ctx, query).await,
+        ("POST", ["dashboard", "jobs"]) => jobs::upload(state, &ctx, &form).await,
+        ("POST", ["dashboard", "jobs", "text"]) => jobs::text_job(state, &ctx, &form).await,
+        ("GET", ["dashboard", "jobs", id]) => jobs::detail(state, &ctx, &decode(id)).await,
+        ("POST", ["dashboard", "jobs", id, "cancel"]) => jobs::cancel(state, &ctx, &decode(id)).await,
+        ("GET", ["dashboard", "files", id, "content"]) => jobs::download(state, &ctx, &decode(id)).await,
         ("GET", ["dashboard", "playground"]) => playground_page(state, &ctx).await,
         ("POST", ["dashboard", "playground", "chat"]) => playground_chat(state, &ctx, body.unwrap_or_default()).await,
         ("GET", ["dashboard", "settings"]) => Ok(settings_page(&ctx, q(query, "saved").is_some())),
@@ -629,16 +636,19 @@ fn explorer_filter(ctx: &Ctx, query: &[(String, String)]) -> Result<(UsageFilter
 }
 
 fn filter_inputs(ctx: &Ctx, html: &mut Html, f: &UsageFilter, from: &str, to: &str) {
-    html.raw("<label>")
-        .text(&ctx.t("from"))
-        .raw(r#" <input type="date" name="from" value=""#)
-        .text(from)
-        .raw(r#""></label>"#);
-    html.raw("<label>")
-        .text(&ctx.t("to"))
-        .raw(r#" <input type="date" name="to" value=""#)
-        .text(to)
-        .raw(r#""></label>"#);
+    // Text inputs with an explicit `YYYY-MM-DD` pattern rather than `type="date"`: a native date
+    // input renders in the browser's locale, not the dashboard's chosen language, so a Russian page
+    // in an English browser showed `mm/dd/yyyy`. The hint is localized; the value is always ISO.
+    for (name, label, value) in [("from", ctx.t("from"), from), ("to", ctx.t("to"), to)] {
+        let _ = write!(html.0, "<label>");
+        html.text(&label);
+        let _ = write!(
+            html.0,
+            r#" <input type="text" name="{name}" inputmode="numeric" pattern="[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}" maxlength="10" size="10" autocomplete="off" aria-describedby="date-hint" placeholder=""#
+        );
+        html.text(&ctx.t("date-hint")).raw(r#"" value=""#).text(value).raw(r#""></label>"#);
+    }
+    html.raw(r#"<span id="date-hint" class="hint">"#).text(&ctx.t("date-hint")).raw("</span>");
     if ctx.is_admin() {
         html.raw("<label>")
             .text(&ctx.t("tenant"))
@@ -1108,16 +1118,6 @@ async fn models_page(state: &AppState, ctx: &Ctx) -> Result<Response, Error> {
     html.table(&ctx.t("models"), &head, &rows, None);
     html.raw("</section>");
     Ok(page(ctx, "nav-models", html.0, false))
-}
-
-fn jobs_page(ctx: &Ctx) -> Response {
-    let mut html = Html::default();
-    html.raw("<h1>")
-        .text(&ctx.t("nav-jobs"))
-        .raw(r#"</h1><p class="notice">"#)
-        .text(&ctx.t("jobs-pending"))
-        .raw("</p>");
-    page(ctx, "nav-jobs", html.0, false)
 }
 
 // ---------------------------------------------------------------- playground

@@ -24,6 +24,7 @@ mod journal;
 mod postgres;
 mod query;
 mod record;
+mod rollup;
 mod sqlite;
 mod writer;
 
@@ -39,6 +40,7 @@ pub use crate::metrics::LedgerStats;
 pub use browse::{Cursor, LatencyStats, RecordSummary};
 pub use query::{Bucket, GroupBy, UsageQuery, UsageRow};
 pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
+pub use rollup::{LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 pub use writer::LedgerWriter;
 
 use journal::Journal;
@@ -358,26 +360,28 @@ impl LedgerHandle {
         Ok(rows.iter().filter_map(|r| browse::record_from(r)).collect())
     }
 
-    /// Request and error counts and nearest-rank p50/p99 latency over the records matching `q`.
+    /// Request and error counts (exact) and p50/p99 latency over the records matching `q`, read
+    /// from the rollups' latency histogram (each percentile is the upper bound of the bucket
+    /// holding the nearest-rank value; see `rollup::LATENCY_BOUNDS_MS`).
     ///
     /// # Errors
     /// As [`LedgerHandle::usage`].
     pub async fn latency(&self, q: &UsageQuery) -> Result<LatencyStats, LedgerError> {
-        let int = |rows: &[Vec<browse::Cell>], col: usize| match rows.first().and_then(|r| r.get(col)) {
-            Some(browse::Cell::Int(Some(v))) => Some(*v),
-            _ => None,
+        let rows = self.cells(|d| browse::latency_histogram(q, d)).await?;
+        let int = |col: usize| match rows.first().and_then(|r| r.get(col)) {
+            Some(browse::Cell::Int(Some(v))) => *v,
+            _ => 0,
         };
-        let counts = self.cells(|d| browse::counts(q, d)).await?;
-        let requests = int(&counts, 0).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-        let errors = int(&counts, 1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-        let mut stats = LatencyStats { requests, errors, p50_ms: None, p99_ms: None };
-        if requests > 0 {
-            for (p, slot) in [(50, &mut stats.p50_ms), (99, &mut stats.p99_ms)] {
-                let rows = self.cells(|d| browse::latency_at(q, browse::rank(requests, p), d)).await?;
-                *slot = int(&rows, 0).and_then(|v| u64::try_from(v).ok());
-            }
+        let mut hist = [0i64; rollup::LATENCY_BUCKETS];
+        for (i, h) in hist.iter_mut().enumerate() {
+            *h = int(2 + i);
         }
-        Ok(stats)
+        Ok(LatencyStats {
+            requests: u64::try_from(int(0)).unwrap_or(0),
+            errors: u64::try_from(int(1)).unwrap_or(0),
+            p50_ms: rollup::percentile(&hist, 50),
+            p99_ms: rollup::percentile(&hist, 99),
+        })
     }
 
     /// Retention: deletes records with `ts_unix_ms < ts_unix_ms` (in chunks of 10,000) and

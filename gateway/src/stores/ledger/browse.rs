@@ -77,7 +77,8 @@ pub struct LatencyStats {
     pub requests: u64,
     /// Records whose status is not `ok`.
     pub errors: u64,
-    /// Nearest-rank percentiles of `latency_ms`; `None` without records.
+    /// Percentiles of `latency_ms` from the rollups' histogram: the upper bound of the bucket
+    /// holding the nearest-rank value (resolution in `rollup.rs`); `None` without records.
     pub p50_ms: Option<u64>,
     pub p99_ms: Option<u64>,
 }
@@ -210,26 +211,15 @@ pub(crate) fn record_from(cells: &[Cell]) -> Option<RecordSummary> {
     })
 }
 
-/// Count and error count over `q`.
-pub(crate) fn counts(q: &UsageQuery, dialect: Dialect) -> Plain {
-    let w = filters(q, dialect);
-    let sql = format!(
-        "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-         FROM ledger_records{}",
-        w.sql()
-    );
-    Plain { sql, binds: w.binds, kinds: vec![Kind::Int, Kind::Int] }
-}
-
-/// The `offset`-th smallest latency over `q` (nearest-rank percentile: one indexed sort, no
-/// percentile function, which SQLite lacks).
-pub(crate) fn latency_at(q: &UsageQuery, offset: u64, dialect: Dialect) -> Plain {
-    let w = filters(q, dialect);
-    let sql = format!(
-        "SELECT CAST(latency_ms AS BIGINT) FROM ledger_records{} ORDER BY latency_ms LIMIT 1 OFFSET {offset}",
-        w.sql()
-    );
-    Plain { sql, binds: w.binds, kinds: vec![Kind::Int] }
+/// Requests, errors and the latency histogram over `q` (`rollup::LATENCY_BUCKETS` columns), from
+/// the rollups for whole hours and the raw ledger for partial ones.
+pub(crate) fn latency_histogram(q: &UsageQuery, dialect: Dialect) -> Plain {
+    use super::rollup::{outer_sums, sources, Measure};
+    let mut binds = Vec::new();
+    let from = sources(q, dialect, Measure::Latency, &mut binds);
+    let cols = outer_sums(Measure::Latency);
+    let kinds = vec![Kind::Int; cols.len()];
+    Plain { sql: format!("SELECT {} {from}", cols.join(", ")), binds, kinds }
 }
 
 /// Nearest-rank index (0-based) of percentile `p` (1..=100) among `n` sorted values (`n > 0`).

@@ -15,6 +15,7 @@ use tokio_postgres::NoTls;
 use super::browse;
 use super::query::{self, Bind, Dialect, GroupBy, RawRow};
 use super::record::to_i64;
+use super::rollup;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
@@ -44,6 +45,8 @@ const INSERT_SQL: &str = "INSERT INTO ledger_records (request_id, ts_unix_ms, te
 
 pub(crate) struct PgStore {
     pool: Pool,
+    /// `INSERT_SQL` wrapped with its rollup upsert (`rollup::postgres_insert_sql`), built once.
+    insert_sql: String,
 }
 
 /// Postgres `text` cannot hold NUL; a client-supplied model name must not poison a batch.
@@ -83,7 +86,7 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| LedgerError::Config(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, insert_sql: rollup::postgres_insert_sql(INSERT_SQL) })
     }
 
     /// Applies pending migrations under an advisory lock.
@@ -113,6 +116,16 @@ impl PgStore {
             )
             .await?;
             tracing::info!(version, name, "Ledger Postgres migration applied");
+        }
+        // Issue 16: the hourly rollups, back-filled from the records already stored.
+        if !applied.contains(&rollup::MIGRATION_VERSION) {
+            tx.batch_execute(&rollup::migration_sql()).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
+                &[&rollup::MIGRATION_VERSION, &rollup::MIGRATION_NAME, &crate::domain::time::now_unix_ms()],
+            )
+            .await?;
+            tracing::info!(version = rollup::MIGRATION_VERSION, "Ledger Postgres rollups created and back-filled");
         }
         tx.commit().await?;
         Ok(())
@@ -184,7 +197,8 @@ impl PgStore {
             http_status.push(i32::from(r.http_status));
         }
         let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client.prepare_cached(INSERT_SQL).await?;
+        // Issue 16: the insert and its rollup upsert are one statement (see `rollup.rs`).
+        let stmt = client.prepare_cached(&self.insert_sql).await?;
         let params: [&(dyn ToSql + Sync); 25] = [
             &request_id,
             &ts,
@@ -212,7 +226,8 @@ impl PgStore {
             &record_id,
             &session_id,
         ];
-        Ok(client.execute(&stmt, &params).await?)
+        let inserted: i64 = client.query_one(&stmt, &params).await?.try_get(0)?;
+        Ok(u64::try_from(inserted).unwrap_or(0))
     }
 
     /// Runs a browse query (`browse.rs`).
@@ -281,18 +296,21 @@ impl PgStore {
     }
 
     /// Deletes records older than `ts_unix_ms` in chunks (short transactions); returns how many.
+    /// Each chunk subtracts its aggregate from the rollups in the delete statement and removes
+    /// emptied rollup rows in the same transaction.
     pub(crate) async fn prune_before(&self, ts_unix_ms: i64) -> Result<u64, LedgerError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM ledger_records WHERE record_id IN \
-                 (SELECT record_id FROM ledger_records WHERE ts_unix_ms < $1 LIMIT 10000)",
-            )
-            .await?;
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let chunk_sql = rollup::postgres_prune_chunk_sql();
+        let empty_sql = rollup::delete_empty_sql(Dialect::Postgres);
         let mut total = 0;
         loop {
-            let n = client.execute(&stmt, &[&ts_unix_ms]).await?;
-            total += n;
+            let tx = client.transaction().await?;
+            let n: i64 = tx.query_one(&chunk_sql, &[&ts_unix_ms]).await?.try_get(0)?;
+            if n > 0 {
+                tx.execute(&empty_sql, &[&ts_unix_ms]).await?;
+            }
+            tx.commit().await?;
+            total += u64::try_from(n).unwrap_or(0);
             if n == 0 {
                 return Ok(total);
             }

@@ -95,6 +95,11 @@ impl Bucket {
         Ok(Self { width_ms, offset_ms })
     }
 
+    /// The offset from UTC, ms east.
+    pub fn offset_ms(self) -> i64 {
+        self.offset_ms
+    }
+
     /// Where bucket number `n` starts, unix ms UTC.
     fn start_ms(self, n: i64) -> i64 {
         n * self.width_ms - self.offset_ms
@@ -190,48 +195,12 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     groups.sort_unstable();
     groups.dedup();
     let mut binds = Vec::new();
-    let mut conds: Vec<String> = Vec::new();
-    let mut push = |cond: &str, bind: Bind, binds: &mut Vec<Bind>| {
-        binds.push(bind);
-        let n = binds.len();
-        let ph = match dialect {
-            Dialect::Postgres => format!("${n}"),
-            Dialect::Sqlite => format!("?{n}"),
-        };
-        conds.push(cond.replace('?', &ph));
-    };
-    if let Some(from) = q.from_unix_ms {
-        push("ts_unix_ms >= ?", Bind::Int(from), &mut binds);
-    }
-    if let Some(to) = q.to_unix_ms {
-        push("ts_unix_ms < ?", Bind::Int(to), &mut binds);
-    }
-    if let Some(t) = &q.tenant {
-        push("tenant = ?", Bind::Text(t.clone()), &mut binds);
-    }
-    if let Some(k) = &q.key_id {
-        push("key_id = ?", Bind::Text(k.clone()), &mut binds);
-    }
-    if let Some(p) = &q.provider {
-        push("provider = ?", Bind::Text(p.clone()), &mut binds);
-    }
-    if let Some(m) = &q.model {
-        push("upstream_model = ?", Bind::Text(m.clone()), &mut binds);
-    }
-    if let Some(st) = &q.status {
-        push("status = ?", Bind::Text(st.clone()), &mut binds);
-    }
+    // Whole hours from the rollups, partial edge hours from the raw ledger (`rollup.rs`).
+    let from = super::rollup::sources(q, dialect, super::rollup::Measure::Usage, &mut binds);
     let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.bucket, q.utc_offset_ms)).collect();
     let mut select: Vec<String> = group_cols.clone();
-    select.push("COUNT(*)".to_owned());
-    for col in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
-        select.push(format!("COALESCE(CAST(SUM({col}) AS BIGINT), 0)"));
-    }
-    let mut sql = format!("SELECT {} FROM ledger_records", select.join(", "));
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
-    }
+    select.extend(super::rollup::outer_sums(super::rollup::Measure::Usage));
+    let mut sql = format!("SELECT {} {from}", select.join(", "));
     if !group_cols.is_empty() {
         sql.push_str(" GROUP BY ");
         sql.push_str(&group_cols.join(", "));
@@ -249,7 +218,9 @@ pub(crate) struct RawRow {
 pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow>) -> Vec<UsageRow> {
     let mut rows: Vec<UsageRow> = raw
         .into_iter()
-        .filter(|r| !groups.is_empty() || r.counters[0] > 0)
+        // No record, no row: a raw GROUP BY never yields an empty group, and a rollup row a prune
+        // emptied must not show up as one.
+        .filter(|r| r.counters[0] > 0)
         .map(|r| {
             let mut texts = r.texts.into_iter();
             let mut row = UsageRow {

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 use super::browse;
 use super::query::{self, Bind, Dialect, RawRow};
 use super::record::to_i64;
+use super::rollup;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
 
 /// Versioned schema migrations, applied in order at start.
@@ -158,21 +159,20 @@ impl SqliteStore {
         Ok(query::finish(&result_groups, bucket, raw))
     }
 
-    /// Deletes records older than `ts_unix_ms`, in chunks; returns how many.
+    /// Deletes records older than `ts_unix_ms`, in chunks; returns how many. Each chunk's
+    /// aggregate is subtracted from the rollups in the chunk's transaction, and rollup rows left
+    /// empty are removed, so rollups keep equalling the records.
     pub(crate) async fn prune_before(&self, ts_unix_ms: i64) -> Result<u64, LedgerError> {
         let mut total = 0u64;
         loop {
             let conn = Arc::clone(&self.writer).lock_owned().await;
             let n = tokio::task::spawn_blocking(move || {
-                conn.execute(
-                    "DELETE FROM ledger_records WHERE rowid IN \
-                     (SELECT rowid FROM ledger_records WHERE ts_unix_ms < ?1 LIMIT 10000)",
-                    params![ts_unix_ms],
-                )
+                let mut conn = conn;
+                prune_chunk_blocking(&mut conn, ts_unix_ms)
             })
             .await
             .map_err(|e| LedgerError::Task(e.to_string()))??;
-            total += n as u64;
+            total += n;
             if n == 0 {
                 return Ok(total);
             }
@@ -239,10 +239,13 @@ impl SqliteStore {
 fn insert_blocking(conn: &mut Connection, batch: &[LedgerRecord]) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let mut inserted = 0u64;
+    // Rollups (issue 16): only the records this insert actually stored, aggregated per key, then
+    // one upsert per key, all in this transaction.
+    let mut delta = rollup::Delta::default();
     {
         let mut stmt = tx.prepare_cached(INSERT_SQL)?;
         for r in batch {
-            inserted += stmt.execute(params![
+            let changed = stmt.execute(params![
                 r.record_id,
                 r.request_id,
                 r.ts_unix_ms,
@@ -268,11 +271,36 @@ fn insert_blocking(conn: &mut Connection, batch: &[LedgerRecord]) -> rusqlite::R
                 i64::from(r.attempts),
                 i64::from(r.http_status),
                 r.session_id,
-            ])? as u64;
+            ])?;
+            if changed > 0 {
+                delta.add(r);
+                inserted += 1;
+            }
         }
     }
+    delta.apply_sqlite(&tx)?;
     tx.commit()?;
     Ok(inserted)
+}
+
+/// One prune chunk (up to 10,000 records) with its rollup subtraction, in one transaction.
+fn prune_chunk_blocking(conn: &mut Connection, ts_unix_ms: i64) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS prune_chunk (id INTEGER PRIMARY KEY); DELETE FROM temp.prune_chunk;",
+    )?;
+    let n = tx.execute(
+        "INSERT INTO temp.prune_chunk (id) SELECT rowid FROM ledger_records WHERE ts_unix_ms < ?1 LIMIT 10000",
+        params![ts_unix_ms],
+    )?;
+    if n > 0 {
+        tx.execute(&rollup::sqlite_subtract_chunk_sql(), [])?;
+        tx.execute("DELETE FROM ledger_records WHERE rowid IN (SELECT id FROM temp.prune_chunk)", [])?;
+        tx.execute(&rollup::delete_empty_sql(Dialect::Sqlite), params![ts_unix_ms])?;
+    }
+    tx.execute("DELETE FROM temp.prune_chunk", [])?;
+    tx.commit()?;
+    Ok(n as u64)
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -299,6 +327,16 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             params![version, name, crate::domain::time::now_unix_ms()],
         )?;
         tracing::info!(version, name, "Ledger SQLite migration applied");
+    }
+    // Issue 16: the hourly rollups, back-filled from the records already stored (SQL generated
+    // from `rollup.rs`, so the histogram bounds have one definition).
+    if !applied.contains(&rollup::MIGRATION_VERSION) {
+        tx.execute_batch(&rollup::migration_sql())?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
+            params![rollup::MIGRATION_VERSION, rollup::MIGRATION_NAME, crate::domain::time::now_unix_ms()],
+        )?;
+        tracing::info!(version = rollup::MIGRATION_VERSION, "Ledger SQLite rollups created and back-filled");
     }
     tx.commit()
 }

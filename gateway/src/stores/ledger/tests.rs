@@ -743,7 +743,7 @@ async fn postgres_migrations_apply_once() {
     // from [1] to [1, 3, 4].
     let rows = client.query("SELECT version, name FROM schema_migrations ORDER BY version", &[]).await.unwrap();
     let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 3, 4]);
+    assert_eq!(versions, [1, 3, 4, 16]);
     let idx = client
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'ledger_records' ORDER BY indexname",
@@ -774,7 +774,7 @@ async fn sqlite_migrations_apply_once_and_use_wal() {
     // Issue 11 adds migration 3 (record ids), issue 12 migration 4 (session ids): three ledger
     // migrations now.
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
@@ -1005,4 +1005,364 @@ fn times_and_days() {
     }
     assert_eq!(GroupBy::parse_list("tenant, day,tenant").unwrap(), vec![GroupBy::Tenant, GroupBy::Day]);
     assert!(GroupBy::parse_list("tenant,week").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: hourly rollups, exact, in the same transaction, idempotent, back-filled, pruned.
+
+/// The rollup table as text cells, in key order, and the same aggregate computed by a `GROUP BY`
+/// over `ledger_records` right now.
+async fn rollup_and_group_by(env: &Env) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let table = format!("SELECT * FROM {} ORDER BY 1, 2, 3, 4, 5, 6", rollup::TABLE);
+    let group_by =
+        format!("{} ORDER BY 1, 2, 3, 4, 5, 6", rollup::aggregate_select("FROM ledger_records WHERE 1 = 1", ""));
+    match &env.pg {
+        None => {
+            let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
+            let read = |sql: &str| -> Vec<Vec<String>> {
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |row| {
+                        Ok((0..n)
+                            .map(|i| match row.get_ref(i).unwrap() {
+                                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                                other => format!("{other:?}"),
+                            })
+                            .collect::<Vec<String>>())
+                    })
+                    .unwrap();
+                rows.map(Result::unwrap).collect()
+            };
+            (read(&table), read(&group_by))
+        }
+        Some(pg) => {
+            let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            for sql in [&table, &group_by] {
+                let rows = client.query(sql.as_str(), &[]).await.unwrap();
+                out.push(
+                    rows.iter()
+                        .map(|r| {
+                            (0..r.len())
+                                .map(|i| {
+                                    if (1..6).contains(&i) {
+                                        r.get::<_, String>(i)
+                                    } else {
+                                        r.get::<_, i64>(i).to_string()
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                );
+            }
+            let group_by = out.pop().unwrap();
+            (out.pop().unwrap(), group_by)
+        }
+    }
+}
+
+async fn assert_rollups_exact(env: &Env, what: &str) {
+    let (table, group_by) = rollup_and_group_by(env).await;
+    assert!(!table.is_empty() || group_by.is_empty(), "{what}: rollups empty");
+    assert_eq!(table, group_by, "{what}: rollups == GROUP BY over the records");
+}
+
+/// A random data set: records over three days (plus an hour before), many combinations,
+/// latencies spread over every histogram bucket.
+fn random_records(rng: &mut fastrand::Rng, n: u64, id_base: u64) -> Vec<LedgerRecord> {
+    let tenants = ["acme", "globex", "initech", "umbrella"];
+    let providers = [
+        ("openai", ["gpt-4o", "gpt-4o-mini"]),
+        ("anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"]),
+        ("groq", ["llama-3.3-70b", "gpt-4o"]),
+    ];
+    (0..n)
+        .map(|k| {
+            let i = id_base + k;
+            let tenant = tenants[rng.usize(..tenants.len())];
+            let (provider, models) = providers[rng.usize(..providers.len())];
+            let model = models[rng.usize(..2)];
+            let ts = T0 - 3_600_000 + rng.i64(0..3 * DAY + 3_600_000);
+            let mut r = rec(i, tenant, provider, model, ts);
+            r.key_id = match rng.u8(..3) {
+                0 => None,
+                k => Some(format!("key-{tenant}-{k}")),
+            };
+            r.status = if rng.u8(..10) < 7 { RecordStatus::Ok } else { RecordStatus::ALL[rng.usize(..5)] };
+            // Log-uniform 1 ms .. 120 s.
+            r.latency_ms = (2f64.powf(rng.f64() * 17.0)) as u64;
+            r.prompt_tokens = rng.u64(0..5_000);
+            r.cached_tokens = rng.u64(0..=r.prompt_tokens / 2);
+            r.cache_write_tokens = rng.u64(0..=r.prompt_tokens / 4);
+            r.completion_tokens = rng.u64(0..2_000);
+            r.cost_nano_usd =
+                cost_nano_usd(&PRICE, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens);
+            r
+        })
+        .collect()
+}
+
+/// The reference of any usage query (filters, groups, offsets, buckets), in plain Rust.
+fn expected_usage(records: &[LedgerRecord], q: &UsageQuery) -> Vec<UsageRow> {
+    type Key = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>);
+    let mut groups: std::collections::BTreeMap<Key, Vec<LedgerRecord>> = std::collections::BTreeMap::new();
+    for r in selected(records, q) {
+        let g = |d: GroupBy, v: String| q.group_by.contains(&d).then_some(v);
+        let (bucket_start, day) = if q.group_by.contains(&GroupBy::Day) {
+            match q.bucket {
+                Some(b) => {
+                    let width = if b == Bucket::new(3_600_000, b.offset_ms()).unwrap() { 3_600_000 } else { DAY };
+                    let n = (r.ts_unix_ms + b.offset_ms()) / width;
+                    (Some(n * width - b.offset_ms()), None)
+                }
+                None => (None, Some(format_day((r.ts_unix_ms + q.utc_offset_ms) / DAY))),
+            }
+        } else {
+            (None, None)
+        };
+        let key = (
+            bucket_start,
+            day,
+            g(GroupBy::Tenant, r.tenant.clone()),
+            g(GroupBy::Provider, r.provider.clone()),
+            g(GroupBy::Model, r.upstream_model.clone()),
+        );
+        groups.entry(key).or_default().push(r.clone());
+    }
+    groups
+        .into_iter()
+        .map(|((bucket_start_unix_ms, day, tenant, provider, model), rs)| UsageRow {
+            day,
+            tenant,
+            provider,
+            model,
+            bucket_start_unix_ms,
+            ..totals(&rs)
+        })
+        .collect()
+}
+
+fn selected<'a>(records: &'a [LedgerRecord], q: &'a UsageQuery) -> impl Iterator<Item = &'a LedgerRecord> + 'a {
+    records.iter().filter(move |r| {
+        !(q.from_unix_ms.is_some_and(|f| r.ts_unix_ms < f)
+            || q.to_unix_ms.is_some_and(|t| r.ts_unix_ms >= t)
+            || q.tenant.as_ref().is_some_and(|t| &r.tenant != t)
+            || q.key_id.as_ref().is_some_and(|k| r.key_id.as_ref() != Some(k))
+            || q.provider.as_ref().is_some_and(|p| &r.provider != p)
+            || q.model.as_ref().is_some_and(|m| &r.upstream_model != m)
+            || q.status.as_ref().is_some_and(|s| r.status.as_str() != s))
+    })
+}
+
+fn expected_latency(records: &[LedgerRecord], q: &UsageQuery) -> LatencyStats {
+    let mut hist = [0i64; rollup::LATENCY_BUCKETS];
+    let (mut requests, mut errors) = (0, 0);
+    for r in selected(records, q) {
+        requests += 1;
+        errors += u64::from(r.status != RecordStatus::Ok);
+        hist[rollup::bucket_of(r.latency_ms)] += 1;
+    }
+    LatencyStats { requests, errors, p50_ms: rollup::percentile(&hist, 50), p99_ms: rollup::percentile(&hist, 99) }
+}
+
+fn random_query(rng: &mut fastrand::Rng, records: &[LedgerRecord]) -> UsageQuery {
+    const H: i64 = 3_600_000;
+    let pick = |rng: &mut fastrand::Rng, f: &dyn Fn(&LedgerRecord) -> Option<String>| {
+        (rng.u8(..4) == 0).then(|| f(&records[rng.usize(..records.len())])).flatten()
+    };
+    let mut from = (rng.u8(..5) > 0).then(|| T0 - H + rng.i64(0..3 * DAY));
+    let mut to = match from {
+        None => T0 + rng.i64(0..3 * DAY),
+        Some(f) => f + rng.i64(0..2 * DAY),
+    };
+    if rng.bool() {
+        // On hour boundaries (the dashboard's own ranges).
+        from = from.map(|f| f.div_euclid(H) * H);
+        to = to.div_euclid(H) * H;
+    }
+    let to = (rng.u8(..5) > 0).then_some(to);
+    let mut group_by: Vec<GroupBy> = [GroupBy::Tenant, GroupBy::Provider, GroupBy::Model, GroupBy::Day]
+        .into_iter()
+        .filter(|_| rng.u8(..3) == 0)
+        .collect();
+    rng.shuffle(&mut group_by);
+    let utc_offset_ms = [0, 3 * H, -5 * H, 19_800_000, 14 * H, 20_700_000][rng.usize(..6)];
+    let bucket = (group_by.contains(&GroupBy::Day) && rng.bool())
+        .then(|| Bucket::new(if rng.bool() { H } else { DAY }, utc_offset_ms).unwrap());
+    UsageQuery {
+        from_unix_ms: from,
+        to_unix_ms: to,
+        tenant: pick(rng, &|r| Some(r.tenant.clone())),
+        key_id: pick(rng, &|r| r.key_id.clone()),
+        provider: pick(rng, &|r| Some(r.provider.clone())),
+        model: pick(rng, &|r| Some(r.upstream_model.clone())),
+        status: pick(rng, &|r| Some(r.status.as_str().to_owned())),
+        group_by,
+        utc_offset_ms,
+        bucket,
+    }
+}
+
+/// Property-style: for several seeds, random records (with replayed duplicates) → the rollup
+/// table equals a GROUP BY over the records, and random usage/latency queries (unaligned ranges,
+/// every filter, whole- and half-hour offsets, buckets) equal the plain-Rust reference.
+async fn rollups_match_raw(backend: Backend) {
+    for seed in [1u64, 16, 2026] {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let env = Env::new(backend).await;
+        let (handle, stop) = run(env.cfg()).await;
+        let data = random_records(&mut rng, 1_200, seed * 1_000_000);
+        for r in &data {
+            handle.submit(r.clone());
+        }
+        // Replays of already-stored records (journal replay, retried batch): counted once.
+        wait_until("first half written", || handle.stats().written >= 1_200).await;
+        for r in data.iter().step_by(7) {
+            handle.submit(r.clone());
+        }
+        stop.stop().await;
+        assert_eq!(total_row(&handle).await, Some(totals(&data)), "seed {seed}");
+        assert_rollups_exact(&env, &format!("{backend:?} seed {seed}")).await;
+        for k in 0..60 {
+            let q = random_query(&mut rng, &data);
+            assert_eq!(
+                handle.usage(&q).await.unwrap(),
+                expected_usage(&data, &q),
+                "{backend:?} seed {seed} query {k}: {q:?}"
+            );
+            assert_eq!(
+                handle.latency(&q).await.unwrap(),
+                expected_latency(&data, &q),
+                "{backend:?} seed {seed} query {k}: {q:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rollups_match_raw() {
+    rollups_match_raw(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_rollups_match_raw() {
+    rollups_match_raw(Backend::Postgres).await;
+}
+
+/// Pruning subtracts from the rollups in the same transaction: afterwards they still equal the
+/// records, whole pruned hours are gone, and queries over the kept range are unchanged.
+async fn prune_keeps_rollups_exact(backend: Backend) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let env = Env::new(backend).await;
+    // A queue that holds the whole data set: no record takes the journal's slower path.
+    let (handle, stop) = run(LedgerConfig { queue_capacity: 30_000, batch_rows: 1_000, ..env.cfg() }).await;
+    let data = random_records(&mut rng, 25_000, 0);
+    for r in &data {
+        handle.submit(r.clone());
+    }
+    stop.stop().await;
+    assert_eq!(handle.stats().journaled, 0);
+    assert_eq!(total_row(&handle).await, Some(totals(&data)));
+    // Mid-hour cut-off: the cut hour keeps part of its records; 2+ prune chunks.
+    let cut = T0 + 2 * DAY + 1_234_567;
+    let old = data.iter().filter(|r| r.ts_unix_ms < cut).count() as u64;
+    assert!(old > 10_000, "{old}");
+    assert_eq!(handle.prune_before(cut).await.unwrap(), old);
+    assert_rollups_exact(&env, "after prune").await;
+    let kept: Vec<LedgerRecord> = data.into_iter().filter(|r| r.ts_unix_ms >= cut).collect();
+    assert_eq!(total_row(&handle).await, Some(totals(&kept)));
+    let by_day = UsageQuery { group_by: vec![GroupBy::Day, GroupBy::Tenant], ..UsageQuery::default() };
+    assert_eq!(handle.usage(&by_day).await.unwrap(), expected_usage(&kept, &by_day));
+}
+
+#[tokio::test]
+async fn sqlite_prune_keeps_rollups_exact() {
+    prune_keeps_rollups_exact(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_prune_keeps_rollups_exact() {
+    prune_keeps_rollups_exact(Backend::Postgres).await;
+}
+
+/// The back-fill migration: a ledger created at the schema before issue 16 (migrations 1, 3, 4)
+/// holding records is opened → its rollups equal a GROUP BY over the records, and usage queries
+/// answer as before.
+async fn backfill_migration(backend: Backend) {
+    let mut rng = fastrand::Rng::with_seed(99);
+    let env = Env::new(backend).await;
+    let mut data = random_records(&mut rng, 800, 0);
+    for r in &mut data {
+        r.record_id.clone_from(&r.request_id); // rows of schema 1 get their request id as record id
+    }
+    let (v1, v3, v4): (&str, &str, &str) = match backend {
+        Backend::Sqlite => (
+            include_str!("../../../migrations/sqlite/0001_ledger_records.sql"),
+            include_str!("../../../migrations/sqlite/0003_record_id.sql"),
+            include_str!("../../../migrations/sqlite/0004_session_id.sql"),
+        ),
+        Backend::Postgres => (
+            include_str!("../../../migrations/postgres/0001_ledger_records.sql"),
+            include_str!("../../../migrations/postgres/0003_record_id.sql"),
+            include_str!("../../../migrations/postgres/0004_session_id.sql"),
+        ),
+    };
+    let bool_of: fn(bool) -> &'static str = match backend {
+        Backend::Sqlite => |b| if b { "1" } else { "0" },
+        Backend::Postgres => |b| if b { "TRUE" } else { "FALSE" },
+    };
+    let mut sql = String::from(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at_unix_ms BIGINT NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, 'ledger_records', 0), (3, 'record_id', 0), (4, 'session_id', 0);",
+    );
+    sql.push_str(v1);
+    let values: Vec<String> = data.iter().map(|r| legacy_values(r, bool_of)).collect();
+    sql.push_str(&format!("{LEGACY_INSERT}{};", values.join(", ")));
+    sql.push_str(v3);
+    sql.push_str(v4);
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
+            conn.execute_batch(&sql).unwrap();
+        }
+        Backend::Postgres => {
+            let (client, conn) =
+                tokio_postgres::connect(&env.pg.as_ref().unwrap().url(), tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap();
+        }
+    }
+    let (handle, stop) = run(env.cfg()).await;
+    stop.stop().await;
+    assert_rollups_exact(&env, &format!("{backend:?} back-fill")).await;
+    let (table, _) = rollup_and_group_by(&env).await;
+    assert!(table.len() > 100, "{}", table.len());
+    assert_eq!(total_row(&handle).await, Some(totals(&data)));
+    for k in 0..20 {
+        let q = random_query(&mut rng, &data);
+        assert_eq!(handle.usage(&q).await.unwrap(), expected_usage(&data, &q), "{backend:?} query {k}: {q:?}");
+    }
+    // Records written after the upgrade go to the rollups too.
+    let (handle, stop) = run(env.cfg()).await;
+    let more = random_records(&mut rng, 300, 10_000_000);
+    for r in &more {
+        handle.submit(r.clone());
+    }
+    stop.stop().await;
+    assert_rollups_exact(&env, &format!("{backend:?} after the upgrade")).await;
+}
+
+#[tokio::test]
+async fn sqlite_backfill_migration() {
+    backfill_migration(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_backfill_migration() {
+    backfill_migration(Backend::Postgres).await;
 }
