@@ -362,13 +362,13 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
-        let deployment = breaker_key(target);
         match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
             Ok(resp) => {
-                state.breakers.success(&deployment);
+                state.breakers.success_of(target);
                 return Ok(resp);
             }
             Err(error) => {
+                let deployment = breaker_key(target);
                 if error.is_deployment_failure() {
                     state.breakers.failure(&deployment);
                 } else {
