@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's malloc (issue 17): fewer instructions per allocation and per free on
-/// the request path, thread-local free lists instead of arenas.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// OpenAI-compatible AI gateway for OpenAI, Anthropic and Ollama.
 #[derive(Debug, Parser)]
 #[command(name = "ai-aggregator", version, about)]
