@@ -21,17 +21,105 @@ struct Args {
     check_config: bool,
 }
 
-fn init_logging() {
+fn init_logging() -> log_writer::BatchedStderr {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // Colour codes only for a terminal: in a file or a log pipeline they are bytes to write and strip.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let writer = log_writer::BatchedStderr::start();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone()).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
+    }
+    writer
+}
+
+/// Log lines to stderr in batches (issue 17: one `write` per request was a tenth of the gateway's
+/// system calls, and on the request's critical path).
+mod log_writer {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// How long an info line may wait in the buffer.
+    const FLUSH_EVERY: Duration = Duration::from_millis(50);
+    /// A buffer this full is written at once.
+    const FLUSH_AT: usize = 32 * 1024;
+
+    /// Lines are appended to a shared buffer, written by a background thread every [`FLUSH_EVERY`],
+    /// at once when it passes [`FLUSH_AT`] bytes or when a line is WARN or ERROR, and at exit
+    /// ([`BatchedStderr::flush`]). Order is kept: every write happens under the buffer's lock.
+    #[derive(Clone)]
+    pub struct BatchedStderr(Arc<Buffer>);
+
+    #[expect(
+        clippy::disallowed_types,
+        reason = "held for a copy of one log line or one write(2), never across an await; tokio's would need a runtime"
+    )]
+    type Buffer = std::sync::Mutex<Vec<u8>>;
+
+    impl BatchedStderr {
+        /// The writer and its flushing thread (a thread that cannot start leaves lines to be written
+        /// when the buffer fills, by a warning, or at exit).
+        pub fn start() -> Self {
+            let me = Self(Arc::new(Buffer::new(Vec::with_capacity(FLUSH_AT))));
+            let bg = me.clone();
+            let _ = std::thread::Builder::new().name("log-flush".into()).spawn(move || loop {
+                std::thread::sleep(FLUSH_EVERY);
+                bg.flush();
+            });
+            me
+        }
+
+        /// Writes what is buffered.
+        pub fn flush(&self) {
+            let mut buf = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            write_out(&mut buf);
+        }
+    }
+
+    fn write_out(buf: &mut Vec<u8>) {
+        if !buf.is_empty() {
+            // Nowhere to report a failing stderr.
+            let _ = std::io::stderr().lock().write_all(buf);
+            buf.clear();
+        }
+    }
+
+    /// One event's line; written into the buffer when tracing drops it.
+    pub struct Line<'a> {
+        to: &'a BatchedStderr,
+        urgent: bool,
+    }
+
+    impl Write for Line<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buf = self.to.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            buf.extend_from_slice(bytes);
+            if self.urgent || buf.len() >= FLUSH_AT {
+                write_out(&mut buf);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
+        type Writer = Line<'a>;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            Line { to: self, urgent: true }
+        }
+
+        fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+            Line { to: self, urgent: *meta.level() <= tracing::Level::WARN }
+        }
     }
 }
 
@@ -61,7 +149,13 @@ async fn shutdown_signal(token: CancellationToken) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    let logs = init_logging();
+    let code = run(args);
+    logs.flush();
+    code
+}
+
+fn run(args: Args) -> ExitCode {
     let config = match gateway::Config::load(args.config.as_deref(), &gateway::ProcessEnv) {
         Ok(c) => c,
         Err(errors) => {

@@ -245,9 +245,20 @@ fn request_id(incoming: Option<&HeaderValue>) -> String {
             return v.to_owned();
         }
     }
+    // `req_`, the arrival time in milliseconds (7 base-62 digits, in ASCII order, so ids sort by time)
+    // and 17 random alphanumerics: the ledger's `request_id` index is appended to instead of written
+    // at random places (issue 17).
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut ms = crate::domain::time::now_unix_ms().unsigned_abs();
+    let mut time = [b'0'; 7];
+    for d in time.iter_mut().rev() {
+        *d = DIGITS[(ms % 62) as usize];
+        ms /= 62;
+    }
     let mut id = String::with_capacity(28);
     id.push_str("req_");
-    for _ in 0..24 {
+    id.extend(time.iter().map(|&b| char::from(b)));
+    for _ in 0..17 {
         id.push(fastrand::alphanumeric());
     }
     id

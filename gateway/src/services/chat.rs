@@ -362,13 +362,13 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
-        let deployment = breaker_key(target);
         match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
             Ok(resp) => {
-                state.breakers.success(&deployment);
+                state.breakers.success_of(target);
                 return Ok(resp);
             }
             Err(error) => {
+                let deployment = breaker_key(target);
                 if error.is_deployment_failure() {
                     state.breakers.failure(&deployment);
                 } else {
@@ -776,13 +776,11 @@ async fn try_target(
                 (true, ProviderKind::OpenAi) => {
                     // Forwarded untouched, but never a 200 that is not a chat completion (HTML from a
                     // proxy, truncated or garbage bytes).
-                    if serde_json::from_slice::<CompletionShape>(&bytes).is_err() {
-                        return Err(UpstreamError::Protocol(
+                    let usage = passthrough::completion_usage(&bytes).map_err(|_| {
+                        UpstreamError::Protocol(
                             "the upstream answered 200 with a body that is not a chat completion".into(),
                         )
-                        .into());
-                    }
-                    let usage = passthrough::extract_usage(&bytes);
+                    })?;
                     (bytes, usage)
                 }
                 (true, ProviderKind::Anthropic) => {
@@ -842,13 +840,6 @@ async fn try_target(
 struct ResponseShape {
     #[serde(rename = "output")]
     _output: serde::de::IgnoredAny,
-}
-
-/// The minimum a pass-through `chat.completion` must have; checked without building values.
-#[derive(serde::Deserialize)]
-struct CompletionShape {
-    #[serde(rename = "choices")]
-    _choices: serde::de::IgnoredAny,
 }
 
 /// Anthropic has no JSON mode: `response_format` json becomes a forced tool whose input is unwrapped.

@@ -11,7 +11,7 @@
 //! Bounded: an entry exists only while its deployment has failures on record (a success removes it), and
 //! at most [`MAX_TRACKED`] are kept, so clients naming endless models cannot grow the map.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -54,6 +54,9 @@ pub fn breaker_key(target: &RouteTarget) -> String {
 #[derive(Debug)]
 pub struct Breakers {
     map: DashMap<String, Arc<Breaker>>,
+    /// Entries in `map` (an upper bound while one is being added or removed). Zero in the normal
+    /// case, every deployment healthy: then no request builds a key or looks one up (issue 17).
+    tracked: AtomicUsize,
     policy: BreakerPolicy,
     epoch: Instant,
 }
@@ -61,7 +64,7 @@ pub struct Breakers {
 impl Breakers {
     /// Empty breakers with `policy`.
     pub fn new(policy: BreakerPolicy) -> Self {
-        Self { map: DashMap::new(), policy, epoch: Instant::now() }
+        Self { map: DashMap::new(), tracked: AtomicUsize::new(0), policy, epoch: Instant::now() }
     }
 
     fn now_ms(&self) -> u64 {
@@ -70,6 +73,9 @@ impl Breakers {
 
     /// The breaker of `id` when it has failures on record; `None` is a closed breaker.
     fn find(&self, id: &str) -> Option<Arc<Breaker>> {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.map.get(id).map(|b| b.clone())
     }
 
@@ -81,11 +87,18 @@ impl Breakers {
         if self.map.len() >= MAX_TRACKED {
             let now = self.now_ms();
             self.map.retain(|_, b| b.open_until_ms.load(Ordering::Acquire) > now);
+            self.tracked.store(self.map.len(), Ordering::Release);
             if self.map.len() >= MAX_TRACKED {
                 return None;
             }
         }
-        Some(self.map.entry(id.to_owned()).or_default().clone())
+        // Counted before it exists, so a reader that sees no entry counted sees no entry.
+        self.tracked.fetch_add(1, Ordering::AcqRel);
+        let entry = self.map.entry(id.to_owned());
+        if matches!(entry, dashmap::Entry::Occupied(_)) {
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(entry.or_default().clone())
     }
 
     /// The current state of `id`'s breaker.
@@ -138,10 +151,21 @@ impl Breakers {
 
     /// Records a success: the breaker closes (its entry is dropped).
     pub fn success(&self, id: &str) {
+        if self.tracked.load(Ordering::Acquire) == 0 {
+            return;
+        }
         if let Some((_, b)) = self.map.remove(id) {
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
             b.consecutive_failures.store(0, Ordering::Release);
             b.open_until_ms.store(0, Ordering::Release);
             b.probe_started_ms.store(0, Ordering::Release);
+        }
+    }
+
+    /// [`Breakers::success`] for a route target; builds its key only when some breaker is tracked.
+    pub fn success_of(&self, target: &RouteTarget) {
+        if self.tracked.load(Ordering::Acquire) != 0 {
+            self.success(&breaker_key(target));
         }
     }
 
@@ -167,6 +191,10 @@ impl Breakers {
     /// Picks the next target: the best priority group with an available deployment not in `excluded`,
     /// then a weighted random choice within that group. Returns the index into `targets`.
     pub fn pick(&self, targets: &[RouteTarget], excluded: &[usize]) -> Option<usize> {
+        // Every breaker closed (none tracked) and a single target: the common case, without keys.
+        if targets.len() == 1 && excluded.is_empty() && self.tracked.load(Ordering::Acquire) == 0 {
+            return Some(0);
+        }
         let mut skip: Vec<usize> = excluded.to_vec();
         let keys: Vec<String> = targets.iter().map(breaker_key).collect();
         loop {

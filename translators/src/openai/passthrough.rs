@@ -308,6 +308,69 @@ pub fn extract_usage(body: &[u8]) -> Option<Usage> {
     parse_usage(body.usage?.get())
 }
 
+/// One reading of a non-stream pass-through body (issue 17: it used to be read twice): `Err` when it
+/// is not a `chat.completion` (not a JSON object, or no `choices` member, or `choices` twice), else
+/// its usage exactly as [`extract_usage`] reads it (`None` when absent, null, malformed or given
+/// twice). The body itself is forwarded untouched by the caller.
+///
+/// # Errors
+/// `NotACompletion` when the body is not a chat completion.
+pub fn completion_usage(body: &[u8]) -> Result<Option<Usage>, NotACompletion> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a chat completion object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut choices, mut usage, mut usages) = (false, None, 0u32);
+            while let Some(Key(key)) = map.next_key()? {
+                match key.as_ref() {
+                    "choices" => {
+                        if choices {
+                            return Err(serde::de::Error::duplicate_field("choices"));
+                        }
+                        choices = true;
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                    "usage" => {
+                        usages += 1;
+                        usage = Some(map.next_value::<&'de RawValue>()?);
+                    }
+                    _ => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            if !choices {
+                return Err(serde::de::Error::missing_field("choices"));
+            }
+            // A duplicated `usage` is unreadable to `extract_usage` too: no usage.
+            Ok(usage.filter(|_| usages == 1))
+        }
+        // As derived one-field structs read a sequence: its one element is `choices` to the shape
+        // check and `usage` to `extract_usage`.
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            match seq.next_element::<&'de RawValue>()? {
+                Some(first) => Ok(Some(first)),
+                None => Err(serde::de::Error::invalid_length(0, &self)),
+            }
+        }
+    }
+    struct Shape<'a>(Option<&'a RawValue>);
+    impl<'de> Deserialize<'de> for Shape<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(Visitor).map(Shape)
+        }
+    }
+    let Shape(usage) = serde_json::from_slice(body).map_err(|_| NotACompletion)?;
+    Ok(usage.and_then(|raw| parse_usage(raw.get())))
+}
+
+/// A 200 body that is not a chat completion (HTML from a proxy, truncated or garbage bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotACompletion;
+
 /// A stream chunk, read only as far as metering needs; strings borrow from the payload when unescaped.
 #[derive(Deserialize)]
 struct LightChunk<'a> {

@@ -124,18 +124,30 @@ impl LedgerRecord {
 /// Prefix of every record id.
 pub const RECORD_ID_PREFIX: &str = "rec_";
 
-/// A fresh record id: `rec_` and 128 random bits from the operating system's CSPRNG, in hex
-/// (36 characters). Collisions across requests, restarts and replicas are negligible; should the
-/// OS source fail, fastrand's 128 bits stand in (still unique, merely not unpredictable).
+/// A fresh record id: `rec_` and 128 bits in hex (36 characters): the creation time in unix
+/// milliseconds (48 bits, big-endian, so ids sort by time) then 80 random bits from the thread's
+/// CSPRNG (`rand::rng()`: ChaCha12 seeded from the operating system and reseeded from it every
+/// 64 KiB of output). Unpredictable (80 bits, more than a UUIDv7's 74), unique across requests,
+/// restarts and replicas; issue 17: one system call per ~6,500 ids instead of one per request, and
+/// the store's primary-key index is appended to instead of written at random places.
+///
+/// # Panics
+/// Only if the operating system's random source fails while seeding the thread's generator.
 pub fn new_record_id() -> String {
+    use rand::Rng;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        bytes[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-        bytes[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    }
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    rand::rng().fill_bytes(&mut bytes[6..]);
     let mut id = String::with_capacity(RECORD_ID_PREFIX.len() + 32);
     id.push_str(RECORD_ID_PREFIX);
-    id.push_str(&hex::encode(bytes));
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
     id
 }
 

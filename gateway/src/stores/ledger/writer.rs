@@ -17,6 +17,8 @@ use super::{LedgerConfig, LedgerError, LedgerRecord, Shared, StoreCell};
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often [`LedgerWriter::fill`] looks at the queue while a batch fills.
+const FILL_POLL: Duration = Duration::from_millis(10);
 /// Batches being inserted concurrently (each on its own pooled connection), so the next batch
 /// is collected and sent while the previous one commits.
 pub(crate) const MAX_IN_FLIGHT: usize = 2;
@@ -153,23 +155,28 @@ impl LedgerWriter {
     }
 
     /// Tops the batch up until `batch_rows` or `batch_interval` after its first record.
+    ///
+    /// Polls the queue on a short timer instead of waiting on it (issue 17): a waiting receiver is
+    /// woken by every `submit`, i.e. one task wake-up on the serving threads per request; polled,
+    /// the request path only pushes (no wake) and the writer wakes a few times per batch.
     async fn fill(&mut self, buf: &mut Vec<LedgerRecord>, shutdown: &CancellationToken) {
-        if buf.len() >= self.batch_rows {
-            return;
-        }
-        let deadline = tokio::time::sleep(self.batch_interval);
-        tokio::pin!(deadline);
+        let deadline = Instant::now() + self.batch_interval;
         loop {
-            let room = self.batch_rows - buf.len();
+            while buf.len() < self.batch_rows {
+                match self.rx.try_recv() {
+                    Ok(record) => buf.push(record),
+                    // Empty, or every sender gone (the caller's next `recv_many` sees the close).
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if buf.len() >= self.batch_rows || now >= deadline || shutdown.is_cancelled() || self.rx.is_closed() {
+                return;
+            }
             tokio::select! {
                 biased;
-                n = self.rx.recv_many(buf, room) => {
-                    if n == 0 || buf.len() >= self.batch_rows {
-                        return;
-                    }
-                }
-                () = &mut deadline => return,
                 () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(deadline.min(now + FILL_POLL)) => {}
             }
         }
     }

@@ -210,6 +210,38 @@ fn upstream_model_with_special_characters_is_escaped() {
 // ---------------------------------------------------------------------------------------------------
 // extract_usage, strip_usage
 
+/// Issue 17: `completion_usage` is the shape check the gateway made (a derived struct requiring
+/// `choices`) and `extract_usage`, in one reading, with the same verdict on every body.
+#[test]
+fn completion_usage_is_the_shape_check_and_extract_usage_in_one_pass() {
+    #[derive(serde::Deserialize)]
+    struct CompletionShape {
+        #[serde(rename = "choices")]
+        _choices: serde::de::IgnoredAny,
+    }
+    let bodies: &[&[u8]] = &[
+        br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        br#"{"choices":[{"index":0}],"usage":null}"#,
+        br#"{"choices":[]}"#,
+        br#"{"usage":{"prompt_tokens":3},"choices":[]}"#,
+        br#"{"usage":{"prompt_tokens":3},"usage":{"prompt_tokens":4},"choices":[]}"#,
+        br#"{"choices":[],"choices":[]}"#,
+        br#"{"usage":{"prompt_tokens":3}}"#,
+        br#"{"choices":[],"usage":{"prompt_tokens":"x"}}"#,
+        br#"{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":"weird"}}"#,
+        br#"[[]]"#,
+        br#"[]"#,
+        br#"[1,2]"#,
+        b"<html>",
+        br#"{"choices":[]"#,
+        b"",
+    ];
+    for body in bodies {
+        let old = serde_json::from_slice::<CompletionShape>(body).ok().map(|_| extract_usage(body));
+        assert_eq!(completion_usage(body).ok(), old, "{}", String::from_utf8_lossy(body));
+    }
+}
+
 #[test]
 fn usage_is_extracted_from_completion_bodies() {
     let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,
