@@ -527,7 +527,7 @@ async fn jobs_page_text_job_upload_download_cancel_and_isolation() {
     assert_eq!(acme.post(&format!("{slow}/cancel"), &[("csrf", &csrf)]).await.status, 303);
     let html = wait_for_status(&mut acme, &slow, "cancelled").await;
     assert!(!html.contains("/cancel\""), "{html}");
-    // Isolation: globex sees neither the batches nor the files; the admin gets a notice.
+    // Isolation: globex sees neither the batches nor the files; the admin sees them all, creates none.
     let mut globex = Browser::new(&s.gw, "en");
     globex.sign_in(&s.globex_key).await;
     assert!(!globex.get("/dashboard/jobs").await.text().contains(id));
@@ -537,7 +537,10 @@ async fn jobs_page_text_job_upload_download_cancel_and_isolation() {
     assert_eq!(globex.post(&format!("/dashboard/jobs/{id}/cancel"), &[("csrf", &gcsrf)]).await.status, 404);
     let mut admin = Browser::new(&s.gw, "en");
     admin.sign_in(ADMIN).await;
-    assert!(admin.get("/dashboard/jobs").await.text().contains("Jobs and batches belong to tenants"));
+    let admin_jobs = admin.get("/dashboard/jobs").await.text();
+    assert!(admin_jobs.contains("Every tenant&#39;s jobs and batches are listed here"), "{admin_jobs}");
+    assert!(admin_jobs.contains(id), "the admin lists every tenant's batches");
+    assert_eq!(admin.get(&batch).await.status, 200);
     // Russian.
     let mut ru = Browser::new(&s.gw, "ru");
     ru.sign_in(&s.acme_key).await;
