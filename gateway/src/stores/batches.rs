@@ -23,7 +23,7 @@ use db::Db;
 pub(crate) use db::{Row, Stmt, Val};
 
 use crate::domain::limits::CallerLimits;
-use crate::stores::ledger::LedgerRecord;
+use crate::stores::ledger::{rollup, LedgerRecord};
 
 /// Upload content is stored (Postgres) and read back in chunks of this size.
 pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -1428,7 +1428,15 @@ impl BatchStore {
         )
         .require(1)];
         if let Some(rec) = &r.ledger {
-            stmts.push(ledger_insert(rec, &c.batch_id));
+            // The hourly rollups change in the same transaction as the ledger row (issue 16), as
+            // for every other ledger write: Postgres in the insert's own statement, SQLite right after it.
+            let insert = ledger_insert(rec, &c.batch_id);
+            if self.db.is_postgres() {
+                stmts.push(Stmt::new(rollup::postgres_insert_sql(&insert.sql), insert.params));
+            } else {
+                stmts.push(insert);
+                stmts.push(Stmt::new(rollup::sqlite_upsert_after_insert_sql("$1"), vec![Val::t(&rec.record_id)]));
+            }
         }
         self.db.script(stmts).await
     }

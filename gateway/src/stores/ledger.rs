@@ -24,7 +24,7 @@ mod journal;
 mod postgres;
 mod query;
 mod record;
-mod rollup;
+pub(crate) mod rollup;
 mod sqlite;
 mod writer;
 

@@ -306,6 +306,19 @@ pub(crate) fn postgres_insert_sql(insert_sql: &str) -> String {
     )
 }
 
+/// SQLite: the rollup upsert of the one record that the previous statement of the same
+/// transaction tried to insert with `ON CONFLICT DO NOTHING` (the batch store's line commit).
+/// `changes()` is that statement's row count, so a record that was already stored is not counted
+/// twice. `record_param` is the placeholder bound to the record id.
+pub(crate) fn sqlite_upsert_after_insert_sql(record_param: &str) -> String {
+    format!(
+        "INSERT INTO {TABLE} ({}) {} {}",
+        all_columns().join(", "),
+        aggregate_select(&format!("FROM ledger_records WHERE record_id = {record_param} AND changes() = 1"), ""),
+        upsert_clause()
+    )
+}
+
 /// The Postgres prune chunk: deletes up to 10,000 records older than `$1` and subtracts their
 /// aggregate from the rollups in the same statement; returns the number deleted.
 pub(crate) fn postgres_prune_chunk_sql() -> String {
