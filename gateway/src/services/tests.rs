@@ -17,8 +17,9 @@ use crate::domain::principal::{Credential, Denied, Principal, TenantCaller};
 
 const ADMIN_KEY: &str = "admin-key-for-service-tests-0123";
 
-struct Fixture {
-    state: Arc<AppState>,
+/// A built gateway over a temporary data directory, removed on drop (shared by the services' tests).
+pub(super) struct Fixture {
+    pub(super) state: Arc<AppState>,
     dir: std::path::PathBuf,
 }
 
@@ -28,16 +29,20 @@ impl Drop for Fixture {
     }
 }
 
-async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("ai-agg-services-{}-{}", std::process::id(), fastrand::u64(..)));
+/// Builds the gateway from `listen`, `admin_api_key: {admin_key}`, the ledger in a fresh temp dir
+/// named after `tag`, then `rest` (YAML lines after the ledger block).
+pub(super) async fn fixture_with(tag: &str, admin_key: &str, rest: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("ai-agg-{tag}-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_api_key: {ADMIN_KEY}\nledger:\n  data_dir: {}\nproviders: {{}}\n",
-        dir.display()
-    );
+    let yaml =
+        format!("listen: 127.0.0.1:0\nadmin_api_key: {admin_key}\nledger:\n  data_dir: {}\n{rest}", dir.display());
     let config = Config::from_yaml_str(&yaml, &MapEnv::default()).unwrap();
     let built = crate::build(Arc::new(config), true, CancellationToken::new()).await.unwrap();
     Fixture { state: built.state, dir }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with("services", ADMIN_KEY, "providers: {}\n").await
 }
 
 fn tenant(id: &str) -> Principal {

@@ -6,37 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::domain::config::{Config, MapEnv};
 use crate::domain::limits::CallerLimits;
 use crate::domain::principal::{Credential, Denied, TenantCaller};
 use crate::services::state::AppState;
-
-struct Fixture {
-    state: Arc<AppState>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::services::tests::{fixture_with, Fixture};
 
 async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("ai-agg-jobs-{}-{}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_api_key: admin-key-for-jobs-tests-0123\nledger:\n  data_dir: {}\n\
-         batches:\n  worker: false\n\
+    fixture_with(
+        "jobs",
+        "admin-key-for-jobs-tests-0123",
+        "batches:\n  worker: false\n\
          providers:\n  openai:\n    kind: openai\n    api_key: sk-test\n    base_url: http://127.0.0.1:9\n",
-        dir.display()
-    );
-    let config = Config::from_yaml_str(&yaml, &MapEnv::default()).unwrap();
-    let built = crate::build(Arc::new(config), true, CancellationToken::new()).await.unwrap();
-    Fixture { state: built.state, dir }
+    )
+    .await
 }
 
 fn tenant(id: &str) -> Principal {
