@@ -6,7 +6,7 @@ use super::state::AppState;
 use crate::domain::principal::{Denied, MetricsScope, Principal, UsageScope};
 use crate::domain::time::{month_start_ms, now_unix_ms};
 pub use crate::stores::ledger::{
-    Bucket, Cursor, GroupBy, LatencyStats, LedgerError, RecordStatus, RecordSummary, UsageRow,
+    regroup, Bucket, Cursor, GroupBy, LatencyStats, LedgerError, RecordStatus, RecordSummary, UsageRow,
 };
 use crate::stores::ledger::{LedgerHandle, UsageQuery};
 

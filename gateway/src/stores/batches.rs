@@ -1428,14 +1428,17 @@ impl BatchStore {
         )
         .require(1)];
         if let Some(rec) = &r.ledger {
-            // The hourly rollups change in the same transaction as the ledger row (issue 16), as
-            // for every other ledger write: Postgres in the insert's own statement, SQLite right after it.
+            // The rollups change in the same transaction as the ledger row (issue 16), as for every
+            // other ledger write: Postgres in the insert's own statement, SQLite right after it
+            // (hourly then daily: each counts the record only if the statement before it did).
             let insert = ledger_insert(rec, &c.batch_id);
             if self.db.is_postgres() {
                 stmts.push(Stmt::new(rollup::postgres_insert_sql(&insert.sql), insert.params));
             } else {
                 stmts.push(insert);
-                stmts.push(Stmt::new(rollup::sqlite_upsert_after_insert_sql("$1"), vec![Val::t(&rec.record_id)]));
+                for sql in rollup::sqlite_upsert_after_insert_sql("$1") {
+                    stmts.push(Stmt::new(sql, vec![Val::t(&rec.record_id)]));
+                }
             }
         }
         self.db.script(stmts).await

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 pub use crate::metrics::LedgerStats;
 pub use browse::{Cursor, LatencyStats, RecordSummary};
-pub use query::{Bucket, GroupBy, UsageQuery, UsageRow};
+pub use query::{regroup, Bucket, GroupBy, UsageQuery, UsageRow};
 pub use record::{new_record_id, LedgerRecord, RecordStatus, RECORD_ID_PREFIX};
 pub use rollup::{LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 pub use writer::LedgerWriter;
@@ -368,17 +368,20 @@ impl LedgerHandle {
     /// As [`LedgerHandle::usage`].
     pub async fn latency(&self, q: &UsageQuery) -> Result<LatencyStats, LedgerError> {
         let rows = self.cells(|d| browse::latency_histogram(q, d)).await?;
-        let int = |col: usize| match rows.first().and_then(|r| r.get(col)) {
-            Some(browse::Cell::Int(Some(v))) => *v,
-            _ => 0,
-        };
-        let mut hist = [0i64; rollup::LATENCY_BUCKETS];
-        for (i, h) in hist.iter_mut().enumerate() {
-            *h = int(2 + i);
+        // One row per rollup row and one for the raw part: summed here (see `rollup::parts_sql`).
+        let mut sums = [0i64; 2 + rollup::LATENCY_BUCKETS];
+        for row in &rows {
+            for (acc, cell) in sums.iter_mut().zip(row) {
+                if let browse::Cell::Int(Some(v)) = cell {
+                    *acc = acc.saturating_add(*v);
+                }
+            }
         }
+        let mut hist = [0i64; rollup::LATENCY_BUCKETS];
+        hist.copy_from_slice(&sums[2..]);
         Ok(LatencyStats {
-            requests: u64::try_from(int(0)).unwrap_or(0),
-            errors: u64::try_from(int(1)).unwrap_or(0),
+            requests: u64::try_from(sums[0]).unwrap_or(0),
+            errors: u64::try_from(sums[1]).unwrap_or(0),
             p50_ms: rollup::percentile(&hist, 50),
             p99_ms: rollup::percentile(&hist, 99),
         })

@@ -212,14 +212,13 @@ pub(crate) fn record_from(cells: &[Cell]) -> Option<RecordSummary> {
 }
 
 /// Requests, errors and the latency histogram over `q` (`rollup::LATENCY_BUCKETS` columns), from
-/// the rollups for whole hours and the raw ledger for partial ones.
+/// the rollups for whole hours and days and the raw ledger for partial hours: rows to be summed
+/// by the caller (one per rollup row and one for the raw part).
 pub(crate) fn latency_histogram(q: &UsageQuery, dialect: Dialect) -> Plain {
-    use super::rollup::{outer_sums, sources, Measure};
+    use super::rollup::{parts_sql, Measure, LATENCY_BUCKETS};
     let mut binds = Vec::new();
-    let from = sources(q, dialect, Measure::Latency, &mut binds);
-    let cols = outer_sums(Measure::Latency);
-    let kinds = vec![Kind::Int; cols.len()];
-    Plain { sql: format!("SELECT {} {from}", cols.join(", ")), binds, kinds }
+    let sql = parts_sql(q, dialect, Measure::Latency, &|_| Vec::new(), &mut binds);
+    Plain { sql, binds, kinds: vec![Kind::Int; 2 + LATENCY_BUCKETS] }
 }
 
 /// Nearest-rank index (0-based) of percentile `p` (1..=100) among `n` sorted values (`n > 0`).

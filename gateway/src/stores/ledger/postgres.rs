@@ -117,15 +117,18 @@ impl PgStore {
             .await?;
             tracing::info!(version, name, "Ledger Postgres migration applied");
         }
-        // Issue 16: the hourly rollups, back-filled from the records already stored.
-        if !applied.contains(&rollup::MIGRATION_VERSION) {
-            tx.batch_execute(&rollup::migration_sql()).await?;
+        // Issue 16: the hourly and daily rollups, back-filled from the records already stored.
+        for (version, name, sql) in rollup::migrations(Dialect::Postgres) {
+            if applied.contains(&version) {
+                continue;
+            }
+            tx.batch_execute(&sql).await?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
-                &[&rollup::MIGRATION_VERSION, &rollup::MIGRATION_NAME, &crate::domain::time::now_unix_ms()],
+                &[&version, &name, &crate::domain::time::now_unix_ms()],
             )
             .await?;
-            tracing::info!(version = rollup::MIGRATION_VERSION, "Ledger Postgres rollups created and back-filled");
+            tracing::info!(version, name, "Ledger Postgres rollups created and back-filled");
         }
         tx.commit().await?;
         Ok(())
@@ -307,7 +310,9 @@ impl PgStore {
             let tx = client.transaction().await?;
             let n: i64 = tx.query_one(&chunk_sql, &[&ts_unix_ms]).await?.try_get(0)?;
             if n > 0 {
-                tx.execute(&empty_sql, &[&ts_unix_ms]).await?;
+                for sql in &empty_sql {
+                    tx.execute(sql, &[&ts_unix_ms]).await?;
+                }
             }
             tx.commit().await?;
             total += u64::try_from(n).unwrap_or(0);

@@ -53,17 +53,18 @@ impl GroupBy {
         Ok(out)
     }
 
-    fn column(self, bucket: Option<Bucket>, utc_offset_ms: i64) -> String {
+    /// The group expression over a table whose time column (bucket start, unix ms) is `time`.
+    fn column(self, bucket: Option<Bucket>, utc_offset_ms: i64, time: &str) -> String {
         match (self, bucket) {
             (GroupBy::Tenant, _) => "tenant".to_owned(),
             (GroupBy::Provider, _) => "provider".to_owned(),
             (GroupBy::Model, _) => "upstream_model".to_owned(),
             // Integer division truncates toward zero; timestamps before 1970 are not stored.
-            (GroupBy::Day, None) if utc_offset_ms == 0 => "(ts_unix_ms / 86400000)".to_owned(),
-            (GroupBy::Day, None) => format!("((ts_unix_ms + ({utc_offset_ms})) / 86400000)"),
+            (GroupBy::Day, None) if utc_offset_ms == 0 => format!("({time} / 86400000)"),
+            (GroupBy::Day, None) => format!("(({time} + ({utc_offset_ms})) / 86400000)"),
             // Integers of our own (validated by `Bucket::new`), not client text: formatted into the
             // SQL so both dialects see the same BIGINT arithmetic without typed placeholders.
-            (GroupBy::Day, Some(b)) => format!("((ts_unix_ms + ({})) / {})", b.offset_ms, b.width_ms),
+            (GroupBy::Day, Some(b)) => format!("(({time} + ({})) / {})", b.offset_ms, b.width_ms),
         }
     }
 }
@@ -93,6 +94,11 @@ impl Bucket {
             return Err(LedgerError::Query("time zone offset must be within ±18:00".into()));
         }
         Ok(Self { width_ms, offset_ms })
+    }
+
+    /// The bucket's width, ms.
+    pub fn width_ms(self) -> i64 {
+        self.width_ms
     }
 
     /// The offset from UTC, ms east.
@@ -167,6 +173,61 @@ pub struct UsageRow {
     pub cost_usd: String,
 }
 
+/// Sums `rows` (the result of a query grouped by at least `keep`) into the rows of the same query
+/// grouped by `keep` only, sorted as a query's rows are. Exact: each coarse row is the integer sum
+/// of the fine rows it covers, which is what the coarser query would have summed. A page that
+/// shows several breakdowns of one period runs one fine query and regroups it, instead of scanning
+/// the rollups once per breakdown.
+pub fn regroup(rows: &[UsageRow], keep: &[GroupBy]) -> Vec<UsageRow> {
+    use std::collections::BTreeMap;
+    fn pick(kept: bool, v: &Option<String>) -> Option<&str> {
+        if kept {
+            v.as_deref()
+        } else {
+            None
+        }
+    }
+    // Borrowed keys: a coarse row's strings are cloned once, when the group first appears.
+    type GroupKey<'r> = (Option<i64>, Option<&'r str>, Option<&'r str>, Option<&'r str>, Option<&'r str>);
+    let mut out: BTreeMap<GroupKey<'_>, UsageRow> = BTreeMap::new();
+    let kept = |g: GroupBy| keep.contains(&g);
+    for r in rows {
+        let key = (
+            if kept(GroupBy::Day) { r.bucket_start_unix_ms } else { None },
+            pick(kept(GroupBy::Day), &r.day),
+            pick(kept(GroupBy::Tenant), &r.tenant),
+            pick(kept(GroupBy::Provider), &r.provider),
+            pick(kept(GroupBy::Model), &r.model),
+        );
+        let acc = out.entry(key).or_insert_with(|| UsageRow {
+            tenant: key.2.map(str::to_owned),
+            provider: key.3.map(str::to_owned),
+            model: key.4.map(str::to_owned),
+            day: key.1.map(str::to_owned),
+            bucket_start_unix_ms: key.0,
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            cost_nano_usd: 0,
+            cost_usd: String::new(),
+        });
+        acc.requests += r.requests;
+        acc.prompt_tokens += r.prompt_tokens;
+        acc.completion_tokens += r.completion_tokens;
+        acc.cached_tokens += r.cached_tokens;
+        acc.cache_write_tokens += r.cache_write_tokens;
+        acc.cost_nano_usd += r.cost_nano_usd;
+    }
+    out.into_values()
+        .map(|mut r| {
+            r.cost_usd = format_usd(r.cost_nano_usd);
+            r
+        })
+        .collect()
+}
+
 /// Placeholder style of the store's SQL dialect.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Dialect {
@@ -195,16 +256,10 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     groups.sort_unstable();
     groups.dedup();
     let mut binds = Vec::new();
-    // Whole hours from the rollups, partial edge hours from the raw ledger (`rollup.rs`).
-    let from = super::rollup::sources(q, dialect, super::rollup::Measure::Usage, &mut binds);
-    let group_cols: Vec<String> = groups.iter().map(|g| g.column(q.bucket, q.utc_offset_ms)).collect();
-    let mut select: Vec<String> = group_cols.clone();
-    select.extend(super::rollup::outer_sums(super::rollup::Measure::Usage));
-    let mut sql = format!("SELECT {} {from}", select.join(", "));
-    if !group_cols.is_empty() {
-        sql.push_str(" GROUP BY ");
-        sql.push_str(&group_cols.join(", "));
-    }
+    // Whole days and hours from the rollups, partial edge hours from the raw ledger (`rollup.rs`);
+    // the rows of every part are summed per group in `finish`.
+    let group_exprs = |time: &str| groups.iter().map(|g| g.column(q.bucket, q.utc_offset_ms, time)).collect();
+    let sql = super::rollup::parts_sql(q, dialect, super::rollup::Measure::Usage, &group_exprs, &mut binds);
     BuiltQuery { sql, binds, groups, bucket: q.bucket }
 }
 
@@ -216,8 +271,18 @@ pub(crate) struct RawRow {
 }
 
 pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow>) -> Vec<UsageRow> {
-    let mut rows: Vec<UsageRow> = raw
+    // The parts' rows (rollup rows as stored, the raw part grouped) summed per group.
+    let mut merged: std::collections::HashMap<(Vec<Option<String>>, Option<i64>), [i64; 6]> =
+        std::collections::HashMap::with_capacity(raw.len());
+    for r in raw {
+        let acc = merged.entry((r.texts, r.day)).or_insert([0; 6]);
+        for (a, c) in acc.iter_mut().zip(r.counters) {
+            *a = a.saturating_add(c);
+        }
+    }
+    let mut rows: Vec<UsageRow> = merged
         .into_iter()
+        .map(|((texts, day), counters)| RawRow { texts, day, counters })
         // No record, no row: a raw GROUP BY never yields an empty group, and a rollup row a prune
         // emptied must not show up as one.
         .filter(|r| r.counters[0] > 0)

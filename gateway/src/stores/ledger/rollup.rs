@@ -1,17 +1,19 @@
-//! Hourly rollups of the ledger (issue 16): one row per hour × tenant × key × provider × upstream
-//! model × status, holding the request and error counts, the token sums by class, the cost
-//! (nano-USD, exactly as the records hold it), the latency sum and a latency histogram.
+//! Rollups of the ledger (issue 16), in two tiers holding the same sums: **hourly**, one row per
+//! hour × tenant × key × provider × upstream model × status, and **daily**, one row per UTC day ×
+//! tenant × provider × upstream model × status (no key: see [`Tier`]). Each row holds the request
+//! and error counts, the token sums by class, the cost (nano-USD, exactly as the records hold it),
+//! the latency sum and a latency histogram.
 //!
 //! Invariants:
 //! - **Same transaction.** A rollup row changes only in the transaction that inserts (or prunes)
 //!   the records it sums: SQLite adds the batch's aggregate inside `insert_blocking`'s
 //!   transaction, Postgres in the same statement as the `INSERT ... ON CONFLICT DO NOTHING`
-//!   (a data-modifying CTE). So the rollups equal a `GROUP BY` over `ledger_records` at every
+//!   (data-modifying CTEs). So each tier equals a `GROUP BY` over `ledger_records` at every
 //!   committed state, on both stores.
 //! - **Idempotent like the ledger.** Only records that were actually inserted are counted: SQLite
 //!   counts a record when its `INSERT` changed a row, Postgres aggregates the `RETURNING` rows of
 //!   the insert. A duplicate `record_id` (journal replay) adds nothing.
-//! - **One upsert per key per batch.** A batch is aggregated per rollup key first (in memory for
+//! - **One upsert per key per batch.** A batch is aggregated per key first (in memory for
 //!   SQLite, by `GROUP BY` over the inserted rows for Postgres), then upserted once per key.
 //! - **Pruning subtracts.** `prune_before` subtracts the deleted records' aggregate in the same
 //!   transaction as the delete and removes rows that reach zero, so rollups never keep usage of
@@ -19,11 +21,13 @@
 //! - **Keys.** A record without a key is rolled up under `key_id = ''` (a primary key column
 //!   cannot be NULL in both dialects); no real key id is empty.
 //!
-//! Reads ([`sources`]): a usage or latency query over `[from, to)` reads whole hours from the
-//! rollups and only the partial edge hours (a bound that is not on an hour) from the raw ledger,
-//! so results stay exact. Hourly rows are exact for day groups in any whole-hour UTC offset. A
-//! query that groups by day in an offset that is not a whole number of hours (+05:30, +05:45)
-//! reads the raw ledger instead: its local days do not start on a UTC hour.
+//! Reads ([`sources`]): a usage or latency query over `[from, to)` reads whole UTC days from the
+//! daily tier, the whole hours around them from the hourly tier and only the partial edge hours (a
+//! bound that is not on an hour) from the raw ledger, so results stay exact. The daily tier serves
+//! only queries without a key filter whose day groups (if any) are UTC days; others read hours.
+//! Hourly rows are exact for day groups in any whole-hour UTC offset. A query that groups by day
+//! in an offset that is not a whole number of hours (+05:30, +05:45) reads the raw ledger instead:
+//! its local days do not start on a UTC hour.
 //!
 //! Latency resolution: [`LATENCY_BOUNDS_MS`] are the exclusive upper bounds of 23 buckets, the
 //! 24th is open-ended. Percentiles read from the histogram are the upper bound of the bucket that
@@ -39,13 +43,19 @@ use super::query::{Bind, Bucket, Dialect, GroupBy, UsageQuery};
 use super::record::to_i64;
 use super::{LedgerRecord, RecordStatus};
 
-/// The rollup granularity.
+/// The hourly tier's granularity.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
+/// The daily tier's granularity (UTC days).
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
-/// Schema version of the rollup migration (issue 16) in `schema_migrations`.
+/// Schema version of the hourly rollup migration (issue 16) in `schema_migrations`.
 pub(crate) const MIGRATION_VERSION: i64 = 16;
 /// Its name in `schema_migrations`.
 pub(crate) const MIGRATION_NAME: &str = "ledger_rollups";
+/// Schema version of the daily tier's migration.
+pub(crate) const DAILY_MIGRATION_VERSION: i64 = 17;
+/// Its name in `schema_migrations`.
+pub(crate) const DAILY_MIGRATION_NAME: &str = "ledger_rollups_daily";
 
 /// Exclusive upper bounds of the latency buckets, milliseconds; bucket `i` holds
 /// `[LATENCY_BOUNDS_MS[i-1], LATENCY_BOUNDS_MS[i])` (from 0 for the first), the last bucket
@@ -58,11 +68,99 @@ pub const LATENCY_BOUNDS_MS: [u64; 23] = [
 /// Number of latency buckets (one more than bounds).
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
-/// The rollup table.
+/// The hourly table.
 pub(crate) const TABLE: &str = "ledger_rollup_hourly";
+/// The daily table (no key, no status).
+pub(crate) const DAILY_TABLE: &str = "ledger_rollup_daily";
+/// The daily table by status.
+pub(crate) const DAILY_STATUS_TABLE: &str = "ledger_rollup_daily_status";
 
-/// The key columns, in primary-key order.
-const KEY_COLUMNS: [&str; 6] = ["hour_ms", "tenant", "key_id", "provider", "upstream_model", "status"];
+/// A rollup tier. All hold the same sums; they differ in the time granularity and the key.
+///
+/// Why three: the hourly key (with the API key and the status) has nearly as many rows per hour as
+/// a day has per tenant × key × model × status, so at 10M records a 90-day page read from hours
+/// alone scans about a million rows. A day without the key still has five statuses per tenant ×
+/// model, and the four error statuses are rare but present nearly every day, so that key holds
+/// five times the rows of one without the status. Hence the daily tier (day × tenant × provider ×
+/// model, errors as a sum) for every query without a key or status filter, the daily-by-status tier
+/// for status filters, and the hourly tier for key filters, local day groups and edge hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// Hour × tenant × key × provider × upstream model × status.
+    Hourly,
+    /// UTC day × tenant × provider × upstream model.
+    Daily,
+    /// UTC day × tenant × provider × upstream model × status.
+    DailyByStatus,
+}
+
+impl Tier {
+    /// Every tier, in the order they are written.
+    pub(crate) const ALL: [Tier; 3] = [Tier::Hourly, Tier::Daily, Tier::DailyByStatus];
+
+    /// The tier's table.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Tier::Hourly => TABLE,
+            Tier::Daily => DAILY_TABLE,
+            Tier::DailyByStatus => DAILY_STATUS_TABLE,
+        }
+    }
+
+    /// The width of one row's time bucket.
+    fn width_ms(self) -> i64 {
+        match self {
+            Tier::Hourly => HOUR_MS,
+            Tier::Daily | Tier::DailyByStatus => DAY_MS,
+        }
+    }
+
+    /// The name of the time column (the bucket's start, unix ms UTC).
+    fn time_column(self) -> &'static str {
+        match self {
+            Tier::Hourly => "hour_ms",
+            Tier::Daily | Tier::DailyByStatus => "day_ms",
+        }
+    }
+
+    /// Whether the key holds the API key id.
+    fn has_key_id(self) -> bool {
+        self == Tier::Hourly
+    }
+
+    /// Whether the key holds the status.
+    fn has_status(self) -> bool {
+        self != Tier::Daily
+    }
+
+    /// The key columns, in primary-key order.
+    pub(crate) fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            Tier::Hourly => &["hour_ms", "tenant", "key_id", "provider", "upstream_model", "status"],
+            Tier::Daily => &["day_ms", "tenant", "provider", "upstream_model"],
+            Tier::DailyByStatus => &["day_ms", "tenant", "provider", "upstream_model", "status"],
+        }
+    }
+
+    /// The key expressions over ledger rows (the ledger's column names), in key order.
+    fn key_expressions(self) -> Vec<String> {
+        let w = self.width_ms();
+        let mut out = vec![format!("(ts_unix_ms / {w}) * {w}"), "tenant".to_owned()];
+        if self.has_key_id() {
+            out.push("COALESCE(key_id, '')".to_owned());
+        }
+        out.extend(["provider", "upstream_model"].map(str::to_owned));
+        if self.has_status() {
+            out.push("status".to_owned());
+        }
+        out
+    }
+
+    /// `1, 2, ..., n` over the key columns (GROUP BY / ORDER BY positions).
+    fn key_positions(self) -> String {
+        (1..=self.key_columns().len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
 
 /// The summed columns after the key, in order (the histogram columns follow).
 const SUM_COLUMNS: [&str; 8] = [
@@ -86,46 +184,60 @@ fn lat_column(i: usize) -> String {
     format!("lat_{i:02}")
 }
 
-/// Every column of the rollup table, in order.
-fn all_columns() -> Vec<String> {
-    let mut cols: Vec<String> = KEY_COLUMNS.iter().chain(SUM_COLUMNS.iter()).map(|c| (*c).to_owned()).collect();
-    cols.extend((0..LATENCY_BUCKETS).map(lat_column));
+/// The summed columns of every tier: the sums, then the histogram.
+fn value_columns() -> Vec<String> {
+    SUM_COLUMNS.iter().map(|c| (*c).to_owned()).chain((0..LATENCY_BUCKETS).map(lat_column)).collect()
+}
+
+/// Every column of `tier`'s table, in order.
+fn all_columns(tier: Tier) -> Vec<String> {
+    let mut cols: Vec<String> = tier.key_columns().iter().map(|c| (*c).to_owned()).collect();
+    cols.extend(value_columns());
     cols
 }
 
-/// `CREATE TABLE` and indexes; the same text for both dialects (BIGINT is INTEGER in SQLite).
-fn create_sql() -> String {
-    let mut sql = format!(
-        "CREATE TABLE {TABLE} (\n    hour_ms BIGINT NOT NULL,\n    tenant TEXT NOT NULL,\n    key_id TEXT NOT NULL,\n    \
-         provider TEXT NOT NULL,\n    upstream_model TEXT NOT NULL,\n    status TEXT NOT NULL,\n"
-    );
-    for c in SUM_COLUMNS.iter().map(|c| (*c).to_owned()).chain((0..LATENCY_BUCKETS).map(lat_column)) {
+/// `CREATE TABLE` and indexes; the same text for both dialects (BIGINT is INTEGER in SQLite),
+/// except that SQLite's daily tables are `WITHOUT ROWID`: their primary key, which starts with the
+/// day, is then the table itself, so a range of days is one sequential read instead of an index
+/// walk plus a row look-up per row (measured at 10M records: 8 ms instead of 14 ms for 90 days).
+/// The hourly table keeps the layout its migration (16) gave it.
+fn create_sql(tier: Tier, dialect: Dialect) -> String {
+    let table = tier.table();
+    let time = tier.time_column();
+    let mut sql = format!("CREATE TABLE {table} (\n    {time} BIGINT NOT NULL,\n    tenant TEXT NOT NULL,\n");
+    if tier.has_key_id() {
+        sql.push_str("    key_id TEXT NOT NULL,\n");
+    }
+    sql.push_str("    provider TEXT NOT NULL,\n    upstream_model TEXT NOT NULL,\n");
+    if tier.has_status() {
+        sql.push_str("    status TEXT NOT NULL,\n");
+    }
+    for c in value_columns() {
         let _ = writeln!(sql, "    {c} BIGINT NOT NULL,");
     }
+    let without_rowid = match (dialect, tier) {
+        (Dialect::Sqlite, Tier::Daily | Tier::DailyByStatus) => " WITHOUT ROWID",
+        (Dialect::Postgres, Tier::Daily | Tier::DailyByStatus) => " WITH (fillfactor = 50)",
+        _ => "",
+    };
     let _ = write!(
         sql,
-        "    PRIMARY KEY ({})\n);\n\
-         CREATE INDEX {TABLE}_tenant_idx ON {TABLE} (tenant, hour_ms);\n\
-         CREATE INDEX {TABLE}_key_idx ON {TABLE} (key_id, hour_ms);\n",
-        KEY_COLUMNS.join(", ")
+        "    PRIMARY KEY ({})\n){without_rowid};\nCREATE INDEX {table}_tenant_idx ON {table} (tenant, {time});\n",
+        tier.key_columns().join(", ")
     );
+    if tier.has_key_id() {
+        let _ = writeln!(sql, "CREATE INDEX {table}_key_idx ON {table} (key_id, {time});");
+    }
     sql
 }
 
-/// The aggregate of ledger rows as rollup rows: `SELECT <key>, <sums>, <histogram> {from_where}
+/// The aggregate of ledger rows as `tier` rows: `SELECT <key>, <sums>, <histogram> {from_where}
 /// GROUP BY <key>`. `sign` is `""` to add, `"-"` to subtract. `from_where` is the `FROM ...
 /// [WHERE ...]` over rows with the ledger's column names.
-pub(crate) fn aggregate_select(from_where: &str, sign: &str) -> String {
-    let mut sel = vec![
-        format!("(ts_unix_ms / {HOUR_MS}) * {HOUR_MS}"),
-        "tenant".to_owned(),
-        "COALESCE(key_id, '')".to_owned(),
-        "provider".to_owned(),
-        "upstream_model".to_owned(),
-        "status".to_owned(),
-        format!("CAST({sign}COUNT(*) AS BIGINT)"),
-        format!("CAST({sign}SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS BIGINT)"),
-    ];
+pub(crate) fn aggregate_select(tier: Tier, from_where: &str, sign: &str) -> String {
+    let mut sel = tier.key_expressions();
+    sel.push(format!("CAST({sign}COUNT(*) AS BIGINT)"));
+    sel.push(format!("CAST({sign}SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS BIGINT)"));
     for c in
         ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd", "latency_ms"]
     {
@@ -134,7 +246,7 @@ pub(crate) fn aggregate_select(from_where: &str, sign: &str) -> String {
     for i in 0..LATENCY_BUCKETS {
         sel.push(format!("CAST({sign}SUM({}) AS BIGINT)", bucket_case(i)));
     }
-    format!("SELECT {} {from_where} GROUP BY 1, 2, 3, 4, 5, 6", sel.join(", "))
+    format!("SELECT {} {from_where} GROUP BY {}", sel.join(", "), tier.key_positions())
 }
 
 /// `CASE` giving 1 when a row's `latency_ms` falls in bucket `i`.
@@ -147,32 +259,68 @@ fn bucket_case(i: usize) -> String {
 }
 
 /// `ON CONFLICT (<key>) DO UPDATE SET c = t.c + excluded.c, ...`.
-fn upsert_clause() -> String {
-    let sets: Vec<String> = all_columns()
-        .into_iter()
-        .skip(KEY_COLUMNS.len())
-        .map(|c| format!("{c} = {TABLE}.{c} + excluded.{c}"))
-        .collect();
-    format!("ON CONFLICT ({}) DO UPDATE SET {}", KEY_COLUMNS.join(", "), sets.join(", "))
+fn upsert_clause(tier: Tier) -> String {
+    let table = tier.table();
+    let sets: Vec<String> = value_columns().into_iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
+    format!("ON CONFLICT ({}) DO UPDATE SET {}", tier.key_columns().join(", "), sets.join(", "))
 }
 
-/// The rollup migration: creates the table and back-fills it from the records already stored
-/// (one `GROUP BY` over `ledger_records`, inside the migration's transaction).
-pub(crate) fn migration_sql() -> String {
+/// `INSERT INTO <tier> (<columns>) <aggregate of from_where> <upsert>`, in key order when
+/// `ordered` (Postgres: two writers then lock rows in one order).
+fn upsert_aggregate(tier: Tier, from_where: &str, sign: &str, ordered: bool) -> String {
+    let order = if ordered { format!(" ORDER BY {}", tier.key_positions()) } else { String::new() };
     format!(
-        "{}INSERT INTO {TABLE} ({}) {};\n",
-        create_sql(),
-        all_columns().join(", "),
-        aggregate_select("FROM ledger_records WHERE 1 = 1", "")
+        "INSERT INTO {} ({}) {}{order} {}",
+        tier.table(),
+        all_columns(tier).join(", "),
+        aggregate_select(tier, from_where, sign),
+        upsert_clause(tier)
     )
+}
+
+/// A tier's migration: creates the table and back-fills it from the records already stored (one
+/// `GROUP BY` over `ledger_records`, inside the migration's transaction).
+pub(crate) fn migration_sql(tier: Tier, dialect: Dialect) -> String {
+    format!(
+        "{}INSERT INTO {} ({}) {};\n",
+        create_sql(tier, dialect),
+        tier.table(),
+        all_columns(tier).join(", "),
+        aggregate_select(tier, "FROM ledger_records WHERE 1 = 1", "")
+    )
+}
+
+/// Postgres: rollup rows are updated in place by every batch; with pages left half free the new row
+/// version fits on the same page and no index changes (a HOT update), so the upsert writes one
+/// heap page instead of a heap page and three index pages. Only pages written after this apply.
+fn hourly_fillfactor(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Postgres => format!("ALTER TABLE {TABLE} SET (fillfactor = 50);\n"),
+        Dialect::Sqlite => String::new(),
+    }
+}
+
+/// The tiers' migrations: version, name, SQL (17 creates both daily tables).
+pub(crate) fn migrations(dialect: Dialect) -> [(i64, &'static str, String); 2] {
+    [
+        (MIGRATION_VERSION, MIGRATION_NAME, migration_sql(Tier::Hourly, dialect)),
+        (
+            DAILY_MIGRATION_VERSION,
+            DAILY_MIGRATION_NAME,
+            hourly_fillfactor(dialect)
+                + &migration_sql(Tier::Daily, dialect)
+                + &migration_sql(Tier::DailyByStatus, dialect),
+        ),
+    ]
 }
 
 // ------------------------------------------------------------------------------------- SQLite
 
-/// One rollup key of a batch (borrowed from the records).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One rollup key of a batch (borrowed from the records). A tier without the key id or the status
+/// in its key carries `""` there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key<'a> {
-    hour_ms: i64,
+    bucket_ms: i64,
     tenant: Cow<'a, str>,
     key_id: Cow<'a, str>,
     provider: Cow<'a, str>,
@@ -188,24 +336,8 @@ pub(crate) struct Sums {
     hist: [i64; LATENCY_BUCKETS],
 }
 
-/// A batch's rollup deltas, aggregated per key in memory.
-#[derive(Debug, Default)]
-pub(crate) struct Delta<'a> {
-    rows: HashMap<Key<'a>, Sums>,
-}
-
-impl<'a> Delta<'a> {
-    /// Counts one inserted record.
-    pub(crate) fn add(&mut self, r: &'a LedgerRecord) {
-        let key = Key {
-            hour_ms: r.ts_unix_ms.div_euclid(HOUR_MS) * HOUR_MS,
-            tenant: Cow::Borrowed(&r.tenant),
-            key_id: Cow::Borrowed(r.key_id.as_deref().unwrap_or("")),
-            provider: Cow::Borrowed(&r.provider),
-            upstream_model: Cow::Borrowed(&r.upstream_model),
-            status: r.status.as_str(),
-        };
-        let s = self.rows.entry(key).or_default();
+impl Sums {
+    fn add(&mut self, r: &LedgerRecord) {
         let add = [
             1,
             i64::from(r.status != RecordStatus::Ok),
@@ -216,73 +348,100 @@ impl<'a> Delta<'a> {
             r.cost_nano_usd,
             to_i64(r.latency_ms),
         ];
-        for (acc, v) in s.sums.iter_mut().zip(add) {
+        for (acc, v) in self.sums.iter_mut().zip(add) {
             *acc = acc.saturating_add(v);
         }
-        s.hist[bucket_of(r.latency_ms)] += 1;
+        self.hist[bucket_of(r.latency_ms)] += 1;
+    }
+}
+
+/// A batch's rollup deltas, aggregated per key in memory, one map per tier (in `Tier::ALL` order).
+#[derive(Debug, Default)]
+pub(crate) struct Delta<'a> {
+    tiers: [HashMap<Key<'a>, Sums>; 3],
+}
+
+impl<'a> Delta<'a> {
+    /// Counts one inserted record in every tier.
+    pub(crate) fn add(&mut self, r: &'a LedgerRecord) {
+        let key = Key {
+            bucket_ms: r.ts_unix_ms.div_euclid(HOUR_MS) * HOUR_MS,
+            tenant: Cow::Borrowed(&r.tenant),
+            key_id: Cow::Borrowed(r.key_id.as_deref().unwrap_or("")),
+            provider: Cow::Borrowed(&r.provider),
+            upstream_model: Cow::Borrowed(&r.upstream_model),
+            status: r.status.as_str(),
+        };
+        let by_status =
+            Key { bucket_ms: r.ts_unix_ms.div_euclid(DAY_MS) * DAY_MS, key_id: Cow::Borrowed(""), ..key.clone() };
+        let day = Key { status: "", ..by_status.clone() };
+        let [hourly, daily, daily_status] = &mut self.tiers;
+        hourly.entry(key).or_default().add(r);
+        daily.entry(day).or_default().add(r);
+        daily_status.entry(by_status).or_default().add(r);
     }
 
-    /// Applies the deltas in `tx` (the ledger insert's transaction): one upsert per key.
+    /// Applies the deltas in `tx` (the ledger insert's transaction): one upsert per key and tier.
     pub(crate) fn apply_sqlite(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let mut stmt = tx.prepare_cached(&sqlite_upsert_sql())?;
-        // Sorted, so two writers would take row locks in one order (matters for Postgres-like
-        // engines; cheap here).
-        let mut keys: Vec<(&Key<'_>, &Sums)> = self.rows.iter().collect();
-        keys.sort_unstable_by(|a, b| {
-            (a.0.hour_ms, &a.0.tenant, &a.0.key_id, &a.0.provider, &a.0.upstream_model, a.0.status).cmp(&(
-                b.0.hour_ms,
-                &b.0.tenant,
-                &b.0.key_id,
-                &b.0.provider,
-                &b.0.upstream_model,
-                b.0.status,
-            ))
-        });
-        let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(KEY_COLUMNS.len() + 8 + LATENCY_BUCKETS);
-        for (k, s) in keys {
-            use rusqlite::types::Value;
-            values.clear();
-            values.push(Value::Integer(k.hour_ms));
-            values.push(Value::Text(k.tenant.to_string()));
-            values.push(Value::Text(k.key_id.to_string()));
-            values.push(Value::Text(k.provider.to_string()));
-            values.push(Value::Text(k.upstream_model.to_string()));
-            values.push(Value::Text(k.status.to_owned()));
-            values.extend(s.sums.iter().chain(s.hist.iter()).map(|v| Value::Integer(*v)));
-            stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+        for (tier, rows) in Tier::ALL.into_iter().zip(&self.tiers) {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut stmt = tx.prepare_cached(&sqlite_upsert_sql(tier))?;
+            // Sorted, so two writers would take row locks in one order (matters for Postgres-like
+            // engines; cheap here).
+            let mut keys: Vec<(&Key<'_>, &Sums)> = rows.iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(6 + SUM_COLUMNS.len() + LATENCY_BUCKETS);
+            for (k, s) in keys {
+                use rusqlite::types::Value;
+                values.clear();
+                values.push(Value::Integer(k.bucket_ms));
+                values.push(Value::Text(k.tenant.to_string()));
+                if tier.has_key_id() {
+                    values.push(Value::Text(k.key_id.to_string()));
+                }
+                values.push(Value::Text(k.provider.to_string()));
+                values.push(Value::Text(k.upstream_model.to_string()));
+                if tier.has_status() {
+                    values.push(Value::Text(k.status.to_owned()));
+                }
+                values.extend(s.sums.iter().chain(s.hist.iter()).map(|v| Value::Integer(*v)));
+                stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+            }
         }
         Ok(())
     }
 }
 
-fn sqlite_upsert_sql() -> String {
-    let cols = all_columns();
+fn sqlite_upsert_sql(tier: Tier) -> String {
+    let cols = all_columns(tier);
     let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-    format!("INSERT INTO {TABLE} ({}) VALUES ({}) {}", cols.join(", "), ph.join(", "), upsert_clause())
+    format!("INSERT INTO {} ({}) VALUES ({}) {}", tier.table(), cols.join(", "), ph.join(", "), upsert_clause(tier))
 }
 
 /// SQLite prune, step 1 (in the prune transaction, after `temp.prune_chunk` holds the rowids
-/// about to be deleted): subtracts their aggregate from the rollups.
-pub(crate) fn sqlite_subtract_chunk_sql() -> String {
-    format!(
-        "INSERT INTO {TABLE} ({}) {} {}",
-        all_columns().join(", "),
-        aggregate_select("FROM ledger_records WHERE rowid IN (SELECT id FROM temp.prune_chunk)", "-"),
-        upsert_clause()
-    )
+/// about to be deleted): subtracts their aggregate from each tier.
+pub(crate) fn sqlite_subtract_chunk_sql() -> Vec<String> {
+    Tier::ALL
+        .iter()
+        .map(|t| {
+            upsert_aggregate(*t, "FROM ledger_records WHERE rowid IN (SELECT id FROM temp.prune_chunk)", "-", false)
+        })
+        .collect()
 }
 
 /// Pruning, last step (same transaction): drops rollup rows that no longer sum any record, in
-/// the hours the prune touched (`hour_ms <= ?1`/`$1`).
-pub(crate) fn delete_empty_sql(dialect: Dialect) -> String {
+/// the buckets the prune touched (`<time> <= ?1`/`$1`), in each tier.
+pub(crate) fn delete_empty_sql(dialect: Dialect) -> Vec<String> {
     let p = match dialect {
         Dialect::Sqlite => "?1",
         Dialect::Postgres => "$1",
     };
-    format!("DELETE FROM {TABLE} WHERE hour_ms <= {p} AND requests = 0")
+    Tier::ALL
+        .iter()
+        .map(|t| format!("DELETE FROM {} WHERE {} <= {p} AND requests = 0", t.table(), t.time_column()))
+        .collect()
 }
 
 // ----------------------------------------------------------------------------------- Postgres
@@ -291,45 +450,55 @@ pub(crate) fn delete_empty_sql(dialect: Dialect) -> String {
 const RETURNED: &str = "ts_unix_ms, tenant, key_id, provider, upstream_model, status, prompt_tokens, \
                         completion_tokens, cached_tokens, cache_write_tokens, cost_nano_usd, latency_ms";
 
-/// The Postgres batch insert with its rollup: `insert_sql` (an `INSERT ... ON CONFLICT DO
+/// The Postgres batch insert with its rollups: `insert_sql` (an `INSERT ... ON CONFLICT DO
 /// NOTHING`) becomes a CTE whose `RETURNING` rows (the ones actually inserted) are aggregated per
-/// key and upserted, in key order, in the same statement. The statement returns one row: the
-/// number of records inserted.
+/// key and upserted into each tier, in key order, in the same statement. The statement returns
+/// one row: the number of records inserted.
 pub(crate) fn postgres_insert_sql(insert_sql: &str) -> String {
     format!(
-        "WITH ins AS ({insert_sql} RETURNING {RETURNED}), \
-         up AS (INSERT INTO {TABLE} ({}) {} ORDER BY 1, 2, 3, 4, 5, 6 {}) \
-         SELECT CAST(COUNT(*) AS BIGINT) FROM ins",
-        all_columns().join(", "),
-        aggregate_select("FROM ins", ""),
-        upsert_clause()
+        "WITH ins AS ({insert_sql} RETURNING {RETURNED}), {} SELECT CAST(COUNT(*) AS BIGINT) FROM ins",
+        postgres_upsert_ctes("FROM ins", "")
     )
 }
 
-/// SQLite: the rollup upsert of the one record that the previous statement of the same
-/// transaction tried to insert with `ON CONFLICT DO NOTHING` (the batch store's line commit).
-/// `changes()` is that statement's row count, so a record that was already stored is not counted
-/// twice. `record_param` is the placeholder bound to the record id.
-pub(crate) fn sqlite_upsert_after_insert_sql(record_param: &str) -> String {
-    format!(
-        "INSERT INTO {TABLE} ({}) {} {}",
-        all_columns().join(", "),
-        aggregate_select(&format!("FROM ledger_records WHERE record_id = {record_param} AND changes() = 1"), ""),
-        upsert_clause()
-    )
+/// `up_0 AS (<upsert of tier 0>), up_1 AS (...), ...` over `from` (a CTE of ledger rows).
+fn postgres_upsert_ctes(from: &str, sign: &str) -> String {
+    Tier::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("up_{i} AS ({})", upsert_aggregate(*t, from, sign, true)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// SQLite: the rollup upserts of the one record that the previous statement of the same
+/// transaction tried to insert with `ON CONFLICT DO NOTHING` (the batch store's line commit), one
+/// statement per tier, run in this order right after that insert. `changes()` is the previous
+/// statement's row count: 1 after the insert only if it stored the record, and 1 after each
+/// tier's upsert only if that one counted it, so a record that was already stored is counted in no
+/// tier. `record_param` is the placeholder bound to the record id.
+pub(crate) fn sqlite_upsert_after_insert_sql(record_param: &str) -> Vec<String> {
+    Tier::ALL
+        .iter()
+        .map(|t| {
+            upsert_aggregate(
+                *t,
+                &format!("FROM ledger_records WHERE record_id = {record_param} AND changes() = 1"),
+                "",
+                false,
+            )
+        })
+        .collect()
 }
 
 /// The Postgres prune chunk: deletes up to 10,000 records older than `$1` and subtracts their
-/// aggregate from the rollups in the same statement; returns the number deleted.
+/// aggregate from each tier in the same statement; returns the number deleted.
 pub(crate) fn postgres_prune_chunk_sql() -> String {
     format!(
         "WITH del AS (DELETE FROM ledger_records WHERE record_id IN \
          (SELECT record_id FROM ledger_records WHERE ts_unix_ms < $1 LIMIT 10000) RETURNING {RETURNED}), \
-         up AS (INSERT INTO {TABLE} ({}) {} ORDER BY 1, 2, 3, 4, 5, 6 {}) \
-         SELECT CAST(COUNT(*) AS BIGINT) FROM del",
-        all_columns().join(", "),
-        aggregate_select("FROM del", "-"),
-        upsert_clause()
+         {} SELECT CAST(COUNT(*) AS BIGINT) FROM del",
+        postgres_upsert_ctes("FROM del", "-")
     )
 }
 
@@ -344,58 +513,52 @@ pub(crate) enum Measure {
     Latency,
 }
 
-/// The measure columns each source yields, named alike so the outer query sums them.
-fn measure_columns(measure: Measure, rolled: bool) -> Vec<String> {
-    let mut out = Vec::new();
+/// The counter columns a part yields (the same count and order for every part): a rollup part
+/// reads its rows' sums as they are, a raw part sums the ledger rows in SQL.
+fn counter_columns(measure: Measure, rolled: bool) -> Vec<String> {
+    let sum = |e: &str| format!("COALESCE(CAST(SUM({e}) AS BIGINT), 0)");
+    let mut out = vec![if rolled { "requests".to_owned() } else { "CAST(COUNT(*) AS BIGINT)".to_owned() }];
     match measure {
         Measure::Usage => {
-            out.push(if rolled { "requests AS n".to_owned() } else { "1 AS n".to_owned() });
             for c in ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"] {
-                out.push(format!("{c} AS m_{c}"));
+                out.push(if rolled { c.to_owned() } else { sum(c) });
             }
         }
         Measure::Latency => {
-            out.push(if rolled { "requests AS n".to_owned() } else { "1 AS n".to_owned() });
-            out.push(if rolled {
-                "errors AS m_errors".to_owned()
-            } else {
-                "CASE WHEN status <> 'ok' THEN 1 ELSE 0 END AS m_errors".to_owned()
-            });
+            out.push(if rolled { "errors".to_owned() } else { sum("CASE WHEN status <> 'ok' THEN 1 ELSE 0 END") });
             for i in 0..LATENCY_BUCKETS {
-                let c = lat_column(i);
-                out.push(if rolled { format!("{c} AS m_{c}") } else { format!("{} AS m_{c}", bucket_case(i)) });
+                out.push(if rolled { lat_column(i) } else { sum(&bucket_case(i)) });
             }
         }
     }
     out
 }
 
-/// The outer sums over the sources, in the order `measure_columns` names them.
-pub(crate) fn outer_sums(measure: Measure) -> Vec<String> {
-    let mut out = vec!["COALESCE(CAST(SUM(n) AS BIGINT), 0)".to_owned()];
-    let names: Vec<String> = match measure {
-        Measure::Usage => {
-            ["prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_nano_usd"]
-                .iter()
-                .map(|c| format!("m_{c}"))
-                .collect()
-        }
-        Measure::Latency => std::iter::once("m_errors".to_owned())
-            .chain((0..LATENCY_BUCKETS).map(|i| format!("m_{}", lat_column(i))))
-            .collect(),
-    };
-    out.extend(names.into_iter().map(|c| format!("COALESCE(CAST(SUM({c}) AS BIGINT), 0)")));
-    out
-}
-
-/// How a `[from, to)` range splits: whole hours from the rollups, partial edge hours from the raw
-/// ledger. `None` when the rollups cannot serve the query (see the module docs).
+/// How a `[from, to)` range splits: whole UTC days from the daily tier (when it can serve the
+/// query), the remaining whole hours from the hourly tier, partial edge hours from the raw ledger.
+/// `None` when the rollups cannot serve the query at all (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Split {
     /// Half-open raw ranges (each within one hour).
     pub raw: Vec<(i64, i64)>,
-    /// Half-open rolled-up range, on hour boundaries; `None` bounds are open.
-    pub rolled: (Option<i64>, Option<i64>),
+    /// Half-open ranges read from the hourly tier, on hour boundaries; `None` bounds are open.
+    pub hourly: Vec<(Option<i64>, Option<i64>)>,
+    /// The daily tier read and its half-open range, on UTC day boundaries; `None` bounds are open.
+    pub daily: Option<(Tier, (Option<i64>, Option<i64>))>,
+}
+
+/// The daily tier that can serve `q`'s whole days, if one can: neither has `key_id`, only one has
+/// the status, and their UTC days are exact only for day groups in UTC.
+fn daily_tier(q: &UsageQuery) -> Option<Tier> {
+    if q.key_id.is_some() {
+        return None;
+    }
+    let utc_days = match q.bucket {
+        _ if !q.group_by.contains(&GroupBy::Day) => true,
+        None => q.utc_offset_ms.rem_euclid(DAY_MS) == 0,
+        Some(b) => b.width_ms() == DAY_MS && b.offset_ms().rem_euclid(DAY_MS) == 0,
+    };
+    utc_days.then_some(if q.status.is_some() { Tier::DailyByStatus } else { Tier::Daily })
 }
 
 /// Whether rollups can serve `q`, and how its range splits.
@@ -406,28 +569,48 @@ pub(crate) fn split(q: &UsageQuery) -> Option<Split> {
             return None;
         }
     }
-    let ceil = |t: i64| t.div_euclid(HOUR_MS) * HOUR_MS + if t.rem_euclid(HOUR_MS) == 0 { 0 } else { HOUR_MS };
-    let floor = |t: i64| t.div_euclid(HOUR_MS) * HOUR_MS;
+    let ceil = |t: i64, w: i64| t.div_euclid(w) * w + if t.rem_euclid(w) == 0 { 0 } else { w };
+    let floor = |t: i64, w: i64| t.div_euclid(w) * w;
     let (from, to) = (q.from_unix_ms, q.to_unix_ms);
-    let body_from = from.map(ceil);
-    let body_to = to.map(floor);
-    if let (Some(f), Some(t)) = (body_from, body_to) {
+    let hour_from = from.map(|t| ceil(t, HOUR_MS));
+    let hour_to = to.map(|t| floor(t, HOUR_MS));
+    if let (Some(f), Some(t)) = (hour_from, hour_to) {
         if f >= t {
             return None; // inside one or two partial hours: the raw ledger is as cheap
         }
     }
     let mut raw = Vec::new();
-    if let (Some(f), Some(bf)) = (from, body_from) {
-        if f < bf {
-            raw.push((f, bf));
+    if let (Some(f), Some(hf)) = (from, hour_from) {
+        if f < hf {
+            raw.push((f, hf));
         }
     }
-    if let (Some(t), Some(bt)) = (to, body_to) {
-        if bt < t {
-            raw.push((bt, t));
+    if let (Some(t), Some(ht)) = (to, hour_to) {
+        if ht < t {
+            raw.push((ht, t));
         }
     }
-    Some(Split { raw, rolled: (body_from, body_to) })
+    let day_from = hour_from.map(|t| ceil(t, DAY_MS));
+    let day_to = hour_to.map(|t| floor(t, DAY_MS));
+    let has_days = match (day_from, day_to) {
+        (Some(f), Some(t)) => f < t,
+        _ => true,
+    };
+    let Some(tier) = daily_tier(q).filter(|_| has_days) else {
+        return Some(Split { raw, hourly: vec![(hour_from, hour_to)], daily: None });
+    };
+    let mut hourly = Vec::new();
+    if let (Some(hf), Some(df)) = (hour_from, day_from) {
+        if hf < df {
+            hourly.push((Some(hf), Some(df)));
+        }
+    }
+    if let (Some(ht), Some(dt)) = (hour_to, day_to) {
+        if dt < ht {
+            hourly.push((Some(dt), Some(ht)));
+        }
+    }
+    Some(Split { raw, hourly, daily: Some((tier, (day_from, day_to))) })
 }
 
 /// Placeholder `n` of `dialect`.
@@ -438,7 +621,8 @@ fn ph(dialect: Dialect, n: usize) -> String {
     }
 }
 
-/// The non-time filters of `q` as conditions (same column names in both tables).
+/// The non-time filters of `q` as conditions (same column names in every table; a daily tier
+/// never sees a filter on a column it lacks, see [`daily_tier`]).
 fn filter_conds(q: &UsageQuery, dialect: Dialect, binds: &mut Vec<Bind>, conds: &mut Vec<String>) {
     for (col, v) in [
         ("tenant", &q.tenant),
@@ -454,71 +638,84 @@ fn filter_conds(q: &UsageQuery, dialect: Dialect, binds: &mut Vec<Bind>, conds: 
     }
 }
 
-/// `FROM (<sources>) AS u`: the rows `q` selects, as `ts_unix_ms, tenant, provider,
-/// upstream_model` plus the `measure` columns, from the rollups where they serve and the raw
-/// ledger elsewhere (see [`split`]). Binds are appended to `binds`.
-pub(crate) fn sources(q: &UsageQuery, dialect: Dialect, measure: Measure, binds: &mut Vec<Bind>) -> String {
-    let dims = "tenant, provider, upstream_model";
-    let raw_select = |binds: &mut Vec<Bind>, ranges: &[(Option<i64>, Option<i64>)]| {
+/// `time >= from AND time < to` for each range, OR-ed, as one condition (none for `(None, None)`).
+fn ranges_cond(
+    column: &str,
+    ranges: &[(Option<i64>, Option<i64>)],
+    dialect: Dialect,
+    binds: &mut Vec<Bind>,
+) -> Option<String> {
+    let mut ors = Vec::new();
+    for (f, t) in ranges {
+        let mut and = Vec::new();
+        if let Some(f) = f {
+            binds.push(Bind::Int(*f));
+            and.push(format!("{column} >= {}", ph(dialect, binds.len())));
+        }
+        if let Some(t) = t {
+            binds.push(Bind::Int(*t));
+            and.push(format!("{column} < {}", ph(dialect, binds.len())));
+        }
+        if and.is_empty() {
+            return None; // one unbounded range: no condition at all
+        }
+        ors.push(and.join(" AND "));
+    }
+    match ors.len() {
+        0 => None,
+        1 => ors.pop(),
+        _ => Some(format!("(({}))", ors.join(") OR ("))),
+    }
+}
+
+/// The rows `q` selects, as one statement: a `UNION ALL` of parts, each yielding the group
+/// columns `group_exprs(time_column)` (in order) then the counters of `measure`. The rollup parts
+/// (where [`split`] lets them serve) return their rows as stored, not grouped: SQLite's `GROUP BY`
+/// sorts, and at 10M records a 90-day page's rows are read in about 1.5 ms but grouped in 23–33 ms,
+/// so the caller sums the rows per group in Rust ([`super::query::finish`]). The raw part, which
+/// may cover millions of records, is grouped in SQL. Binds are appended to `binds`.
+pub(crate) fn parts_sql(
+    q: &UsageQuery,
+    dialect: Dialect,
+    measure: Measure,
+    group_exprs: &dyn Fn(&str) -> Vec<String>,
+    binds: &mut Vec<Bind>,
+) -> String {
+    let part = |binds: &mut Vec<Bind>, table: &str, time: &str, rolled: bool, ranges: &[(Option<i64>, Option<i64>)]| {
         let mut conds = Vec::new();
-        let mut ors = Vec::new();
-        for (f, t) in ranges {
-            let mut and = Vec::new();
-            if let Some(f) = f {
-                binds.push(Bind::Int(*f));
-                and.push(format!("ts_unix_ms >= {}", ph(dialect, binds.len())));
-            }
-            if let Some(t) = t {
-                binds.push(Bind::Int(*t));
-                and.push(format!("ts_unix_ms < {}", ph(dialect, binds.len())));
-            }
-            if !and.is_empty() {
-                ors.push(and.join(" AND "));
-            }
-        }
-        if ors.len() == 1 {
-            conds.push(ors.remove(0));
-        } else if !ors.is_empty() {
-            conds.push(format!("(({}))", ors.join(") OR (")));
-        }
+        conds.extend(ranges_cond(time, ranges, dialect, binds));
         filter_conds(q, dialect, binds, &mut conds);
-        let mut sql =
-            format!("SELECT ts_unix_ms, {dims}, {} FROM ledger_records", measure_columns(measure, false).join(", "));
+        let groups = group_exprs(time);
+        let mut cols = groups.clone();
+        cols.extend(counter_columns(measure, rolled));
+        let mut sql = format!("SELECT {} FROM {table}", cols.join(", "));
         if !conds.is_empty() {
             let _ = write!(sql, " WHERE {}", conds.join(" AND "));
+        }
+        if !rolled && !groups.is_empty() {
+            let positions: Vec<String> = (1..=groups.len()).map(|i| i.to_string()).collect();
+            let _ = write!(sql, " GROUP BY {}", positions.join(", "));
         }
         sql
     };
     let parts: Vec<String> = match split(q) {
-        None => vec![raw_select(binds, &[(q.from_unix_ms, q.to_unix_ms)])],
+        None => vec![part(binds, "ledger_records", "ts_unix_ms", false, &[(q.from_unix_ms, q.to_unix_ms)])],
         Some(s) => {
             let mut parts = Vec::new();
             if !s.raw.is_empty() {
                 let ranges: Vec<(Option<i64>, Option<i64>)> = s.raw.iter().map(|(f, t)| (Some(*f), Some(*t))).collect();
-                parts.push(raw_select(binds, &ranges));
+                parts.push(part(binds, "ledger_records", "ts_unix_ms", false, &ranges));
             }
-            let mut conds = Vec::new();
-            if let Some(f) = s.rolled.0 {
-                binds.push(Bind::Int(f));
-                conds.push(format!("hour_ms >= {}", ph(dialect, binds.len())));
+            if !s.hourly.is_empty() {
+                parts.push(part(binds, Tier::Hourly.table(), Tier::Hourly.time_column(), true, &s.hourly));
             }
-            if let Some(t) = s.rolled.1 {
-                binds.push(Bind::Int(t));
-                conds.push(format!("hour_ms < {}", ph(dialect, binds.len())));
+            if let Some((tier, range)) = s.daily {
+                parts.push(part(binds, tier.table(), tier.time_column(), true, &[range]));
             }
-            filter_conds(q, dialect, binds, &mut conds);
-            let mut sql = format!(
-                "SELECT hour_ms AS ts_unix_ms, {dims}, {} FROM {TABLE}",
-                measure_columns(measure, true).join(", ")
-            );
-            if !conds.is_empty() {
-                let _ = write!(sql, " WHERE {}", conds.join(" AND "));
-            }
-            parts.push(sql);
             parts
         }
     };
-    format!("FROM ({}) AS u", parts.join(" UNION ALL "))
+    parts.join(" UNION ALL ")
 }
 
 /// The nearest-rank percentile `p` (1..=100) read from a histogram: the upper bound of the bucket
@@ -570,20 +767,64 @@ mod tests {
     fn ranges_split_into_whole_hours_and_raw_edges() {
         let h = HOUR_MS;
         let q = |f: Option<i64>, t: Option<i64>| UsageQuery { from_unix_ms: f, to_unix_ms: t, ..UsageQuery::default() };
-        assert_eq!(split(&q(None, None)), Some(Split { raw: vec![], rolled: (None, None) }));
+        let d = DAY_MS;
+        // Unbounded: every day from the daily tier.
+        assert_eq!(
+            split(&q(None, None)),
+            Some(Split { raw: vec![], hourly: vec![], daily: Some((Tier::Daily, (None, None))) })
+        );
+        // Within one day: hours only.
         assert_eq!(
             split(&q(Some(10 * h), Some(20 * h))),
-            Some(Split { raw: vec![], rolled: (Some(10 * h), Some(20 * h)) })
+            Some(Split { raw: vec![], hourly: vec![(Some(10 * h), Some(20 * h))], daily: None })
         );
         assert_eq!(
             split(&q(Some(10 * h + 5), Some(20 * h + 7))),
-            Some(Split { raw: vec![(10 * h + 5, 11 * h), (20 * h, 20 * h + 7)], rolled: (Some(11 * h), Some(20 * h)) })
+            Some(Split {
+                raw: vec![(10 * h + 5, 11 * h), (20 * h, 20 * h + 7)],
+                hourly: vec![(Some(11 * h), Some(20 * h))],
+                daily: None
+            })
         );
         assert_eq!(split(&q(Some(10 * h + 5), Some(11 * h + 7))), None);
+        // Open-ended from a partial hour: raw edge, hours to the next midnight, then days.
         assert_eq!(
             split(&q(Some(10 * h + 5), None)),
-            Some(Split { raw: vec![(10 * h + 5, 11 * h)], rolled: (Some(11 * h), None) })
+            Some(Split {
+                raw: vec![(10 * h + 5, 11 * h)],
+                hourly: vec![(Some(11 * h), Some(d))],
+                daily: Some((Tier::Daily, (Some(d), None)))
+            })
         );
+        // Local days at +03:00 over three days: hours at both ends, whole UTC days between.
+        assert_eq!(
+            split(&q(Some(5 * d - 3 * h), Some(8 * d - 3 * h))),
+            Some(Split {
+                raw: vec![],
+                hourly: vec![(Some(5 * d - 3 * h), Some(5 * d)), (Some(7 * d), Some(8 * d - 3 * h))],
+                daily: Some((Tier::Daily, (Some(5 * d), Some(7 * d))))
+            })
+        );
+        // Exactly on days: the daily tier alone.
+        assert_eq!(
+            split(&q(Some(5 * d), Some(8 * d))),
+            Some(Split { raw: vec![], hourly: vec![], daily: Some((Tier::Daily, (Some(5 * d), Some(8 * d)))) })
+        );
+        // A status filter reads the daily tier by status.
+        let failed = UsageQuery { status: Some("upstream_error".into()), ..q(Some(5 * d), Some(8 * d)) };
+        assert_eq!(split(&failed).unwrap().daily, Some((Tier::DailyByStatus, (Some(5 * d), Some(8 * d)))));
+        // A key filter, or UTC-offset day groups, keep to the hourly tier.
+        let keyed = UsageQuery { key_id: Some("k".into()), ..q(Some(5 * d), Some(8 * d)) };
+        assert_eq!(split(&keyed).unwrap().daily, None);
+        let moscow = UsageQuery { group_by: vec![GroupBy::Day], utc_offset_ms: 3 * h, ..q(Some(5 * d), Some(8 * d)) };
+        assert_eq!(
+            split(&moscow).unwrap(),
+            Split { raw: vec![], hourly: vec![(Some(5 * d), Some(8 * d))], daily: None }
+        );
+        let utc_days = UsageQuery { group_by: vec![GroupBy::Day], ..q(Some(5 * d), Some(8 * d)) };
+        assert!(split(&utc_days).unwrap().daily.is_some());
+        let hours = UsageQuery { bucket: Some(Bucket::new(h, 0).unwrap()), ..utc_days.clone() };
+        assert_eq!(split(&hours).unwrap().daily, None);
         // Day groups at +05:30 need the raw ledger; at +03:00 the rollups serve them.
         let day = |off: i64| UsageQuery { group_by: vec![GroupBy::Day], utc_offset_ms: off, ..UsageQuery::default() };
         assert_eq!(split(&day(19_800_000)), None);
@@ -595,10 +836,16 @@ mod tests {
 
     #[test]
     fn migration_sql_names_every_column() {
-        let sql = migration_sql();
-        for c in all_columns() {
-            assert!(sql.contains(&c), "{c}");
+        for tier in Tier::ALL {
+            let sql = migration_sql(tier, Dialect::Postgres);
+            for c in all_columns(tier) {
+                assert!(sql.contains(&c), "{c}");
+            }
+            assert!(sql.contains("lat_23 BIGINT NOT NULL"));
+            assert!(!sql.contains("WITHOUT ROWID"));
         }
-        assert!(sql.contains("lat_23 BIGINT NOT NULL"));
+        let daily = migration_sql(Tier::Daily, Dialect::Sqlite);
+        assert!(!daily.contains("key_id") && !daily.contains("status TEXT") && daily.contains(") WITHOUT ROWID;"));
+        assert!(!migration_sql(Tier::Hourly, Dialect::Sqlite).contains("WITHOUT ROWID"));
     }
 }

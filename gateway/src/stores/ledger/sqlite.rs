@@ -294,9 +294,13 @@ fn prune_chunk_blocking(conn: &mut Connection, ts_unix_ms: i64) -> rusqlite::Res
         params![ts_unix_ms],
     )?;
     if n > 0 {
-        tx.execute(&rollup::sqlite_subtract_chunk_sql(), [])?;
+        for sql in rollup::sqlite_subtract_chunk_sql() {
+            tx.execute(&sql, [])?;
+        }
         tx.execute("DELETE FROM ledger_records WHERE rowid IN (SELECT id FROM temp.prune_chunk)", [])?;
-        tx.execute(&rollup::delete_empty_sql(Dialect::Sqlite), params![ts_unix_ms])?;
+        for sql in rollup::delete_empty_sql(Dialect::Sqlite) {
+            tx.execute(&sql, params![ts_unix_ms])?;
+        }
     }
     tx.execute("DELETE FROM temp.prune_chunk", [])?;
     tx.commit()?;
@@ -328,15 +332,18 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
         tracing::info!(version, name, "Ledger SQLite migration applied");
     }
-    // Issue 16: the hourly rollups, back-filled from the records already stored (SQL generated
-    // from `rollup.rs`, so the histogram bounds have one definition).
-    if !applied.contains(&rollup::MIGRATION_VERSION) {
-        tx.execute_batch(&rollup::migration_sql())?;
+    // Issue 16: the hourly and daily rollups, back-filled from the records already stored (SQL
+    // generated from `rollup.rs`, so the histogram bounds have one definition).
+    for (version, name, sql) in rollup::migrations(Dialect::Sqlite) {
+        if applied.contains(&version) {
+            continue;
+        }
+        tx.execute_batch(&sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
-            params![rollup::MIGRATION_VERSION, rollup::MIGRATION_NAME, crate::domain::time::now_unix_ms()],
+            params![version, name, crate::domain::time::now_unix_ms()],
         )?;
-        tracing::info!(version = rollup::MIGRATION_VERSION, "Ledger SQLite rollups created and back-filled");
+        tracing::info!(version, name, "Ledger SQLite rollups created and back-filled");
     }
     tx.commit()
 }

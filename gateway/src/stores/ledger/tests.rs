@@ -743,7 +743,7 @@ async fn postgres_migrations_apply_once() {
     // from [1] to [1, 3, 4].
     let rows = client.query("SELECT version, name FROM schema_migrations ORDER BY version", &[]).await.unwrap();
     let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 3, 4, 16]);
+    assert_eq!(versions, [1, 3, 4, 16, 17]);
     let idx = client
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'ledger_records' ORDER BY indexname",
@@ -771,10 +771,10 @@ async fn sqlite_migrations_apply_once_and_use_wal() {
         let (_handle, _writer) = start(env.cfg()).await.unwrap();
     }
     let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
-    // Issue 11 adds migration 3 (record ids), issue 12 migration 4 (session ids): three ledger
-    // migrations now.
+    // Issue 11 adds migration 3 (record ids), issue 12 migration 4 (session ids), issue 16 the
+    // hourly (16) and daily (17) rollups.
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
@@ -1012,10 +1012,13 @@ fn times_and_days() {
 
 /// The rollup table as text cells, in key order, and the same aggregate computed by a `GROUP BY`
 /// over `ledger_records` right now.
-async fn rollup_and_group_by(env: &Env) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let table = format!("SELECT * FROM {} ORDER BY 1, 2, 3, 4, 5, 6", rollup::TABLE);
+async fn rollup_and_group_by(env: &Env, tier: rollup::Tier) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let keys = tier.key_columns().len();
+    let order: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+    let order = order.join(", ");
+    let table = format!("SELECT * FROM {} ORDER BY {order}", tier.table());
     let group_by =
-        format!("{} ORDER BY 1, 2, 3, 4, 5, 6", rollup::aggregate_select("FROM ledger_records WHERE 1 = 1", ""));
+        format!("{} ORDER BY {order}", rollup::aggregate_select(tier, "FROM ledger_records WHERE 1 = 1", ""));
     match &env.pg {
         None => {
             let conn = rusqlite::Connection::open(env.dir.path().join(sqlite::FILE_NAME)).unwrap();
@@ -1048,7 +1051,7 @@ async fn rollup_and_group_by(env: &Env) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
                         .map(|r| {
                             (0..r.len())
                                 .map(|i| {
-                                    if (1..6).contains(&i) {
+                                    if (1..keys).contains(&i) {
                                         r.get::<_, String>(i)
                                     } else {
                                         r.get::<_, i64>(i).to_string()
@@ -1066,9 +1069,11 @@ async fn rollup_and_group_by(env: &Env) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
 }
 
 async fn assert_rollups_exact(env: &Env, what: &str) {
-    let (table, group_by) = rollup_and_group_by(env).await;
-    assert!(!table.is_empty() || group_by.is_empty(), "{what}: rollups empty");
-    assert_eq!(table, group_by, "{what}: rollups == GROUP BY over the records");
+    for tier in rollup::Tier::ALL {
+        let (table, group_by) = rollup_and_group_by(env, tier).await;
+        assert!(!table.is_empty() || group_by.is_empty(), "{what}: {tier:?} rollups empty");
+        assert_eq!(table, group_by, "{what}: {tier:?} rollups == GROUP BY over the records");
+    }
 }
 
 /// A random data set: records over three days (plus an hour before), many combinations,
@@ -1183,6 +1188,10 @@ fn random_query(rng: &mut fastrand::Rng, records: &[LedgerRecord]) -> UsageQuery
         // On hour boundaries (the dashboard's own ranges).
         from = from.map(|f| f.div_euclid(H) * H);
         to = to.div_euclid(H) * H;
+    } else if rng.u8(..3) == 0 {
+        // On UTC days (the daily tier alone, or with hours around it).
+        from = from.map(|f| f.div_euclid(DAY) * DAY);
+        to = to.div_euclid(DAY) * DAY + if rng.bool() { DAY } else { 0 };
     }
     let to = (rng.u8(..5) > 0).then_some(to);
     let mut group_by: Vec<GroupBy> = [GroupBy::Tenant, GroupBy::Provider, GroupBy::Model, GroupBy::Day]
@@ -1238,6 +1247,19 @@ async fn rollups_match_raw(backend: Backend) {
                 handle.latency(&q).await.unwrap(),
                 expected_latency(&data, &q),
                 "{backend:?} seed {seed} query {k}: {q:?}"
+            );
+            // The dashboard's one-scan breakdowns: the finest grouping, regrouped, is the query.
+            let mut finest = q.clone();
+            for g in [GroupBy::Tenant, GroupBy::Provider, GroupBy::Model] {
+                if !finest.group_by.contains(&g) {
+                    finest.group_by.push(g);
+                }
+            }
+            let fine = handle.usage(&finest).await.unwrap();
+            assert_eq!(
+                super::regroup(&fine, &q.group_by),
+                expected_usage(&data, &q),
+                "{backend:?} seed {seed} query {k} regrouped: {q:?}"
             );
         }
     }
@@ -1340,8 +1362,10 @@ async fn backfill_migration(backend: Backend) {
     let (handle, stop) = run(env.cfg()).await;
     stop.stop().await;
     assert_rollups_exact(&env, &format!("{backend:?} back-fill")).await;
-    let (table, _) = rollup_and_group_by(&env).await;
+    let (table, _) = rollup_and_group_by(&env, rollup::Tier::Hourly).await;
     assert!(table.len() > 100, "{}", table.len());
+    let (days, _) = rollup_and_group_by(&env, rollup::Tier::Daily).await;
+    assert!(!days.is_empty() && days.len() < table.len(), "{} daily rows, {} hourly", days.len(), table.len());
     assert_eq!(total_row(&handle).await, Some(totals(&data)));
     for k in 0..20 {
         let q = random_query(&mut rng, &data);
