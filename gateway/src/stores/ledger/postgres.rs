@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::browse;
-use super::query::{self, Bind, Dialect, GroupBy, RawRow};
+use super::query::{self, Accumulator, Bind, Dialect, GroupBy};
 use super::record::to_i64;
 use super::rollup;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
@@ -278,24 +278,29 @@ impl PgStore {
         let client = self.pool.get().await.map_err(unavailable)?;
         let rows = client.query(&built.sql, &params).await?;
         let n_groups = built.groups.len();
-        let mut raw = Vec::with_capacity(rows.len());
+        let mut acc = Accumulator::default();
         for row in rows {
-            let mut texts = Vec::new();
+            let mut texts = [None; 3];
+            let mut next_text = 0;
             let mut day = None;
             for (i, g) in built.groups.iter().enumerate() {
                 if matches!(g, GroupBy::Day) {
                     day = row.try_get::<_, Option<i64>>(i)?;
                 } else {
-                    texts.push(row.try_get::<_, Option<String>>(i)?);
+                    let text = row.try_get::<_, Option<&str>>(i)?.map(|t| acc.intern(t));
+                    if let Some(slot) = texts.get_mut(next_text) {
+                        *slot = text;
+                    }
+                    next_text += 1;
                 }
             }
             let mut counters = [0i64; 6];
             for (k, c) in counters.iter_mut().enumerate() {
                 *c = row.try_get(n_groups + k)?;
             }
-            raw.push(RawRow { texts, day, counters });
+            acc.add(texts, day, counters);
         }
-        Ok(query::finish(&built.groups, built.bucket, raw))
+        Ok(query::finish(&built.groups, built.bucket, acc))
     }
 
     /// Deletes records older than `ts_unix_ms` in chunks (short transactions); returns how many.

@@ -263,23 +263,49 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
     BuiltQuery { sql, binds, groups, bucket: q.bucket }
 }
 
-/// A raw result row before normalization: group values then the six counters.
-pub(crate) struct RawRow {
-    pub texts: Vec<Option<String>>,
-    pub day: Option<i64>,
-    pub counters: [i64; 6],
+/// Sums a usage query's result rows per group while they are read: the parts' rows (rollup rows as
+/// stored, the raw part grouped; see `rollup::parts_sql`) can number 10⁵ for a 90-day page, so group
+/// texts are interned (one allocation per distinct name, not per row) and the map key is plain
+/// integers.
+#[derive(Debug, Default)]
+pub(crate) struct Accumulator {
+    ids: std::collections::HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+    sums: std::collections::HashMap<([Option<u32>; 3], Option<i64>), [i64; 6]>,
 }
 
-pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow>) -> Vec<UsageRow> {
-    // The parts' rows (rollup rows as stored, the raw part grouped) summed per group.
-    let mut merged: std::collections::HashMap<(Vec<Option<String>>, Option<i64>), [i64; 6]> =
-        std::collections::HashMap::with_capacity(raw.len());
-    for r in raw {
-        let acc = merged.entry((r.texts, r.day)).or_insert([0; 6]);
-        for (a, c) in acc.iter_mut().zip(r.counters) {
+impl Accumulator {
+    /// The id of a group text.
+    pub(crate) fn intern(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.ids.get(text) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(text.into());
+        self.ids.insert(text.into(), id);
+        id
+    }
+
+    /// Adds one result row: its group texts' ids (in `groups` order, `Day` skipped), its day
+    /// number, its counters.
+    pub(crate) fn add(&mut self, texts: [Option<u32>; 3], day: Option<i64>, counters: [i64; 6]) {
+        let acc = self.sums.entry((texts, day)).or_insert([0; 6]);
+        for (a, c) in acc.iter_mut().zip(counters) {
             *a = a.saturating_add(c);
         }
     }
+}
+
+/// A merged group: text ids, day number, counters.
+struct RawRow {
+    texts: [Option<u32>; 3],
+    day: Option<i64>,
+    counters: [i64; 6],
+}
+
+pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, acc: Accumulator) -> Vec<UsageRow> {
+    let Accumulator { names, sums: merged, .. } = acc;
+    let name = |id: Option<u32>| id.and_then(|i| names.get(i as usize)).map(|n| n.to_string());
     let mut rows: Vec<UsageRow> = merged
         .into_iter()
         .map(|((texts, day), counters)| RawRow { texts, day, counters })
@@ -287,7 +313,7 @@ pub(crate) fn finish(groups: &[GroupBy], bucket: Option<Bucket>, raw: Vec<RawRow
         // emptied must not show up as one.
         .filter(|r| r.counters[0] > 0)
         .map(|r| {
-            let mut texts = r.texts.into_iter();
+            let mut texts = r.texts.into_iter().map(name);
             let mut row = UsageRow {
                 tenant: None,
                 provider: None,

@@ -70,6 +70,8 @@ pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
 /// The hourly table.
 pub(crate) const TABLE: &str = "ledger_rollup_hourly";
+/// The hourly table without the key and the status.
+pub(crate) const HOURLY_MODEL_TABLE: &str = "ledger_rollup_hourly_model";
 /// The daily table (no key, no status).
 pub(crate) const DAILY_TABLE: &str = "ledger_rollup_daily";
 /// The daily table by status.
@@ -77,17 +79,22 @@ pub(crate) const DAILY_STATUS_TABLE: &str = "ledger_rollup_daily_status";
 
 /// A rollup tier. All hold the same sums; they differ in the time granularity and the key.
 ///
-/// Why three: the hourly key (with the API key and the status) has nearly as many rows per hour as
+/// Why four: the hourly key (with the API key and the status) has nearly as many rows per hour as
 /// a day has per tenant × key × model × status, so at 10M records a 90-day page read from hours
 /// alone scans about a million rows. A day without the key still has five statuses per tenant ×
 /// model, and the four error statuses are rare but present nearly every day, so that key holds
 /// five times the rows of one without the status. Hence the daily tier (day × tenant × provider ×
 /// model, errors as a sum) for every query without a key or status filter, the daily-by-status tier
-/// for status filters, and the hourly tier for key filters, local day groups and edge hours.
+/// for status filters, the hourly-by-model tier (hour × tenant × provider × model, a third of the
+/// hourly rows) for the hours around whole days, and the full hourly tier for key and status
+/// filters. Local days in other zones are built from the daily rows and a few hours per day (see
+/// [`plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tier {
     /// Hour × tenant × key × provider × upstream model × status.
     Hourly,
+    /// Hour × tenant × provider × upstream model.
+    HourlyByModel,
     /// UTC day × tenant × provider × upstream model.
     Daily,
     /// UTC day × tenant × provider × upstream model × status.
@@ -96,12 +103,13 @@ pub(crate) enum Tier {
 
 impl Tier {
     /// Every tier, in the order they are written.
-    pub(crate) const ALL: [Tier; 3] = [Tier::Hourly, Tier::Daily, Tier::DailyByStatus];
+    pub(crate) const ALL: [Tier; 4] = [Tier::Hourly, Tier::HourlyByModel, Tier::Daily, Tier::DailyByStatus];
 
     /// The tier's table.
     pub(crate) fn table(self) -> &'static str {
         match self {
             Tier::Hourly => TABLE,
+            Tier::HourlyByModel => HOURLY_MODEL_TABLE,
             Tier::Daily => DAILY_TABLE,
             Tier::DailyByStatus => DAILY_STATUS_TABLE,
         }
@@ -110,7 +118,7 @@ impl Tier {
     /// The width of one row's time bucket.
     fn width_ms(self) -> i64 {
         match self {
-            Tier::Hourly => HOUR_MS,
+            Tier::Hourly | Tier::HourlyByModel => HOUR_MS,
             Tier::Daily | Tier::DailyByStatus => DAY_MS,
         }
     }
@@ -118,7 +126,7 @@ impl Tier {
     /// The name of the time column (the bucket's start, unix ms UTC).
     fn time_column(self) -> &'static str {
         match self {
-            Tier::Hourly => "hour_ms",
+            Tier::Hourly | Tier::HourlyByModel => "hour_ms",
             Tier::Daily | Tier::DailyByStatus => "day_ms",
         }
     }
@@ -130,13 +138,14 @@ impl Tier {
 
     /// Whether the key holds the status.
     fn has_status(self) -> bool {
-        self != Tier::Daily
+        matches!(self, Tier::Hourly | Tier::DailyByStatus)
     }
 
     /// The key columns, in primary-key order.
     pub(crate) fn key_columns(self) -> &'static [&'static str] {
         match self {
             Tier::Hourly => &["hour_ms", "tenant", "key_id", "provider", "upstream_model", "status"],
+            Tier::HourlyByModel => &["hour_ms", "tenant", "provider", "upstream_model"],
             Tier::Daily => &["day_ms", "tenant", "provider", "upstream_model"],
             Tier::DailyByStatus => &["day_ms", "tenant", "provider", "upstream_model", "status"],
         }
@@ -197,8 +206,8 @@ fn all_columns(tier: Tier) -> Vec<String> {
 }
 
 /// `CREATE TABLE` and indexes; the same text for both dialects (BIGINT is INTEGER in SQLite),
-/// except that SQLite's daily tables are `WITHOUT ROWID`: their primary key, which starts with the
-/// day, is then the table itself, so a range of days is one sequential read instead of an index
+/// except that SQLite's coarse tables are `WITHOUT ROWID`: their primary key, which starts with the
+/// time, is then the table itself, so a range of days is one sequential read instead of an index
 /// walk plus a row look-up per row (measured at 10M records: 8 ms instead of 14 ms for 90 days).
 /// The hourly table keeps the layout its migration (16) gave it.
 fn create_sql(tier: Tier, dialect: Dialect) -> String {
@@ -216,8 +225,8 @@ fn create_sql(tier: Tier, dialect: Dialect) -> String {
         let _ = writeln!(sql, "    {c} BIGINT NOT NULL,");
     }
     let without_rowid = match (dialect, tier) {
-        (Dialect::Sqlite, Tier::Daily | Tier::DailyByStatus) => " WITHOUT ROWID",
-        (Dialect::Postgres, Tier::Daily | Tier::DailyByStatus) => " WITH (fillfactor = 50)",
+        (Dialect::Sqlite, Tier::HourlyByModel | Tier::Daily | Tier::DailyByStatus) => " WITHOUT ROWID",
+        (Dialect::Postgres, Tier::HourlyByModel | Tier::Daily | Tier::DailyByStatus) => " WITH (fillfactor = 50)",
         _ => "",
     };
     let _ = write!(
@@ -300,7 +309,7 @@ fn hourly_fillfactor(dialect: Dialect) -> String {
     }
 }
 
-/// The tiers' migrations: version, name, SQL (17 creates both daily tables).
+/// The tiers' migrations: version, name, SQL (17 creates the three coarse tiers).
 pub(crate) fn migrations(dialect: Dialect) -> [(i64, &'static str, String); 2] {
     [
         (MIGRATION_VERSION, MIGRATION_NAME, migration_sql(Tier::Hourly, dialect)),
@@ -308,6 +317,7 @@ pub(crate) fn migrations(dialect: Dialect) -> [(i64, &'static str, String); 2] {
             DAILY_MIGRATION_VERSION,
             DAILY_MIGRATION_NAME,
             hourly_fillfactor(dialect)
+                + &migration_sql(Tier::HourlyByModel, dialect)
                 + &migration_sql(Tier::Daily, dialect)
                 + &migration_sql(Tier::DailyByStatus, dialect),
         ),
@@ -358,7 +368,7 @@ impl Sums {
 /// A batch's rollup deltas, aggregated per key in memory, one map per tier (in `Tier::ALL` order).
 #[derive(Debug, Default)]
 pub(crate) struct Delta<'a> {
-    tiers: [HashMap<Key<'a>, Sums>; 3],
+    tiers: [HashMap<Key<'a>, Sums>; 4],
 }
 
 impl<'a> Delta<'a> {
@@ -375,8 +385,10 @@ impl<'a> Delta<'a> {
         let by_status =
             Key { bucket_ms: r.ts_unix_ms.div_euclid(DAY_MS) * DAY_MS, key_id: Cow::Borrowed(""), ..key.clone() };
         let day = Key { status: "", ..by_status.clone() };
-        let [hourly, daily, daily_status] = &mut self.tiers;
+        let by_model = Key { key_id: Cow::Borrowed(""), status: "", ..key.clone() };
+        let [hourly, hourly_model, daily, daily_status] = &mut self.tiers;
         hourly.entry(key).or_default().add(r);
+        hourly_model.entry(by_model).or_default().add(r);
         daily.entry(day).or_default().add(r);
         daily_status.entry(by_status).or_default().add(r);
     }
@@ -534,83 +546,169 @@ fn counter_columns(measure: Measure, rolled: bool) -> Vec<String> {
     out
 }
 
-/// How a `[from, to)` range splits: whole UTC days from the daily tier (when it can serve the
-/// query), the remaining whole hours from the hourly tier, partial edge hours from the raw ledger.
-/// `None` when the rollups cannot serve the query at all (see the module docs).
+/// Where a part's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `ledger_records`, grouped in SQL.
+    Raw,
+    /// A rollup tier, rows as stored.
+    Rolled(Tier),
+}
+
+/// A condition on the UTC time of day of a part's rows (whole hours, ms since UTC midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeOfDay {
+    /// `time % DAY < x`.
+    Before(i64),
+    /// `time % DAY >= x`.
+    From(i64),
+}
+
+/// One part of a read: rows of `source` in `ranges` (half-open, `None` open), optionally only at
+/// some hours of the day, grouped by day as if their time were `time + shift_ms`, added or (when
+/// `negate`) subtracted. The parts of a plan sum to exactly the records the query selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Split {
-    /// Half-open raw ranges (each within one hour).
-    pub raw: Vec<(i64, i64)>,
-    /// Half-open ranges read from the hourly tier, on hour boundaries; `None` bounds are open.
-    pub hourly: Vec<(Option<i64>, Option<i64>)>,
-    /// The daily tier read and its half-open range, on UTC day boundaries; `None` bounds are open.
-    pub daily: Option<(Tier, (Option<i64>, Option<i64>))>,
+pub(crate) struct Part {
+    pub source: Source,
+    pub ranges: Vec<(Option<i64>, Option<i64>)>,
+    pub time_of_day: Option<TimeOfDay>,
+    pub shift_ms: i64,
+    pub negate: bool,
+}
+
+impl Part {
+    fn plain(source: Source, ranges: Vec<(Option<i64>, Option<i64>)>) -> Self {
+        Part { source, ranges, time_of_day: None, shift_ms: 0, negate: false }
+    }
 }
 
 /// The daily tier that can serve `q`'s whole days, if one can: neither has `key_id`, only one has
-/// the status, and their UTC days are exact only for day groups in UTC.
+/// the status.
 fn daily_tier(q: &UsageQuery) -> Option<Tier> {
     if q.key_id.is_some() {
         return None;
     }
-    let utc_days = match q.bucket {
-        _ if !q.group_by.contains(&GroupBy::Day) => true,
-        None => q.utc_offset_ms.rem_euclid(DAY_MS) == 0,
-        Some(b) => b.width_ms() == DAY_MS && b.offset_ms().rem_euclid(DAY_MS) == 0,
-    };
-    utc_days.then_some(if q.status.is_some() { Tier::DailyByStatus } else { Tier::Daily })
+    Some(if q.status.is_some() { Tier::DailyByStatus } else { Tier::Daily })
 }
 
-/// Whether rollups can serve `q`, and how its range splits.
-pub(crate) fn split(q: &UsageQuery) -> Option<Split> {
-    if q.group_by.contains(&GroupBy::Day) {
-        let offset = q.bucket.map_or(q.utc_offset_ms, Bucket::offset_ms);
-        if offset.rem_euclid(HOUR_MS) != 0 {
-            return None;
-        }
+/// The hourly tier for `q`'s whole hours: the by-model one unless a key or status filter needs
+/// the full key.
+fn hourly_tier(q: &UsageQuery) -> Tier {
+    if q.key_id.is_some() || q.status.is_some() {
+        Tier::Hourly
+    } else {
+        Tier::HourlyByModel
     }
-    let ceil = |t: i64, w: i64| t.div_euclid(w) * w + if t.rem_euclid(w) == 0 { 0 } else { w };
-    let floor = |t: i64, w: i64| t.div_euclid(w) * w;
+}
+
+/// The parts that answer `q` exactly, cheapest first:
+/// - partial edge hours (a bound not on an hour) from the raw ledger;
+/// - without day groups, or with day groups in UTC: whole UTC days from a daily tier, the hours
+///   around them from an hourly tier;
+/// - with day groups in another whole-hour zone (local midnight at UTC hour `s`): whole *local*
+///   days, each built from one UTC day's row plus the hours it lacks minus the hours it has too
+///   many: for `s ≤ 12 h` local day `[a + s, a + s + 24 h)` = day `a` − hours `[a, a + s)` + hours
+///   `[a + 24 h, a + 24 h + s)`, otherwise local day `[a − e, a − e + 24 h)` (`e = 24 h − s`) = day
+///   `a` + hours `[a − e, a)` − hours `[a + 24 h − e, a + 24 h)`. So a local day reads one daily row
+///   per key and at most 2 × 12 (Moscow: 2 × 3) hourly rows per key instead of 24;
+/// - a day group in a zone that is not a whole number of hours (+05:30) reads the raw ledger: its
+///   local days do not start on an hour, so no rollup row lies within one.
+pub(crate) fn plan(q: &UsageQuery) -> Vec<Part> {
+    let whole = vec![Part::plain(Source::Raw, vec![(q.from_unix_ms, q.to_unix_ms)])];
+    let day_groups = q.group_by.contains(&GroupBy::Day);
+    let (offset, day_buckets) = match q.bucket {
+        Some(b) => (b.offset_ms(), b.width_ms() == DAY_MS),
+        None => (q.utc_offset_ms, true),
+    };
+    if day_groups && offset.rem_euclid(HOUR_MS) != 0 {
+        return whole;
+    }
+    let ceil =
+        |t: i64, w: i64, at: i64| (t - at).div_euclid(w) * w + at + if (t - at).rem_euclid(w) == 0 { 0 } else { w };
+    let floor = |t: i64, w: i64, at: i64| (t - at).div_euclid(w) * w + at;
     let (from, to) = (q.from_unix_ms, q.to_unix_ms);
-    let hour_from = from.map(|t| ceil(t, HOUR_MS));
-    let hour_to = to.map(|t| floor(t, HOUR_MS));
+    let hour_from = from.map(|t| ceil(t, HOUR_MS, 0));
+    let hour_to = to.map(|t| floor(t, HOUR_MS, 0));
     if let (Some(f), Some(t)) = (hour_from, hour_to) {
         if f >= t {
-            return None; // inside one or two partial hours: the raw ledger is as cheap
+            return whole; // inside one or two partial hours: the raw ledger is as cheap
         }
     }
+    let mut parts = Vec::new();
     let mut raw = Vec::new();
     if let (Some(f), Some(hf)) = (from, hour_from) {
         if f < hf {
-            raw.push((f, hf));
+            raw.push((Some(f), Some(hf)));
         }
     }
     if let (Some(t), Some(ht)) = (to, hour_to) {
         if ht < t {
-            raw.push((ht, t));
+            raw.push((Some(ht), Some(t)));
         }
     }
-    let day_from = hour_from.map(|t| ceil(t, DAY_MS));
-    let day_to = hour_to.map(|t| floor(t, DAY_MS));
-    let has_days = match (day_from, day_to) {
-        (Some(f), Some(t)) => f < t,
-        _ => true,
+    if !raw.is_empty() {
+        parts.push(Part::plain(Source::Raw, raw));
+    }
+    let hourly = Source::Rolled(hourly_tier(q));
+    // Hour buckets need hours; so does a key filter (no daily tier has the key).
+    let daily = if day_groups && !day_buckets { None } else { daily_tier(q) };
+    let Some(daily) = daily else {
+        parts.push(Part::plain(hourly, vec![(hour_from, hour_to)]));
+        return parts;
     };
-    let Some(tier) = daily_tier(q).filter(|_| has_days) else {
-        return Some(Split { raw, hourly: vec![(hour_from, hour_to)], daily: None });
-    };
-    let mut hourly = Vec::new();
+    // Local midnight, as a UTC time of day (0 when days are not grouped or are UTC days).
+    let s = if day_groups { (-offset).rem_euclid(DAY_MS) } else { 0 };
+    let day_from = hour_from.map(|t| ceil(t, DAY_MS, s));
+    let day_to = hour_to.map(|t| floor(t, DAY_MS, s));
+    if let (Some(f), Some(t)) = (day_from, day_to) {
+        if f >= t {
+            parts.push(Part::plain(hourly, vec![(hour_from, hour_to)]));
+            return parts;
+        }
+    }
+    let mut around = Vec::new();
     if let (Some(hf), Some(df)) = (hour_from, day_from) {
         if hf < df {
-            hourly.push((Some(hf), Some(df)));
+            around.push((Some(hf), Some(df)));
         }
     }
     if let (Some(ht), Some(dt)) = (hour_to, day_to) {
         if dt < ht {
-            hourly.push((Some(dt), Some(ht)));
+            around.push((Some(dt), Some(ht)));
         }
     }
-    Some(Split { raw, hourly, daily: Some((tier, (day_from, day_to))) })
+    if !around.is_empty() {
+        parts.push(Part::plain(hourly, around));
+    }
+    let shifted = |d: i64| (day_from.map(|t| t + d), day_to.map(|t| t + d));
+    let daily = Source::Rolled(daily);
+    if s == 0 {
+        parts.push(Part::plain(daily, vec![(day_from, day_to)]));
+    } else if s <= 12 * HOUR_MS {
+        // Local day starting at `a + s` from UTC day `a`: minus its first `s` hours (they belong to
+        // the previous local day), plus the next UTC day's first `s` hours.
+        parts.push(Part { shift_ms: s, ..Part::plain(daily, vec![shifted(-s)]) });
+        parts.push(Part { time_of_day: Some(TimeOfDay::Before(s)), ..Part::plain(hourly, vec![shifted(DAY_MS - s)]) });
+        parts.push(Part {
+            time_of_day: Some(TimeOfDay::Before(s)),
+            shift_ms: DAY_MS,
+            negate: true,
+            ..Part::plain(hourly, vec![shifted(-s)])
+        });
+    } else {
+        // Local day starting at `a − e` from UTC day `a`: plus the `e` hours before `a`, minus the
+        // last `e` hours of day `a` (they belong to the next local day).
+        let e = DAY_MS - s;
+        parts.push(Part { shift_ms: -e, ..Part::plain(daily, vec![shifted(e)]) });
+        parts.push(Part { time_of_day: Some(TimeOfDay::From(s)), ..Part::plain(hourly, vec![shifted(0)]) });
+        parts.push(Part {
+            time_of_day: Some(TimeOfDay::From(s)),
+            shift_ms: -DAY_MS,
+            negate: true,
+            ..Part::plain(hourly, vec![shifted(DAY_MS)])
+        });
+    }
+    parts
 }
 
 /// Placeholder `n` of `dialect`.
@@ -668,12 +766,43 @@ fn ranges_cond(
     }
 }
 
-/// The rows `q` selects, as one statement: a `UNION ALL` of parts, each yielding the group
-/// columns `group_exprs(time_column)` (in order) then the counters of `measure`. The rollup parts
-/// (where [`split`] lets them serve) return their rows as stored, not grouped: SQLite's `GROUP BY`
-/// sorts, and at 10M records a 90-day page's rows are read in about 1.5 ms but grouped in 23–33 ms,
-/// so the caller sums the rows per group in Rust ([`super::query::finish`]). The raw part, which
-/// may cover millions of records, is grouped in SQL. Binds are appended to `binds`.
+/// The hour starts a part with a time-of-day condition selects, when its ranges are bounded and
+/// they are few enough to list (our own integers, formatted into the SQL: not client text).
+fn hours_at(p: &Part) -> Option<Vec<i64>> {
+    const MAX_LISTED: usize = 4_000;
+    let tod = p.time_of_day?;
+    let mut out = Vec::new();
+    for range in &p.ranges {
+        let (Some(from), Some(to)) = *range else { return None };
+        let mut h = from.div_euclid(HOUR_MS) * HOUR_MS;
+        if h < from {
+            h += HOUR_MS;
+        }
+        while h < to {
+            let at = h.rem_euclid(DAY_MS);
+            let keep = match tod {
+                TimeOfDay::Before(x) => at < x,
+                TimeOfDay::From(x) => at >= x,
+            };
+            if keep {
+                if out.len() == MAX_LISTED {
+                    return None;
+                }
+                out.push(h);
+            }
+            h += HOUR_MS;
+        }
+    }
+    Some(out)
+}
+
+/// The rows `q` selects, as one statement: a `UNION ALL` of the [`plan`]'s parts, each yielding
+/// the group columns `group_exprs(time)` (in order; `time` is the part's time column, shifted) then
+/// the counters of `measure` (negated for a subtracted part). The rollup parts return their rows as
+/// stored, not grouped: SQLite's `GROUP BY` sorts, and at 10M records a 90-day page's rows are read
+/// in about 1.5 ms but grouped in 23–33 ms, so the caller sums the rows per group in Rust
+/// ([`super::query::finish`]). The raw part, which may cover millions of records, is grouped in
+/// SQL. Binds are appended to `binds`.
 pub(crate) fn parts_sql(
     q: &UsageQuery,
     dialect: Dialect,
@@ -681,41 +810,49 @@ pub(crate) fn parts_sql(
     group_exprs: &dyn Fn(&str) -> Vec<String>,
     binds: &mut Vec<Bind>,
 ) -> String {
-    let part = |binds: &mut Vec<Bind>, table: &str, time: &str, rolled: bool, ranges: &[(Option<i64>, Option<i64>)]| {
-        let mut conds = Vec::new();
-        conds.extend(ranges_cond(time, ranges, dialect, binds));
-        filter_conds(q, dialect, binds, &mut conds);
-        let groups = group_exprs(time);
-        let mut cols = groups.clone();
-        cols.extend(counter_columns(measure, rolled));
-        let mut sql = format!("SELECT {} FROM {table}", cols.join(", "));
-        if !conds.is_empty() {
-            let _ = write!(sql, " WHERE {}", conds.join(" AND "));
-        }
-        if !rolled && !groups.is_empty() {
-            let positions: Vec<String> = (1..=groups.len()).map(|i| i.to_string()).collect();
-            let _ = write!(sql, " GROUP BY {}", positions.join(", "));
-        }
-        sql
-    };
-    let parts: Vec<String> = match split(q) {
-        None => vec![part(binds, "ledger_records", "ts_unix_ms", false, &[(q.from_unix_ms, q.to_unix_ms)])],
-        Some(s) => {
-            let mut parts = Vec::new();
-            if !s.raw.is_empty() {
-                let ranges: Vec<(Option<i64>, Option<i64>)> = s.raw.iter().map(|(f, t)| (Some(*f), Some(*t))).collect();
-                parts.push(part(binds, "ledger_records", "ts_unix_ms", false, &ranges));
+    let sql: Vec<String> = plan(q)
+        .iter()
+        .map(|p| {
+            let (table, time, rolled) = match p.source {
+                Source::Raw => ("ledger_records", "ts_unix_ms", false),
+                Source::Rolled(t) => (t.table(), t.time_column(), true),
+            };
+            let mut conds = Vec::new();
+            match (p.time_of_day, hours_at(p)) {
+                // A few hours a day over a bounded range: look each hour up (an index seek each)
+                // rather than scan every hour of the range and keep one in eight.
+                (Some(_), Some(hours)) if !hours.is_empty() => {
+                    let list: Vec<String> = hours.iter().map(i64::to_string).collect();
+                    conds.push(format!("{time} IN ({})", list.join(", ")));
+                }
+                (Some(_), Some(_)) => conds.push("1 = 0".to_owned()),
+                (tod, _) => {
+                    conds.extend(ranges_cond(time, &p.ranges, dialect, binds));
+                    match tod {
+                        Some(TimeOfDay::Before(x)) => conds.push(format!("({time} % {DAY_MS}) < {x}")),
+                        Some(TimeOfDay::From(x)) => conds.push(format!("({time} % {DAY_MS}) >= {x}")),
+                        None => {}
+                    }
+                }
             }
-            if !s.hourly.is_empty() {
-                parts.push(part(binds, Tier::Hourly.table(), Tier::Hourly.time_column(), true, &s.hourly));
+            filter_conds(q, dialect, binds, &mut conds);
+            let group_time = if p.shift_ms == 0 { time.to_owned() } else { format!("({time} + ({}))", p.shift_ms) };
+            let groups = group_exprs(&group_time);
+            let mut cols = groups.clone();
+            let sign = if p.negate { "-" } else { "" };
+            cols.extend(counter_columns(measure, rolled).into_iter().map(|c| format!("{sign}{c}")));
+            let mut sql = format!("SELECT {} FROM {table}", cols.join(", "));
+            if !conds.is_empty() {
+                let _ = write!(sql, " WHERE {}", conds.join(" AND "));
             }
-            if let Some((tier, range)) = s.daily {
-                parts.push(part(binds, tier.table(), tier.time_column(), true, &[range]));
+            if !rolled && !groups.is_empty() {
+                let positions: Vec<String> = (1..=groups.len()).map(|i| i.to_string()).collect();
+                let _ = write!(sql, " GROUP BY {}", positions.join(", "));
             }
-            parts
-        }
-    };
-    parts.join(" UNION ALL ")
+            sql
+        })
+        .collect();
+    sql.join(" UNION ALL ")
 }
 
 /// The nearest-rank percentile `p` (1..=100) read from a histogram: the upper bound of the bucket
@@ -764,74 +901,112 @@ mod tests {
     }
 
     #[test]
-    fn ranges_split_into_whole_hours_and_raw_edges() {
+    fn plans_read_days_hours_and_raw_edges() {
+        use Source::{Raw, Rolled};
         let h = HOUR_MS;
-        let q = |f: Option<i64>, t: Option<i64>| UsageQuery { from_unix_ms: f, to_unix_ms: t, ..UsageQuery::default() };
         let d = DAY_MS;
+        let q = |f: Option<i64>, t: Option<i64>| UsageQuery { from_unix_ms: f, to_unix_ms: t, ..UsageQuery::default() };
+        let plain = Part::plain;
         // Unbounded: every day from the daily tier.
-        assert_eq!(
-            split(&q(None, None)),
-            Some(Split { raw: vec![], hourly: vec![], daily: Some((Tier::Daily, (None, None))) })
-        );
+        assert_eq!(plan(&q(None, None)), vec![plain(Rolled(Tier::Daily), vec![(None, None)])]);
         // Within one day: hours only.
         assert_eq!(
-            split(&q(Some(10 * h), Some(20 * h))),
-            Some(Split { raw: vec![], hourly: vec![(Some(10 * h), Some(20 * h))], daily: None })
+            plan(&q(Some(10 * h), Some(20 * h))),
+            vec![plain(Rolled(Tier::HourlyByModel), vec![(Some(10 * h), Some(20 * h))])]
         );
         assert_eq!(
-            split(&q(Some(10 * h + 5), Some(20 * h + 7))),
-            Some(Split {
-                raw: vec![(10 * h + 5, 11 * h), (20 * h, 20 * h + 7)],
-                hourly: vec![(Some(11 * h), Some(20 * h))],
-                daily: None
-            })
+            plan(&q(Some(10 * h + 5), Some(20 * h + 7))),
+            vec![
+                plain(Raw, vec![(Some(10 * h + 5), Some(11 * h)), (Some(20 * h), Some(20 * h + 7))]),
+                plain(Rolled(Tier::HourlyByModel), vec![(Some(11 * h), Some(20 * h))]),
+            ]
         );
-        assert_eq!(split(&q(Some(10 * h + 5), Some(11 * h + 7))), None);
+        assert_eq!(
+            plan(&q(Some(10 * h + 5), Some(11 * h + 7))),
+            vec![plain(Raw, vec![(Some(10 * h + 5), Some(11 * h + 7))])]
+        );
         // Open-ended from a partial hour: raw edge, hours to the next midnight, then days.
         assert_eq!(
-            split(&q(Some(10 * h + 5), None)),
-            Some(Split {
-                raw: vec![(10 * h + 5, 11 * h)],
-                hourly: vec![(Some(11 * h), Some(d))],
-                daily: Some((Tier::Daily, (Some(d), None)))
-            })
+            plan(&q(Some(10 * h + 5), None)),
+            vec![
+                plain(Raw, vec![(Some(10 * h + 5), Some(11 * h))]),
+                plain(Rolled(Tier::HourlyByModel), vec![(Some(11 * h), Some(d))]),
+                plain(Rolled(Tier::Daily), vec![(Some(d), None)]),
+            ]
         );
-        // Local days at +03:00 over three days: hours at both ends, whole UTC days between.
+        // Three local days at +03:00, not grouped by day: UTC days with hours at both ends.
         assert_eq!(
-            split(&q(Some(5 * d - 3 * h), Some(8 * d - 3 * h))),
-            Some(Split {
-                raw: vec![],
-                hourly: vec![(Some(5 * d - 3 * h), Some(5 * d)), (Some(7 * d), Some(8 * d - 3 * h))],
-                daily: Some((Tier::Daily, (Some(5 * d), Some(7 * d))))
-            })
+            plan(&q(Some(5 * d - 3 * h), Some(8 * d - 3 * h))),
+            vec![
+                plain(
+                    Rolled(Tier::HourlyByModel),
+                    vec![(Some(5 * d - 3 * h), Some(5 * d)), (Some(7 * d), Some(8 * d - 3 * h))]
+                ),
+                plain(Rolled(Tier::Daily), vec![(Some(5 * d), Some(7 * d))]),
+            ]
         );
-        // Exactly on days: the daily tier alone.
+        // The same days grouped by local day: each local day is a UTC day plus its 3 hours before,
+        // minus its own last 3 hours.
+        let moscow = UsageQuery {
+            group_by: vec![GroupBy::Day],
+            utc_offset_ms: 3 * h,
+            ..q(Some(5 * d - 3 * h), Some(8 * d - 3 * h))
+        };
         assert_eq!(
-            split(&q(Some(5 * d), Some(8 * d))),
-            Some(Split { raw: vec![], hourly: vec![], daily: Some((Tier::Daily, (Some(5 * d), Some(8 * d)))) })
+            plan(&moscow),
+            vec![
+                Part { shift_ms: -3 * h, ..plain(Rolled(Tier::Daily), vec![(Some(5 * d), Some(8 * d))]) },
+                Part {
+                    time_of_day: Some(TimeOfDay::From(21 * h)),
+                    ..plain(Rolled(Tier::HourlyByModel), vec![(Some(5 * d - 3 * h), Some(8 * d - 3 * h))])
+                },
+                Part {
+                    time_of_day: Some(TimeOfDay::From(21 * h)),
+                    shift_ms: -d,
+                    negate: true,
+                    ..plain(Rolled(Tier::HourlyByModel), vec![(Some(6 * d - 3 * h), Some(9 * d - 3 * h))])
+                },
+            ]
         );
-        // A status filter reads the daily tier by status.
+        // West of UTC (-05:00: local midnight at 05:00 UTC): minus the first 5 hours, plus the next day's.
+        let west = UsageQuery {
+            group_by: vec![GroupBy::Day],
+            utc_offset_ms: -5 * h,
+            ..q(Some(5 * d + 5 * h), Some(6 * d + 5 * h))
+        };
+        assert_eq!(
+            plan(&west),
+            vec![
+                Part { shift_ms: 5 * h, ..plain(Rolled(Tier::Daily), vec![(Some(5 * d), Some(6 * d))]) },
+                Part {
+                    time_of_day: Some(TimeOfDay::Before(5 * h)),
+                    ..plain(Rolled(Tier::HourlyByModel), vec![(Some(6 * d), Some(7 * d))])
+                },
+                Part {
+                    time_of_day: Some(TimeOfDay::Before(5 * h)),
+                    shift_ms: d,
+                    negate: true,
+                    ..plain(Rolled(Tier::HourlyByModel), vec![(Some(5 * d), Some(6 * d))])
+                },
+            ]
+        );
+        // A status filter reads the by-status tiers; a key filter the full hourly tier only.
         let failed = UsageQuery { status: Some("upstream_error".into()), ..q(Some(5 * d), Some(8 * d)) };
-        assert_eq!(split(&failed).unwrap().daily, Some((Tier::DailyByStatus, (Some(5 * d), Some(8 * d)))));
-        // A key filter, or UTC-offset day groups, keep to the hourly tier.
+        assert_eq!(plan(&failed), vec![plain(Rolled(Tier::DailyByStatus), vec![(Some(5 * d), Some(8 * d))])]);
         let keyed = UsageQuery { key_id: Some("k".into()), ..q(Some(5 * d), Some(8 * d)) };
-        assert_eq!(split(&keyed).unwrap().daily, None);
-        let moscow = UsageQuery { group_by: vec![GroupBy::Day], utc_offset_ms: 3 * h, ..q(Some(5 * d), Some(8 * d)) };
-        assert_eq!(
-            split(&moscow).unwrap(),
-            Split { raw: vec![], hourly: vec![(Some(5 * d), Some(8 * d))], daily: None }
-        );
-        let utc_days = UsageQuery { group_by: vec![GroupBy::Day], ..q(Some(5 * d), Some(8 * d)) };
-        assert!(split(&utc_days).unwrap().daily.is_some());
-        let hours = UsageQuery { bucket: Some(Bucket::new(h, 0).unwrap()), ..utc_days.clone() };
-        assert_eq!(split(&hours).unwrap().daily, None);
-        // Day groups at +05:30 need the raw ledger; at +03:00 the rollups serve them.
-        let day = |off: i64| UsageQuery { group_by: vec![GroupBy::Day], utc_offset_ms: off, ..UsageQuery::default() };
-        assert_eq!(split(&day(19_800_000)), None);
-        assert!(split(&day(10_800_000)).is_some());
+        assert_eq!(plan(&keyed), vec![plain(Rolled(Tier::Hourly), vec![(Some(5 * d), Some(8 * d))])]);
+        // Hour buckets read hours; a half-hour zone's day groups read the raw ledger.
+        let hours = UsageQuery {
+            group_by: vec![GroupBy::Day],
+            bucket: Some(Bucket::new(h, 0).unwrap()),
+            ..q(Some(5 * d), Some(8 * d))
+        };
+        assert_eq!(plan(&hours), vec![plain(Rolled(Tier::HourlyByModel), vec![(Some(5 * d), Some(8 * d))])]);
+        let india = UsageQuery { group_by: vec![GroupBy::Day], utc_offset_ms: 19_800_000, ..UsageQuery::default() };
+        assert_eq!(plan(&india), vec![plain(Raw, vec![(None, None)])]);
         // Grouping by tenant only: the offset is irrelevant.
         let t = UsageQuery { group_by: vec![GroupBy::Tenant], utc_offset_ms: 19_800_000, ..UsageQuery::default() };
-        assert!(split(&t).is_some());
+        assert_eq!(plan(&t), vec![plain(Rolled(Tier::Daily), vec![(None, None)])]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::Mutex;
 
 use super::browse;
-use super::query::{self, Bind, Dialect, RawRow};
+use super::query::{self, Accumulator, Bind, Dialect};
 use super::record::to_i64;
 use super::rollup;
 use super::{LedgerError, LedgerRecord, UsageQuery, UsageRow};
@@ -125,7 +125,7 @@ impl SqliteStore {
         let result_groups = built.groups.clone();
         let bucket = built.bucket;
         let conn = Arc::clone(&self.reader).lock_owned().await;
-        let raw = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<RawRow>> {
+        let acc = tokio::task::spawn_blocking(move || -> rusqlite::Result<Accumulator> {
             let mut stmt = conn.prepare(&built.sql)?;
             let binds: Vec<rusqlite::types::Value> = built
                 .binds
@@ -136,27 +136,38 @@ impl SqliteStore {
                 })
                 .collect();
             let n_groups = built.groups.len();
-            let rows = stmt.query_map(rusqlite::params_from_iter(binds), |row| {
-                let mut texts = Vec::new();
+            let mut acc = Accumulator::default();
+            let mut rows = stmt.query(rusqlite::params_from_iter(binds))?;
+            while let Some(row) = rows.next()? {
+                let mut texts = [None; 3];
+                let mut next_text = 0;
                 let mut day = None;
                 for (i, g) in built.groups.iter().enumerate() {
                     if matches!(g, query::GroupBy::Day) {
                         day = row.get::<_, Option<i64>>(i)?;
                     } else {
-                        texts.push(row.get::<_, Option<String>>(i)?);
+                        // Borrowed from the statement: interned, not allocated per row.
+                        let text = match row.get_ref(i)? {
+                            rusqlite::types::ValueRef::Text(t) => Some(acc.intern(&String::from_utf8_lossy(t))),
+                            _ => None,
+                        };
+                        if let Some(slot) = texts.get_mut(next_text) {
+                            *slot = text;
+                        }
+                        next_text += 1;
                     }
                 }
                 let mut counters = [0i64; 6];
                 for (k, c) in counters.iter_mut().enumerate() {
                     *c = row.get(n_groups + k)?;
                 }
-                Ok(RawRow { texts, day, counters })
-            })?;
-            rows.collect()
+                acc.add(texts, day, counters);
+            }
+            Ok(acc)
         })
         .await
         .map_err(|e| LedgerError::Task(e.to_string()))??;
-        Ok(query::finish(&result_groups, bucket, raw))
+        Ok(query::finish(&result_groups, bucket, acc))
     }
 
     /// Deletes records older than `ts_unix_ms`, in chunks; returns how many. Each chunk's

@@ -1262,6 +1262,34 @@ async fn rollups_match_raw(backend: Backend) {
                 "{backend:?} seed {seed} query {k} regrouped: {q:?}"
             );
         }
+        // Local days in whole-hour zones east and west (midnight before and after noon UTC), built
+        // from daily rows plus and minus hours: whole local days, open ends, and a partial hour.
+        for off_h in [3i64, -5, 14, 10, -12, 12, 1, -1, -11, 13] {
+            let off = off_h * 3_600_000;
+            let midnight = T0 - off;
+            for (from, to) in [
+                (Some(midnight), Some(midnight + 2 * DAY)),
+                (Some(midnight - DAY), None),
+                (None, Some(midnight + DAY)),
+                (Some(midnight + 7), Some(midnight + 3 * DAY - 3_600_000)),
+            ] {
+                for groups in
+                    [vec![GroupBy::Day], vec![GroupBy::Day, GroupBy::Model], vec![GroupBy::Day, GroupBy::Tenant]]
+                {
+                    for bucket in [None, Some(Bucket::new(DAY, off).unwrap())] {
+                        let q = UsageQuery {
+                            from_unix_ms: from,
+                            to_unix_ms: to,
+                            group_by: groups.clone(),
+                            utc_offset_ms: off,
+                            bucket,
+                            ..UsageQuery::default()
+                        };
+                        assert_eq!(handle.usage(&q).await.unwrap(), expected_usage(&data, &q), "{backend:?} {q:?}");
+                    }
+                }
+            }
+        }
     }
 }
 
