@@ -206,7 +206,7 @@ pub(crate) async fn build(
         sink: Some(Arc::new(sink::Sink::new(Some(pricing), Some(ledger), metrics).with_unpriced(config.unpriced))),
         shutdown: shutdown.clone(),
         cut_streams: services::stream::StreamCut::default(),
-        sessions: services::sessions::Sessions::default(),
+        sessions: services::sessions::Sessions::new(config.dashboard.session_secret.as_ref()),
         dashboard: Some(dashboard_door),
         tasks,
         config: config.clone(),

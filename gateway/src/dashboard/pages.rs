@@ -390,7 +390,7 @@ pub async fn route(
         ("GET", ["dashboard", "settings"]) => Ok(settings_page(&ctx, q(query, "saved").is_some())),
         ("POST", ["dashboard", "settings"]) => Ok(save_settings(&ctx, &form)),
         ("POST", ["dashboard", "logout"]) => {
-            sessions::sign_out(state, session_id);
+            sessions::sign_out(state, session_id).await;
             Ok(with_cookie(
                 redirect("/dashboard/login"),
                 &set_cookie(super::SESSION_COOKIE, "", true, Some(0), ctx.prefs.secure),

@@ -64,6 +64,17 @@ pub struct Config {
     pub batches: BatchSettings,
     /// The GraphQL front door (`graphql:`, `ENABLE_PLAYGROUND`).
     pub graphql: GraphqlSettings,
+    /// The dashboard (`dashboard:`, `DASHBOARD_SESSION_SECRET`).
+    pub dashboard: DashboardSettings,
+}
+
+/// `dashboard:` (issue 16).
+#[derive(Debug, Clone, Default)]
+pub struct DashboardSettings {
+    /// With a secret, sign-ins are kept in the tenant store (the credential sealed with a key
+    /// derived from it), so they survive a restart and are shared by replicas; without one they
+    /// live in memory and a restart signs everyone out.
+    pub session_secret: Option<Secret>,
 }
 
 /// `graphql:`: the GraphQL API at `/graphql` (issue 15).

@@ -1,7 +1,16 @@
-//! Browser sessions for the dashboard: a signed-in credential (admin key, tenant key or JWT) kept in
-//! memory behind a random session id, re-authenticated through [`Authenticator`] on every request,
-//! so a revoked key or a disabled tenant ends its sessions within the key cache's TTL. Sessions do
-//! not survive a restart (nothing is persisted). Failed sign-ins are limited per client address.
+//! Browser sessions for the dashboard: a signed-in credential (admin key, tenant key or JWT) kept
+//! behind a random session id, re-authenticated through [`Authenticator`] on every request, so a
+//! revoked key or a disabled tenant ends its sessions within the key cache's TTL. Failed sign-ins
+//! are limited per client address.
+//!
+//! Where sessions live:
+//! - **In memory** (the default): a restart signs everyone out.
+//! - **In the tenant store** when `dashboard.session_secret` is configured: they survive restarts
+//!   and are shared by replicas, and a sign-out is final everywhere. The row is keyed by the
+//!   SHA-256 of the session id and holds the credential sealed with ChaCha20-Poly1305 under a key
+//!   derived from the secret (bound to the row by its id hash), so the database alone yields
+//!   neither a usable session id nor a credential. The idle timeout counts from the last use,
+//!   recorded at most once a minute.
 //!
 //! [`Authenticator`]: super::auth::Authenticator
 
@@ -37,11 +46,70 @@ struct Failures {
     count: u32,
 }
 
-/// In-memory sessions and the sign-in limiter.
+/// How often a persisted session's last use is written (the idle timeout is 12 h: a minute of
+/// slack is nothing, a write per page view would be).
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Sessions (in memory, or the sealing key for persisted ones) and the sign-in limiter.
 #[derive(Default)]
 pub struct Sessions {
     map: DashMap<String, Session>,
     failures: DashMap<IpAddr, Failures>,
+    /// Set when sessions are persisted (`dashboard.session_secret`).
+    sealing: Option<ring::aead::LessSafeKey>,
+}
+
+impl Sessions {
+    /// Sessions persisted in the tenant store when `secret` is set, else in memory.
+    pub fn new(secret: Option<&crate::domain::config::Secret>) -> Self {
+        use sha2::Digest;
+        let sealing = secret.and_then(|s| {
+            let mut h = sha2::Sha256::new();
+            h.update(b"ai-aggregator dashboard sessions v1\0");
+            h.update(s.expose().as_bytes());
+            let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &h.finalize()).ok()?;
+            Some(ring::aead::LessSafeKey::new(key))
+        });
+        Sessions { sealing, ..Sessions::default() }
+    }
+
+    /// Whether sessions are persisted.
+    pub fn persisted(&self) -> bool {
+        self.sealing.is_some()
+    }
+}
+
+fn id_hash(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
+/// `nonce || ciphertext || tag`, hex; the id hash is the associated data.
+fn seal(key: &ring::aead::LessSafeKey, id_hash: &str, credential: &str) -> Option<String> {
+    let mut nonce = [0u8; ring::aead::NONCE_LEN];
+    getrandom::getrandom(&mut nonce).ok()?;
+    let mut data = credential.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        ring::aead::Nonce::assume_unique_for_key(nonce),
+        ring::aead::Aad::from(id_hash.as_bytes()),
+        &mut data,
+    )
+    .ok()?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Some(hex::encode(out))
+}
+
+fn unseal(key: &ring::aead::LessSafeKey, id_hash: &str, sealed: &str) -> Option<String> {
+    let bytes = hex::decode(sealed).ok()?;
+    if bytes.len() < ring::aead::NONCE_LEN {
+        return None;
+    }
+    let (nonce, data) = bytes.split_at(ring::aead::NONCE_LEN);
+    let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut data = data.to_vec();
+    let plain = key.open_in_place(nonce, ring::aead::Aad::from(id_hash.as_bytes()), &mut data).ok()?;
+    String::from_utf8(plain.to_vec()).ok()
 }
 
 impl std::fmt::Debug for Sessions {
@@ -137,6 +205,24 @@ pub async fn sign_in(
         }
     };
     let (Ok(id), Ok(csrf)) = (random_token(), random_token()) else { return Err(SignInError::Unavailable) };
+    if let Some(key) = &sessions.sealing {
+        if let Some(store) = state.auth.store().map(|c| c.store()) {
+            let hash = id_hash(&id);
+            let sealed = seal(key, &hash, credential).ok_or(SignInError::Unavailable)?;
+            let now_ms = crate::domain::time::now_unix_ms();
+            // Sessions idle past the timeout are removed as new ones are made (cheap: indexed).
+            let _ = store.prune_sessions(now_ms - idle_ms()).await;
+            let row = crate::stores::tenants::SessionRow {
+                id_hash: hash,
+                sealed,
+                csrf: csrf.clone(),
+                created_at_ms: now_ms,
+                last_seen_ms: now_ms,
+            };
+            store.put_session(row).await.map_err(|_| SignInError::Unavailable)?;
+            return Ok((id, Resumed { principal, csrf }));
+        }
+    }
     if sessions.map.len() >= MAX_ENTRIES {
         sessions.map.retain(|_, s| now.duration_since(s.last_seen) < IDLE_TIMEOUT);
     }
@@ -147,6 +233,9 @@ pub async fn sign_in(
 /// The session behind `id`, re-authenticated now; `None` when unknown, idle too long, or its
 /// credential no longer valid (then the session is dropped).
 pub async fn resume(state: &AppState, id: &str) -> Option<Resumed> {
+    if let (Some(key), Some(cache)) = (&state.sessions.sealing, state.auth.store()) {
+        return resume_persisted(state, key, cache.store(), id).await;
+    }
     let now = Instant::now();
     let (credential, csrf) = {
         let mut s = state.sessions.map.get_mut(id)?;
@@ -167,7 +256,46 @@ pub async fn resume(state: &AppState, id: &str) -> Option<Resumed> {
     }
 }
 
-/// Ends a session.
-pub fn sign_out(state: &AppState, id: &str) {
+fn idle_ms() -> i64 {
+    i64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn resume_persisted(
+    state: &AppState,
+    key: &ring::aead::LessSafeKey,
+    store: &crate::stores::tenants::TenantStore,
+    id: &str,
+) -> Option<Resumed> {
+    let hash = id_hash(id);
+    let row = store.session(&hash).await.ok()??;
+    let now_ms = crate::domain::time::now_unix_ms();
+    let Some(credential) = (now_ms - row.last_seen_ms < idle_ms()).then(|| unseal(key, &hash, &row.sealed)).flatten()
+    else {
+        // Idle too long, or sealed under another secret (rotated): gone.
+        let _ = store.delete_session(&hash).await;
+        return None;
+    };
+    match state.auth.authenticate(&bearer(&credential)).await {
+        Ok(principal) => {
+            if now_ms - row.last_seen_ms >= TOUCH_EVERY_MS {
+                let _ = store.touch_session(&hash, now_ms).await;
+            }
+            Some(Resumed { principal, csrf: row.csrf })
+        }
+        Err(AuthError::Unavailable) => None,
+        Err(_) => {
+            let _ = store.delete_session(&hash).await;
+            None
+        }
+    }
+}
+
+/// Ends a session (everywhere, when sessions are persisted).
+pub async fn sign_out(state: &AppState, id: &str) {
     state.sessions.map.remove(id);
+    if let (Some(_), Some(cache)) = (&state.sessions.sealing, state.auth.store()) {
+        if let Err(e) = cache.store().delete_session(&id_hash(id)).await {
+            tracing::warn!(error = %e, "Dashboard sign-out could not be recorded in the tenant store");
+        }
+    }
 }

@@ -195,7 +195,7 @@ async fn dashboard_sessions() {
     let (id, resumed) = sessions::sign_in(s, ADMIN_KEY, ip).await.unwrap();
     assert!(matches!(resumed.principal, Principal::Admin));
     assert!(sessions::resume(s, &id).await.is_some());
-    sessions::sign_out(s, &id);
+    sessions::sign_out(s, &id).await;
     assert!(sessions::resume(s, &id).await.is_none());
     for _ in 0..sessions::MAX_FAILURES {
         assert_eq!(sessions::sign_in(s, "nope", ip).await.err(), Some(SignInError::Invalid));
@@ -203,6 +203,69 @@ async fn dashboard_sessions() {
     assert!(matches!(sessions::sign_in(s, ADMIN_KEY, ip).await, Err(SignInError::TooMany { .. })));
     // Another address is not affected.
     assert!(sessions::sign_in(s, ADMIN_KEY, Some(std::net::IpAddr::from([10, 0, 0, 2]))).await.is_ok());
+}
+
+/// Issue 16: with `dashboard.session_secret`, sessions live in the tenant store: a restarted gateway
+/// (a second one over the same data) resumes them, a sign-out is final for both, the stored row holds
+/// neither the session id nor the credential in the clear, and a gateway with another secret or with
+/// none does not accept them.
+#[tokio::test]
+async fn dashboard_sessions_survive_a_restart_only_when_configured() {
+    use super::sessions;
+    const SECRET: &str = "dashboard-session-secret-for-tests-0123456789";
+    let rest = format!("providers: {{}}\ndashboard:\n  session_secret: {SECRET}\n");
+    let f = fixture_with("sessions", ADMIN_KEY, &rest).await;
+    let s = &f.state;
+    assert!(s.sessions.persisted());
+    tenants::create_tenant(s, &Principal::Admin, "acme", &tenants::TenantChange::default()).await.unwrap();
+    let ip = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+    let (id, first) = sessions::sign_in(s, ADMIN_KEY, ip).await.unwrap();
+    let (other, _) = sessions::sign_in(s, ADMIN_KEY, ip).await.unwrap();
+
+    // The row: no session id, no admin key, in any column.
+    let db = rusqlite::Connection::open(f.dir.join("ledger.sqlite3")).unwrap();
+    let rows: Vec<String> = db
+        .prepare("SELECT id_hash || ' ' || sealed || ' ' || csrf FROM dashboard_sessions")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| !r.contains(&id) && !r.contains(&other) && !r.contains(ADMIN_KEY)), "{rows:?}");
+
+    // "Restart": a second gateway over the same data and config.
+    let yaml = |rest: &str| {
+        format!("listen: 127.0.0.1:0\nadmin_api_key: {ADMIN_KEY}\nledger:\n  data_dir: {}\n{rest}", f.dir.display())
+    };
+    let build = |yaml: String| async move {
+        let config = Config::from_yaml_str(&yaml, &MapEnv::default()).unwrap();
+        crate::build(Arc::new(config), true, CancellationToken::new()).await.unwrap().state
+    };
+    let again = build(yaml(&rest)).await;
+    let resumed = sessions::resume(&again, &id).await.expect("the session survives the restart");
+    assert!(matches!(resumed.principal, Principal::Admin));
+    assert_eq!(resumed.csrf, first.csrf);
+    assert!(sessions::resume(&again, "not-a-session").await.is_none());
+
+    // Signing out on one is final on both.
+    sessions::sign_out(&again, &id).await;
+    assert!(sessions::resume(s, &id).await.is_none());
+    assert!(sessions::resume(&again, &id).await.is_none());
+
+    // Without the secret sessions are in memory: the stored one is not accepted.
+    let memory = build(yaml("providers: {}\n")).await;
+    assert!(!memory.sessions.persisted());
+    assert!(sessions::resume(&memory, &other).await.is_none());
+    // Another secret cannot open the sealed credential: refused (and the row dropped).
+    let rotated =
+        build(yaml("providers: {}\ndashboard:\n  session_secret: another-secret-of-at-least-32-characters\n")).await;
+    assert!(sessions::resume(&rotated, &other).await.is_none());
+    assert!(sessions::resume(s, &other).await.is_none());
+
+    // A secret too short to be one is a configuration error.
+    let short = Config::from_yaml_str(&yaml("dashboard:\n  session_secret: short\n"), &MapEnv::default());
+    assert!(short.unwrap_err().to_string().contains("dashboard.session_secret"));
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Tenants and API keys created through the admin API, stored beside the ledger: in its Postgres
 //! database (same URL, same `search_path`) or in its embedded SQLite file (`ledger.sqlite3`).
 //!
-//! The schema is migration 2 (`migrations/{postgres,sqlite}/0002_tenants_keys.sql`), recorded in the
-//! ledger's `schema_migrations` table; on Postgres it runs under the ledger's advisory lock, so replicas
+//! The schema is migration 2 (`migrations/{postgres,sqlite}/0002_tenants_keys.sql`) and 18 (the
+//! dashboard's persisted sessions, `sessions.rs`), recorded in the ledger's `schema_migrations` table; on Postgres it runs under the ledger's advisory lock, so replicas
 //! starting together migrate once. Keys are stored as SHA-256 hex digests only.
 //!
 //! Nothing here is on the hot path: `auth` caches look-ups (see `docs/ACCESS_CONTROL.md`).
@@ -18,9 +18,21 @@ use tokio_postgres::NoTls;
 
 use crate::domain::limits::LimitSpec;
 
-const MIGRATION: (i64, &str) = (2, "tenants_keys");
-const PG_SQL: &str = include_str!("../../migrations/postgres/0002_tenants_keys.sql");
-const SQLITE_SQL: &str = include_str!("../../migrations/sqlite/0002_tenants_keys.sql");
+/// Version, name, Postgres SQL, SQLite SQL.
+const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
+    (
+        2,
+        "tenants_keys",
+        include_str!("../../migrations/postgres/0002_tenants_keys.sql"),
+        include_str!("../../migrations/sqlite/0002_tenants_keys.sql"),
+    ),
+    (
+        18,
+        "dashboard_sessions",
+        include_str!("../../migrations/postgres/0018_dashboard_sessions.sql"),
+        include_str!("../../migrations/sqlite/0018_dashboard_sessions.sql"),
+    ),
+];
 /// The ledger's migration lock (`ledger/postgres.rs`): one migrator at a time across replicas.
 const MIGRATION_LOCK: i64 = 0x4c45_4447_4552;
 /// Serialises tenant creation across replicas (Postgres), so the case-insensitive uniqueness check and
@@ -196,16 +208,18 @@ fn sqlite_migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              applied_at_unix_ms INTEGER NOT NULL
          )",
     )?;
-    let applied: Option<i64> = tx
-        .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [MIGRATION.0], |r| r.get(0))
-        .optional()?;
-    if applied.is_none() {
-        tx.execute_batch(SQLITE_SQL)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
-            params![MIGRATION.0, MIGRATION.1, crate::domain::time::now_unix_ms()],
-        )?;
-        tracing::info!(version = MIGRATION.0, name = MIGRATION.1, "Tenant store SQLite migration applied");
+    for (version, name, _, sql) in MIGRATIONS {
+        let applied: Option<i64> = tx
+            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .optional()?;
+        if applied.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES (?1, ?2, ?3)",
+                params![version, name, crate::domain::time::now_unix_ms()],
+            )?;
+            tracing::info!(version, name, "Tenant store SQLite migration applied");
+        }
     }
     tx.commit()
 }
@@ -281,19 +295,17 @@ impl TenantStore {
                      )",
                 )
                 .await?;
-                let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&MIGRATION.0]).await?;
-                if done.is_none() {
-                    tx.batch_execute(PG_SQL).await?;
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
-                        &[&MIGRATION.0, &MIGRATION.1, &crate::domain::time::now_unix_ms()],
-                    )
-                    .await?;
-                    tracing::info!(
-                        version = MIGRATION.0,
-                        name = MIGRATION.1,
-                        "Tenant store Postgres migration applied"
-                    );
+                for (version, name, sql, _) in MIGRATIONS {
+                    let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&version]).await?;
+                    if done.is_none() {
+                        tx.batch_execute(sql).await?;
+                        tx.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at_unix_ms) VALUES ($1, $2, $3)",
+                            &[&version, &name, &crate::domain::time::now_unix_ms()],
+                        )
+                        .await?;
+                        tracing::info!(version, name, "Tenant store Postgres migration applied");
+                    }
                 }
                 tx.commit().await?;
                 Ok::<_, StoreError>(())
@@ -662,6 +674,9 @@ impl TenantStore {
         }
     }
 }
+
+mod sessions;
+pub use sessions::SessionRow;
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,15 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     pub batches: Option<RawBatches>,
     pub graphql: Option<RawGraphql>,
+    pub dashboard: Option<RawDashboard>,
+}
+
+/// `dashboard:` (issue 16).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDashboard {
+    /// Keeps sign-ins across restarts (and replicas) when set (`DASHBOARD_SESSION_SECRET`).
+    pub session_secret: Option<String>,
 }
 
 /// `graphql:`: the GraphQL front door at `/graphql` (issue 15).

@@ -69,6 +69,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "server",
     "graphql",
     "batches",
+    "dashboard",
 ];
 
 /// Built-in routes for bare names, appended after the configured ones.
@@ -177,6 +178,7 @@ fn parse_raw(yaml: &str, env: &dyn EnvSource, c: &mut Collector) -> RawConfig {
     scalar!(server);
     scalar!(graphql);
     scalar!(batches);
+    scalar!(dashboard);
     if let Some(mut v) = top.remove("ledger") {
         expand_tree(&mut v, "ledger", env, c);
         raw.ledger = c.section::<RawLedger>(v, "ledger");
@@ -575,6 +577,17 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
     let server = server_settings(raw.server.unwrap_or_default(), &mut c);
     let graphql = graphql_settings(raw.graphql.unwrap_or_default(), env, &mut c);
     let batches = batch_settings(raw.batches.clone().unwrap_or_default(), &mut c);
+    let session_secret = raw
+        .dashboard
+        .clone()
+        .unwrap_or_default()
+        .session_secret
+        .filter(|k| !k.is_empty())
+        .or_else(|| non_empty("DASHBOARD_SESSION_SECRET"))
+        .map(Secret::new);
+    if session_secret.as_ref().is_some_and(|k| k.expose().len() < 32) {
+        c.push("dashboard.session_secret", "the session secret must be at least 32 characters");
+    }
 
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
@@ -611,6 +624,7 @@ pub(super) fn from_yaml(yaml: Option<&str>, env: &dyn EnvSource) -> Result<Confi
         server,
         graphql,
         batches,
+        dashboard: super::DashboardSettings { session_secret },
     })
 }
 

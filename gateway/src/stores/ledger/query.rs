@@ -271,8 +271,11 @@ pub(crate) fn build(q: &UsageQuery, dialect: Dialect) -> BuiltQuery {
 pub(crate) struct Accumulator {
     ids: std::collections::HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
-    sums: std::collections::HashMap<([Option<u32>; 3], Option<i64>), [i64; 6]>,
+    sums: std::collections::HashMap<GroupIds, [i64; 6]>,
 }
+
+/// A group as interned text ids (in `groups` order, `Day` skipped) and a day number.
+type GroupIds = ([Option<u32>; 3], Option<i64>);
 
 impl Accumulator {
     /// The id of a group text.

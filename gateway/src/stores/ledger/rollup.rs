@@ -39,7 +39,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::query::{Bind, Bucket, Dialect, GroupBy, UsageQuery};
+use super::query::{Bind, Dialect, GroupBy, UsageQuery};
 use super::record::to_i64;
 use super::{LedgerRecord, RecordStatus};
 
@@ -875,6 +875,7 @@ pub(crate) fn percentile(hist: &[i64; LATENCY_BUCKETS], p: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::query::Bucket;
     use super::*;
 
     #[test]
