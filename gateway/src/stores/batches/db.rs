@@ -218,6 +218,10 @@ fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
     // together, and a lost line simply runs again (its upstream call repeats, its bill does not).
     // What the API acknowledges (a file, a batch, a cancel) is written with `execute_durable` (FULL).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Plan stability: without it SQLite re-prepares a cached statement whenever a bound value could
+    // change its plan (the claim and lease queries bind times against partial indexes), so the
+    // worker's idle poll re-compiled its statements twice a second.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 
