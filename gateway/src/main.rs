@@ -33,6 +33,9 @@ fn init_logging() -> log_writer::BatchedStderr {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
+        if !ansi {
+            gateway::services::sink::set_access_writer(log_writer::access_writer(writer.clone()));
+        }
     }
     writer
 }
@@ -87,6 +90,34 @@ mod log_writer {
             let _ = std::io::stderr().lock().write_all(buf);
             buf.clear();
         }
+    }
+
+    /// The access line's writer (`sink::set_access_writer`): the subscriber's text prefix for an
+    /// INFO event of `gateway::services::sink` (`2026-12-01T21:08:34.196128Z  INFO target: `), then
+    /// the line, appended to the buffer like any INFO line.
+    pub fn access_writer(to: BatchedStderr) -> Box<dyn Fn(&str) + Send + Sync> {
+        Box::new(move |line: &str| {
+            let mut out = String::with_capacity(line.len() + 64);
+            push_timestamp(&mut out, std::time::SystemTime::now());
+            out.push_str("  INFO gateway::services::sink: ");
+            out.push_str(line);
+            out.push('\n');
+            let mut buf = to.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            buf.extend_from_slice(out.as_bytes());
+            if buf.len() >= FLUSH_AT {
+                write_out(&mut buf);
+            }
+        })
+    }
+
+    /// RFC 3339 UTC with microseconds, as tracing-subscriber's default timer prints it.
+    pub fn push_timestamp(out: &mut String, at: std::time::SystemTime) {
+        use std::fmt::Write as _;
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = i64::try_from(since.as_secs()).unwrap_or(0);
+        out.push_str(&gateway::domain::time::format_day(secs.div_euclid(86_400)));
+        let s = secs.rem_euclid(86_400);
+        let _ = write!(out, "T{:02}:{:02}:{:02}.{:06}Z", s / 3600, s / 60 % 60, s % 60, since.subsec_micros());
     }
 
     /// One event's line; written into the buffer when tracing drops it.
@@ -202,4 +233,19 @@ fn run(args: Args) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The access line's prefix has the subscriber's shape, for the same instant.
+    #[test]
+    fn access_prefix_is_the_subscribers() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut out = String::new();
+        super::log_writer::push_timestamp(&mut out, UNIX_EPOCH + Duration::new(1_764_624_514, 196_128_999));
+        assert_eq!(out, "2025-12-01T21:28:34.196128Z");
+        let mut epoch = String::new();
+        super::log_writer::push_timestamp(&mut epoch, UNIX_EPOCH);
+        assert_eq!(epoch, "1970-01-01T00:00:00.000000Z");
+    }
 }

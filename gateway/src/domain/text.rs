@@ -34,9 +34,29 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// Appends `s` to `out` as [`Escaped`] displays it; without a control character (the usual case)
+/// that is one copy, not a pass through the formatting machinery.
+pub fn push_escaped(out: &mut String, s: &str) {
+    if has_control(s) {
+        use fmt::Write as _;
+        let _ = write!(out, "{}", Escaped(s));
+    } else {
+        out.push_str(s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_escaped_is_escaped() {
+        for s in ["plain", "a\nb\x1b[31m", "", "é\t"] {
+            let mut out = String::from(">");
+            push_escaped(&mut out, s);
+            assert_eq!(out, format!(">{}", Escaped(s)));
+        }
+    }
 
     /// Issue #11, item 9: control bytes in a logged client string come out escaped.
     #[test]

@@ -204,10 +204,32 @@ impl Sink {
     }
 }
 
+/// Where text access lines go when the binary takes them over (see [`set_access_writer`]).
+type AccessWriter = Box<dyn Fn(&str) + Send + Sync>;
+static ACCESS_WRITER: std::sync::OnceLock<AccessWriter> = std::sync::OnceLock::new();
+
+/// Text logs (not `LOG_FORMAT=json`, not a terminal): the binary hands [`log_line`] a writer that
+/// prefixes the line exactly as the subscriber would (time, level, target) and appends it to the log
+/// buffer. Set once at start-up; JSON logs keep the structured event (the fields must stay fields).
+///
+/// Why: the subscriber's text output escapes every byte of every field and message one character at
+/// a time, which made this one line 18–23k of the ~200k instructions of a pass-through request
+/// (issue 17). The strings in it are escaped here already ([`Escaped`]).
+pub fn set_access_writer(writer: AccessWriter) {
+    let _ = ACCESS_WRITER.set(writer);
+}
+
 /// The one info-level line per request. Carries ids, counts and timings: never keys or prompt text.
 /// Client-chosen strings are escaped ([`Escaped`]): a newline in a model name cannot start a forged line.
 pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
     let i = done.info;
+    if let Some(write) = ACCESS_WRITER.get() {
+        // The same text the subscriber prints for the event below, when its filter lets it through.
+        if tracing::enabled!(tracing::Level::INFO) {
+            write(&access_line(done, cost_nano_usd));
+        }
+        return;
+    }
     tracing::info!(
         record_id = %i.record_id,
         request_id = %Escaped(&i.request_id),
@@ -227,4 +249,107 @@ pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
         ttft_ms = done.ttft.map(|d| d.as_millis() as u64),
         "request finished"
     );
+}
+
+/// `request finished record_id=… request_id=… …`: the fields of [`log_line`] as tracing's text
+/// format prints them (strings given as `&str` quoted, `%` ones bare, an absent `ttft_ms` left out).
+pub(crate) fn access_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) -> String {
+    use crate::domain::text::push_escaped;
+    use std::fmt::Write as _;
+    let i = done.info;
+    let mut out = String::with_capacity(320);
+    out.push_str("request finished record_id=");
+    out.push_str(&i.record_id);
+    out.push_str(" request_id=");
+    push_escaped(&mut out, &i.request_id);
+    out.push_str(" tenant=");
+    push_escaped(&mut out, &i.tenant);
+    let _ = write!(out, " provider={:?}", i.provider.as_deref().unwrap_or("-"));
+    out.push_str(" model=");
+    push_escaped(&mut out, &i.requested_model);
+    out.push_str(" upstream_model=");
+    push_escaped(&mut out, &i.upstream_model);
+    out.push_str(if i.stream { " stream=true" } else { " stream=false" });
+    out.push_str(" status=\"");
+    out.push_str(done.outcome.as_str());
+    out.push('"');
+    let mut num = |name: &str, v: u64| {
+        out.push(' ');
+        out.push_str(name);
+        out.push('=');
+        let _ = write!(out, "{v}");
+    };
+    num("http_status", u64::from(done.http_status));
+    num("prompt_tokens", done.tokens.prompt);
+    num("completion_tokens", done.tokens.completion);
+    num("cached_tokens", done.tokens.cached);
+    out.push_str(if done.tokens.estimated { " estimated=true" } else { " estimated=false" });
+    let _ = write!(out, " cost_nano_usd={}", cost_nano_usd.unwrap_or(0));
+    let _ = write!(out, " latency_ms={}", done.latency.as_millis() as u64);
+    if let Some(t) = done.ttft {
+        let _ = write!(out, " ttft_ms={}", t.as_millis() as u64);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer into a shared buffer, for a test subscriber.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 17: the hand-formatted access line is exactly what the text subscriber prints for the
+    /// structured event (including escaped client strings, quoted ids and an absent `ttft_ms`).
+    #[test]
+    fn access_line_matches_the_subscribers_text() {
+        let info = RequestInfo {
+            record_id: "rec_0123".into(),
+            request_id: "req\nforged INFO line".into(),
+            tenant: Arc::from("acme"),
+            provider: Some(Arc::from("openai")),
+            requested_model: "gpt-4o\u{1b}[31m".into(),
+            upstream_model: "gpt-4o-2024-08-06".into(),
+            stream: true,
+            ..RequestInfo::default()
+        };
+        for (ttft, outcome, cost) in
+            [(Some(Duration::from_millis(42)), Outcome::Ok, Some(1_234_567)), (None, Outcome::UpstreamError, None)]
+        {
+            let done = Completed {
+                info: &info,
+                ts_unix_ms: 0,
+                outcome,
+                tokens: Tokens { prompt: 10, completion: 20, cached: 3, cache_write: 0, estimated: ttft.is_none() },
+                http_status: 200,
+                latency: Duration::from_millis(1_500),
+                ttft,
+                attempts: 1,
+            };
+            let buf = Buf::default();
+            let w = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .without_time()
+                .with_target(false)
+                .with_level(false)
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || log_line(&done, cost));
+            let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(printed.trim_end(), access_line(&done, cost), "{printed}");
+            assert_eq!(printed.lines().count(), 1);
+        }
+    }
 }
