@@ -434,29 +434,11 @@ fn period_form(ctx: &Ctx, html: &mut Html, days: i64, tenant: Option<&str>) {
 }
 
 fn sum(rows: &[UsageRow]) -> UsageRow {
-    let mut t = UsageRow {
-        tenant: None,
-        provider: None,
-        model: None,
-        day: None,
-        requests: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        cached_tokens: 0,
-        cache_write_tokens: 0,
-        cost_nano_usd: 0,
-        cost_usd: String::new(),
-        bucket_start_unix_ms: None,
-    };
+    let mut total = UsageRow::zero();
     for r in rows {
-        t.requests += r.requests;
-        t.prompt_tokens += r.prompt_tokens;
-        t.completion_tokens += r.completion_tokens;
-        t.cached_tokens += r.cached_tokens;
-        t.cache_write_tokens += r.cache_write_tokens;
-        t.cost_nano_usd += r.cost_nano_usd;
+        total.add(r);
     }
-    t
+    total.summed()
 }
 
 fn breakdown(ctx: &Ctx, html: &mut Html, caption: &str, label: &str, rows: &[UsageRow], key: fn(&UsageRow) -> String) {

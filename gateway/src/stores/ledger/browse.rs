@@ -117,13 +117,7 @@ fn filters(q: &UsageQuery, dialect: Dialect) -> Where {
     if let Some(to) = q.to_unix_ms {
         w.push("ts_unix_ms < ?", Bind::Int(to));
     }
-    for (col, v) in [
-        ("tenant", &q.tenant),
-        ("key_id", &q.key_id),
-        ("provider", &q.provider),
-        ("upstream_model", &q.model),
-        ("status", &q.status),
-    ] {
+    for (col, v) in q.column_filters() {
         if let Some(v) = v {
             w.push(&format!("{col} = ?"), Bind::Text(v.clone()));
         }

@@ -143,6 +143,20 @@ pub struct UsageQuery {
     pub bucket: Option<Bucket>,
 }
 
+impl UsageQuery {
+    /// The equality filters, as (ledger column, value): the same columns in the records and in
+    /// every rollup tier that can serve them.
+    pub(crate) fn column_filters(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("tenant", &self.tenant),
+            ("key_id", &self.key_id),
+            ("provider", &self.provider),
+            ("upstream_model", &self.model),
+            ("status", &self.status),
+        ]
+    }
+}
+
 /// One usage row. A dimension not grouped by is `None`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageRow {
@@ -171,6 +185,44 @@ pub struct UsageRow {
     pub cost_nano_usd: i64,
     /// The same cost as a decimal USD string (`format_usd`).
     pub cost_usd: String,
+}
+
+impl UsageRow {
+    /// A row of no requests, grouped by nothing.
+    pub fn zero() -> Self {
+        UsageRow {
+            tenant: None,
+            provider: None,
+            model: None,
+            day: None,
+            bucket_start_unix_ms: None,
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            cost_nano_usd: 0,
+            cost_usd: format_usd(0),
+        }
+    }
+
+    /// Adds `other`'s counts (not its groups). `cost_usd` is not reformatted on every addition:
+    /// call [`UsageRow::summed`] once the sum is complete.
+    pub fn add(&mut self, other: &UsageRow) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_nano_usd += other.cost_nano_usd;
+    }
+
+    /// The row with `cost_usd` matching its summed cost.
+    #[must_use]
+    pub fn summed(mut self) -> Self {
+        self.cost_usd = format_usd(self.cost_nano_usd);
+        self
+    }
 }
 
 /// Sums `rows` (the result of a query grouped by at least `keep`) into the rows of the same query
@@ -205,27 +257,11 @@ pub fn regroup(rows: &[UsageRow], keep: &[GroupBy]) -> Vec<UsageRow> {
             model: key.4.map(str::to_owned),
             day: key.1.map(str::to_owned),
             bucket_start_unix_ms: key.0,
-            requests: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            cost_nano_usd: 0,
-            cost_usd: String::new(),
+            ..UsageRow::zero()
         });
-        acc.requests += r.requests;
-        acc.prompt_tokens += r.prompt_tokens;
-        acc.completion_tokens += r.completion_tokens;
-        acc.cached_tokens += r.cached_tokens;
-        acc.cache_write_tokens += r.cache_write_tokens;
-        acc.cost_nano_usd += r.cost_nano_usd;
+        acc.add(r);
     }
-    out.into_values()
-        .map(|mut r| {
-            r.cost_usd = format_usd(r.cost_nano_usd);
-            r
-        })
-        .collect()
+    out.into_values().map(UsageRow::summed).collect()
 }
 
 /// Placeholder style of the store's SQL dialect.

@@ -722,13 +722,7 @@ fn ph(dialect: Dialect, n: usize) -> String {
 /// The non-time filters of `q` as conditions (same column names in every table; a daily tier
 /// never sees a filter on a column it lacks, see [`daily_tier`]).
 fn filter_conds(q: &UsageQuery, dialect: Dialect, binds: &mut Vec<Bind>, conds: &mut Vec<String>) {
-    for (col, v) in [
-        ("tenant", &q.tenant),
-        ("key_id", &q.key_id),
-        ("provider", &q.provider),
-        ("upstream_model", &q.model),
-        ("status", &q.status),
-    ] {
+    for (col, v) in q.column_filters() {
         if let Some(v) = v {
             binds.push(Bind::Text(v.clone()));
             conds.push(format!("{col} = {}", ph(dialect, binds.len())));
