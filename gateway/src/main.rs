@@ -97,13 +97,12 @@ mod log_writer {
     /// the line, appended to the buffer like any INFO line.
     pub fn access_writer(to: BatchedStderr) -> Box<dyn Fn(&str) + Send + Sync> {
         Box::new(move |line: &str| {
-            let mut out = String::with_capacity(line.len() + 64);
-            push_timestamp(&mut out, std::time::SystemTime::now());
-            out.push_str("  INFO gateway::services::sink: ");
-            out.push_str(line);
-            out.push('\n');
+            let mut stamp = String::with_capacity(32);
+            push_timestamp(&mut stamp, std::time::SystemTime::now());
             let mut buf = to.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            buf.extend_from_slice(out.as_bytes());
+            for part in [stamp.as_str(), "  INFO gateway::services::sink: ", line, "\n"] {
+                buf.extend_from_slice(part.as_bytes());
+            }
             if buf.len() >= FLUSH_AT {
                 write_out(&mut buf);
             }

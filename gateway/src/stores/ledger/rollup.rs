@@ -399,7 +399,7 @@ impl<'a> Delta<'a> {
             if rows.is_empty() {
                 continue;
             }
-            let mut stmt = tx.prepare_cached(&sqlite_upsert_sql(tier))?;
+            let mut stmt = tx.prepare_cached(sqlite_upsert_sql(tier))?;
             // Sorted, so two writers would take row locks in one order (matters for Postgres-like
             // engines; cheap here).
             let mut keys: Vec<(&Key<'_>, &Sums)> = rows.iter().collect();
@@ -426,10 +426,24 @@ impl<'a> Delta<'a> {
     }
 }
 
-fn sqlite_upsert_sql(tier: Tier) -> String {
-    let cols = all_columns(tier);
-    let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-    format!("INSERT INTO {} ({}) VALUES ({}) {}", tier.table(), cols.join(", "), ph.join(", "), upsert_clause(tier))
+/// The SQLite upsert of one key of `tier`, built once (every batch uses it as its statement cache key).
+fn sqlite_upsert_sql(tier: Tier) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        Tier::ALL.map(|tier| {
+            let cols = all_columns(tier);
+            let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) {}",
+                tier.table(),
+                cols.join(", "),
+                ph.join(", "),
+                upsert_clause(tier)
+            )
+        })
+    });
+    let i = Tier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
+    &all[i]
 }
 
 /// SQLite prune, step 1 (in the prune transaction, after `temp.prune_chunk` holds the rowids
