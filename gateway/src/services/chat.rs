@@ -23,10 +23,12 @@ use translators::{anthropic, anthropic_ingress, completions, ollama, responses, 
 
 use super::error::{Error, Side, UpstreamError};
 use super::metering::{estimate_tokens, Outcome, RequestInfo, RequestMeter, Tokens};
+use super::sink::DeploymentPrice;
 use super::state::AppState;
 use super::stream::{AnyTranslator, Output, TranslatingBody};
 use crate::domain::config::{ProviderKind, RetryOn};
 use crate::domain::limits::{CallerLimits, Demand, RateHeaders};
+use crate::domain::pricing::Price;
 use crate::domain::principal::Principal;
 use crate::domain::routing;
 use crate::domain::text::MAX_CLIENT_STRING;
@@ -334,11 +336,17 @@ where
     let route = routing::resolve(&state.config, inbound.model())?;
     // Never a silent $0: an unpriced target is refused before admission and any upstream call, unless
     // the operator configured a fallback price (issue 11, item 5).
+    // The first target's price is kept for its attempt (one look-up per request on a one-target route).
+    let mut first_price = None;
     if let Some(sink) = &state.sink {
-        if let Some(t) =
-            route.targets.iter().find(|t| !sink.is_priced(&t.provider.id, t.provider.kind, &t.upstream_model))
-        {
-            return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
+        for (i, t) in route.targets.iter().enumerate() {
+            let price = sink.deployment_price(&t.provider.id, t.provider.kind, &t.upstream_model);
+            if price == DeploymentPrice::Unpriced {
+                return Err(Error::PriceMissing { provider: t.provider.id.clone(), model: t.upstream_model.clone() });
+            }
+            if i == 0 {
+                first_price = price.for_request();
+            }
         }
     }
     // Tenant limits: one admission before any upstream attempt; the meter settles it at the end.
@@ -362,7 +370,12 @@ where
         };
         let target = &route.targets[index];
         let id = &target.provider.id;
-        match try_target(state, &parts.headers, &body, &mut inbound, target, meter).await {
+        let price = match &state.sink {
+            _ if index == 0 => first_price,
+            Some(sink) => sink.deployment_price(id, target.provider.kind, &target.upstream_model).for_request(),
+            None => None,
+        };
+        match try_target(state, &parts.headers, &body, &mut inbound, target, price, meter).await {
             Ok(resp) => {
                 state.breakers.success_of(target);
                 return Ok(resp);
@@ -423,9 +436,7 @@ pub(super) async fn admit(
     let cost_nano_usd = match (&state.sink, target) {
         (Some(sink), Some(t)) if wants_cost => {
             let mut info = meter.info.clone();
-            info.provider = Some(Arc::from(t.provider.id.as_str()));
-            info.provider_kind = Some(t.provider.kind);
-            info.upstream_model.clone_from(&t.upstream_model);
+            info.route_to(t, None);
             let tokens = Tokens { prompt, completion, ..Default::default() };
             sink.cost_nano_usd(&info, &tokens).unwrap_or(0)
         }
@@ -580,15 +591,14 @@ async fn try_target(
     body: &Bytes,
     inbound: &mut Inbound,
     target: &routing::RouteTarget,
+    price: Option<Price>,
     meter: &mut RequestMeter,
 ) -> Result<ChatReply, Error> {
     let upstream = state
         .upstream(&target.provider.id)
         .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?
         .clone();
-    meter.info.provider = Some(Arc::from(target.provider.id.as_str()));
-    meter.info.provider_kind = Some(target.provider.kind);
-    meter.info.upstream_model.clone_from(&target.upstream_model);
+    meter.info.route_to(target, price);
 
     let client_stream = inbound.stream();
     let mut extra_headers = Vec::new();

@@ -96,9 +96,10 @@ where
         .upstream(&target.provider.id)
         .ok_or_else(|| Error::Internal("routed to a provider that has no client".into()))?
         .clone();
-    meter.info.provider = Some(Arc::from(target.provider.id.as_str()));
-    meter.info.provider_kind = Some(target.provider.kind);
-    meter.info.upstream_model.clone_from(&target.upstream_model);
+    let price = state.sink.as_ref().and_then(|s| {
+        s.deployment_price(&target.provider.id, target.provider.kind, &target.upstream_model).for_request()
+    });
+    meter.info.route_to(target, price);
     meter.attempt();
     let result = match target.provider.kind {
         ProviderKind::OpenAi => {

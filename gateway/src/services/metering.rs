@@ -10,6 +10,8 @@ use tokio::time::Instant;
 use translators::openai::Usage;
 
 use crate::domain::config::ProviderKind;
+use crate::domain::pricing::Price;
+use crate::domain::routing::RouteTarget;
 
 /// How a request ended, as the ledger records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,23 @@ pub struct RequestInfo {
     /// When set, the finished ledger record is handed here instead of to the async ledger writer
     /// (the batch worker commits it with the line's result, in one transaction).
     pub capture: Option<RecordCapture>,
+    /// The price of the deployment this request went to, resolved once when the target was chosen
+    /// ([`RequestInfo::route_to`]); the cost header and the ledger record use it. `None` until a
+    /// target is chosen (or without a pricing table): the sink then looks the price up itself.
+    pub price: Option<Price>,
+}
+
+impl RequestInfo {
+    /// Points the request at `target`: provider, kind, upstream model and that deployment's price
+    /// are set together, so a fallback to another target can never keep the previous one's price.
+    pub fn route_to(&mut self, target: &RouteTarget, price: Option<Price>) {
+        if self.provider.as_deref() != Some(target.provider.id.as_str()) {
+            self.provider = Some(Arc::from(target.provider.id.as_str()));
+        }
+        self.provider_kind = Some(target.provider.kind);
+        self.upstream_model.clone_from(&target.upstream_model);
+        self.price = price;
+    }
 }
 
 /// A slot for a request's ledger record, put in the request's extensions by a caller that commits the

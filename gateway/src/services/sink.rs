@@ -24,6 +24,29 @@ pub struct Completed<'a> {
     pub attempts: u32,
 }
 
+/// What requests on one deployment pay, from [`Sink::deployment_price`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentPrice {
+    /// No pricing table: requests cost 0 and carry no cost header.
+    Unmetered,
+    /// The table's price, or the fallback price for an unpriced model.
+    Priced(Price),
+    /// No price matches and the policy refuses unpriced models.
+    Unpriced,
+}
+
+impl DeploymentPrice {
+    /// The price to keep on the request ([`RequestInfo::price`]); `None` without a table.
+    pub fn for_request(self) -> Option<Price> {
+        match self {
+            Self::Priced(price) => Some(price),
+            // Refused before any upstream call: such a request carries no tokens.
+            Self::Unpriced => Some(Price::default()),
+            Self::Unmetered => None,
+        }
+    }
+}
+
 /// Receives every finished request.
 pub struct Sink {
     pricing: Option<Pricing>,
@@ -53,12 +76,16 @@ impl Sink {
         self
     }
 
-    /// Whether a request for `model` on this deployment may be served: `false` when no price matches and
-    /// the policy refuses unpriced models (issue 11, item 5). Always true without a pricing table.
-    pub fn is_priced(&self, provider_id: &str, kind: ProviderKind, model: &str) -> bool {
-        match (&self.pricing, self.unpriced) {
-            (None, _) | (Some(_), UnpricedPolicy::Fallback(_)) => true,
-            (Some(p), UnpricedPolicy::Refuse) => p.current().lookup_for(provider_id, kind.as_str(), model).is_some(),
+    /// What a request for `model` on this deployment pays at the current prices (one table look-up):
+    /// the table's entry, else the fallback price; [`DeploymentPrice::Unpriced`] when no price
+    /// matches and the policy refuses unpriced models (issue 11, item 5).
+    pub fn deployment_price(&self, provider_id: &str, kind: ProviderKind, model: &str) -> DeploymentPrice {
+        let Some(pricing) = &self.pricing else {
+            return DeploymentPrice::Unmetered;
+        };
+        match (pricing.current().lookup_for(provider_id, kind.as_str(), model), self.unpriced) {
+            (Some(price), _) | (None, UnpricedPolicy::Fallback(price)) => DeploymentPrice::Priced(price),
+            (None, UnpricedPolicy::Refuse) => DeploymentPrice::Unpriced,
         }
     }
 
@@ -91,6 +118,9 @@ impl Sink {
     /// The price of the request's deployment and model; an unpriced model costs the fallback price, or 0
     /// under `refuse` (such a request was refused before any upstream call and carries no tokens).
     fn price(&self, info: &RequestInfo) -> Price {
+        if let Some(price) = info.price {
+            return price;
+        }
         match (&self.pricing, &info.provider, info.provider_kind) {
             (Some(p), Some(provider), Some(kind)) => {
                 match p.current().lookup_for(provider, kind.as_str(), &info.upstream_model) {

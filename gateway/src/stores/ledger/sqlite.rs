@@ -53,6 +53,19 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Settings of the one writing connection, after the migrations.
+///
+/// `ignore_check_constraints`: the only CHECK on the tables this connection writes is
+/// `ledger_records.status IN (...)`, and SQLite evaluates an IN list by building a temporary
+/// B-tree of its five strings every time the insert statement runs, i.e. once per record: a page
+/// allocated, zeroed and freed, about 40 % of the instructions of a record's insert (issue 17,
+/// callgrind). Every status this connection writes comes from [`super::RecordStatus::as_str`]
+/// (records replayed from the journal are parsed into that enum first), so the constraint can only
+/// fail for other writers, and for them it still holds: the pragma is per connection.
+fn writer_settings(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "ignore_check_constraints", true)
+}
+
 impl SqliteStore {
     /// Opens (creating) the database and applies pending migrations.
     pub(crate) async fn open(data_dir: &Path) -> Result<Self, LedgerError> {
@@ -61,6 +74,7 @@ impl SqliteStore {
         let (writer, reader) = tokio::task::spawn_blocking(move || {
             let mut writer = open(&p)?;
             migrate(&mut writer)?;
+            writer_settings(&writer)?;
             let reader = open(&p)?;
             Ok::<_, rusqlite::Error>((writer, reader))
         })
@@ -357,4 +371,51 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tracing::info!(version, name, "Ledger SQLite rollups created and back-filled");
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        // Unbound parameters are NULL; EXPLAIN only lists the program.
+        let mut rows = stmt.raw_query();
+        let mut ops = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            ops.push(row.get::<_, String>(1).unwrap());
+        }
+        ops
+    }
+
+    /// Issue 17: the writer's insert builds no temporary B-tree per record (the status CHECK's IN
+    /// list did), while a connection without the writer's settings still enforces the CHECK.
+    #[test]
+    fn writer_insert_builds_no_temporary_btree_and_the_check_still_binds_others() {
+        let dir = std::env::temp_dir().join(format!("aiagg-ledger-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        let _ = std::fs::remove_file(&path);
+        let mut writer = open(&path).unwrap();
+        migrate(&mut writer).unwrap();
+        let plain = opcodes(&writer, INSERT_SQL);
+        assert!(plain.iter().any(|op| op == "OpenEphemeral"), "the CHECK's IN list: {plain:?}");
+        writer_settings(&writer).unwrap();
+        let ops = opcodes(&writer, INSERT_SQL);
+        assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
+        assert!(ops.iter().filter(|op| *op == "IdxInsert").count() >= 5, "every index is still written: {ops:?}");
+
+        let other = open(&path).unwrap();
+        let bad = other.execute(
+            "INSERT INTO ledger_records (record_id, request_id, ts_unix_ms, tenant, provider, requested_model, \
+             upstream_model, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, usage_estimated, \
+             cost_nano_usd, price_input_micro_per_m, price_output_micro_per_m, price_cached_input_micro_per_m, \
+             price_cache_write_micro_per_m, status, stream, latency_ms, attempts, http_status) \
+             VALUES ('r', 'q', 0, 't', 'p', 'm', 'm', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'bogus', 0, 0, 1, 200)",
+            [],
+        );
+        assert!(bad.is_err(), "another connection must still be refused a bad status");
+        drop((writer, other));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -191,6 +191,34 @@ fn formats_usd() {
     assert_eq!(format_usd(2_312_500), "0.0023125");
     assert_eq!(format_usd(-75), "-0.000000075");
     assert_eq!(format_usd(12_345_678_901_234), "12345.678901234");
+    assert_eq!(format_usd(i64::MAX), "9223372036.854775807");
+    assert_eq!(format_usd(i64::MIN), "-9223372036.854775808");
+    assert_eq!(format_usd(-1_000_000_000), "-1.000000");
+}
+
+/// The digit-by-digit writer agrees with the plain `format!` definition it replaced (issue 17).
+#[test]
+fn formats_usd_like_the_format_definition() {
+    fn reference(nano: i64) -> String {
+        let sign = if nano < 0 { "-" } else { "" };
+        let abs = nano.unsigned_abs();
+        let frac = format!("{:09}", abs % 1_000_000_000);
+        let trimmed = frac.trim_end_matches('0');
+        let shown = if trimmed.len() < 6 { &frac[..6] } else { trimmed };
+        format!("{sign}{}.{shown}", abs / 1_000_000_000)
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..20_000u64 {
+        // xorshift, spread over every magnitude
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let nano = (x >> (i % 64)) as i64 * if i % 3 == 0 { -1 } else { 1 };
+        assert_eq!(format_usd(nano), reference(nano), "{nano}");
+    }
+    for nano in [0, 1, 9, 10, 999_999, 1_000_000, 999_999_999, 1_000_000_000, i64::MAX, i64::MIN, i64::MIN + 1] {
+        assert_eq!(format_usd(nano), reference(nano), "{nano}");
+    }
 }
 
 #[test]
