@@ -110,13 +110,36 @@ mod log_writer {
     }
 
     /// RFC 3339 UTC with microseconds, as tracing-subscriber's default timer prints it.
+    ///
+    /// The `YYYY-MM-DDTHH:MM:SS` part is formatted once per second per thread and reused (it was
+    /// most of the access line's cost, issue 17); only the microseconds are written per line.
     pub fn push_timestamp(out: &mut String, at: std::time::SystemTime) {
-        use std::fmt::Write as _;
+        use std::cell::RefCell;
+        thread_local! {
+            static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        }
         let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let secs = i64::try_from(since.as_secs()).unwrap_or(0);
-        out.push_str(&gateway::domain::time::format_day(secs.div_euclid(86_400)));
-        let s = secs.rem_euclid(86_400);
-        let _ = write!(out, "T{:02}:{:02}:{:02}.{:06}Z", s / 3600, s / 60 % 60, s % 60, since.subsec_micros());
+        let whole = since.as_secs();
+        SECOND.with_borrow_mut(|(cached, text)| {
+            if *cached != whole {
+                use std::fmt::Write as _;
+                let secs = i64::try_from(whole).unwrap_or(0);
+                text.clear();
+                text.push_str(&gateway::domain::time::format_day(secs.div_euclid(86_400)));
+                let s = secs.rem_euclid(86_400);
+                let _ = write!(text, "T{:02}:{:02}:{:02}.", s / 3600, s / 60 % 60, s % 60);
+                *cached = whole;
+            }
+            out.push_str(text);
+        });
+        let mut micros = since.subsec_micros();
+        let mut digits = [b'0'; 6];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out.extend(digits.iter().map(|&d| char::from(d)));
+        out.push('Z');
     }
 
     /// One event's line; written into the buffer when tracing drops it.
@@ -246,5 +269,16 @@ mod tests {
         let mut epoch = String::new();
         super::log_writer::push_timestamp(&mut epoch, UNIX_EPOCH);
         assert_eq!(epoch, "1970-01-01T00:00:00.000000Z");
+        // The cached second is reused only within the same second.
+        for (at, want) in [
+            (Duration::new(1_764_624_514, 5_000), "2025-12-01T21:28:34.000005Z"),
+            (Duration::new(1_764_624_515, 999_999_999), "2025-12-01T21:28:35.999999Z"),
+            (Duration::new(1_764_624_515, 0), "2025-12-01T21:28:35.000000Z"),
+            (Duration::new(1_767_225_599, 123_000), "2025-12-31T23:59:59.000123Z"),
+        ] {
+            let mut out = String::new();
+            super::log_writer::push_timestamp(&mut out, UNIX_EPOCH + at);
+            assert_eq!(out, want);
+        }
     }
 }

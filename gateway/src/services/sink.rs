@@ -284,8 +284,7 @@ pub fn log_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) {
 /// `request finished record_id=… request_id=… …`: the fields of [`log_line`] as tracing's text
 /// format prints them (strings given as `&str` quoted, `%` ones bare, an absent `ttft_ms` left out).
 pub(crate) fn access_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) -> String {
-    use crate::domain::text::push_escaped;
-    use std::fmt::Write as _;
+    use crate::domain::text::{push_debug_str, push_escaped, push_i64, push_u64};
     let i = done.info;
     let mut out = String::with_capacity(320);
     out.push_str("request finished record_id=");
@@ -294,7 +293,8 @@ pub(crate) fn access_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) -> S
     push_escaped(&mut out, &i.request_id);
     out.push_str(" tenant=");
     push_escaped(&mut out, &i.tenant);
-    let _ = write!(out, " provider={:?}", i.provider.as_deref().unwrap_or("-"));
+    out.push_str(" provider=");
+    push_debug_str(&mut out, i.provider.as_deref().unwrap_or("-"));
     out.push_str(" model=");
     push_escaped(&mut out, &i.requested_model);
     out.push_str(" upstream_model=");
@@ -307,17 +307,20 @@ pub(crate) fn access_line(done: &Completed<'_>, cost_nano_usd: Option<i64>) -> S
         out.push(' ');
         out.push_str(name);
         out.push('=');
-        let _ = write!(out, "{v}");
+        push_u64(&mut out, v);
     };
     num("http_status", u64::from(done.http_status));
     num("prompt_tokens", done.tokens.prompt);
     num("completion_tokens", done.tokens.completion);
     num("cached_tokens", done.tokens.cached);
     out.push_str(if done.tokens.estimated { " estimated=true" } else { " estimated=false" });
-    let _ = write!(out, " cost_nano_usd={}", cost_nano_usd.unwrap_or(0));
-    let _ = write!(out, " latency_ms={}", done.latency.as_millis() as u64);
+    out.push_str(" cost_nano_usd=");
+    push_i64(&mut out, cost_nano_usd.unwrap_or(0));
+    out.push_str(" latency_ms=");
+    push_u64(&mut out, done.latency.as_millis() as u64);
     if let Some(t) = done.ttft {
-        let _ = write!(out, " ttft_ms={}", t.as_millis() as u64);
+        out.push_str(" ttft_ms=");
+        push_u64(&mut out, t.as_millis() as u64);
     }
     out
 }
