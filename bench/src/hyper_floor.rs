@@ -16,7 +16,7 @@ use clap::Parser;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,13 +36,19 @@ struct Args {
     /// Runtime worker threads (default: one per core, as the gateway).
     #[arg(long)]
     threads: Option<usize>,
+    /// Read the whole request body before forwarding it, as the gateway must (it parses the JSON to
+    /// route and meter); the body goes upstream as one buffer. `bench/wakeups` uses this to show
+    /// what buffering alone costs in cross-thread wake-ups at c=1.
+    #[arg(long)]
+    buffer_request: bool,
 }
 
 type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ProxyBody>,
     authority: Authority,
+    buffer_request: bool,
 }
 
 async fn forward(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -53,6 +59,14 @@ async fn forward(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<Response<P
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+    };
+    let body = if proxy.buffer_request {
+        match body.collect().await {
+            Ok(collected) => Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed_unsync(),
+            Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+        }
+    } else {
+        body.boxed_unsync()
     };
     match proxy.client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => Ok(resp.map(BodyExt::boxed_unsync)),
@@ -83,7 +97,7 @@ fn main() -> std::io::Result<()> {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(conn);
-        let proxy = Arc::new(Proxy { client, authority });
+        let proxy = Arc::new(Proxy { client, authority, buffer_request: args.buffer_request });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.keep_alive(true);
         let builder = Arc::new(builder);
