@@ -103,7 +103,30 @@ struct RawPrice {
 struct ProviderPrices {
     exact: BTreeMap<String, Price>,
     /// Sorted most specific first (most literal characters, then by pattern) so the first match wins.
-    globs: Vec<(String, Price)>,
+    globs: Vec<Glob>,
+}
+
+/// A glob entry and the length of its literal prefix (before the first wildcard).
+#[derive(Debug, Clone)]
+struct Glob {
+    pattern: String,
+    prefix: usize,
+    price: Price,
+}
+
+impl Glob {
+    fn new(pattern: String, price: Price) -> Self {
+        let prefix = pattern.bytes().take_while(|c| !matches!(c, b'*' | b'?')).count();
+        Self { pattern, prefix, price }
+    }
+
+    /// The literal prefix is compared first: most globs are `family*`, and a model of another
+    /// family fails on its first bytes without the general matcher (the built-in table has ~40
+    /// OpenAI globs, tried in order on every look-up; issue 17).
+    fn matches(&self, model: &[u8]) -> bool {
+        let pattern = self.pattern.as_bytes();
+        model.starts_with(&pattern[..self.prefix]) && glob_match(&pattern[self.prefix..], &model[self.prefix..])
+    }
 }
 
 impl ProviderPrices {
@@ -111,7 +134,7 @@ impl ProviderPrices {
         if let Some(p) = self.exact.get(model) {
             return Some(*p);
         }
-        self.globs.iter().find(|(pattern, _)| glob_match(pattern.as_bytes(), model.as_bytes())).map(|(_, p)| *p)
+        self.globs.iter().find(|g| g.matches(model.as_bytes())).map(|g| g.price)
     }
 }
 
@@ -162,12 +185,14 @@ impl PricingTable {
                     cache_write_micro_per_m: cache_write,
                 };
                 if model.contains(['*', '?']) {
-                    prices.globs.push((model, price));
+                    prices.globs.push(Glob::new(model, price));
                 } else {
                     prices.exact.insert(model, price);
                 }
             }
-            prices.globs.sort_by(|(a, _), (b, _)| literal_len(b).cmp(&literal_len(a)).then_with(|| a.cmp(b)));
+            prices.globs.sort_by(|a, b| {
+                literal_len(&b.pattern).cmp(&literal_len(&a.pattern)).then_with(|| a.pattern.cmp(&b.pattern))
+            });
             providers.insert(provider, prices);
         }
         if problems.is_empty() {
@@ -227,7 +252,7 @@ impl PricingTable {
         // Lowest priority first, so a higher layer's entry replaces it.
         for layer in self.layers.iter().rev() {
             for (provider, prices) in layer {
-                let models = prices.exact.iter().chain(prices.globs.iter().map(|(m, p)| (m, p)));
+                let models = prices.exact.iter().chain(prices.globs.iter().map(|g| (&g.pattern, &g.price)));
                 for (model, price) in models {
                     out.insert((provider.clone(), model.clone()), *price);
                 }
@@ -360,4 +385,35 @@ pub fn format_usd(nano: i64) -> String {
     out.push('.');
     out.extend(frac[..shown].iter().map(|&d| char::from(d)));
     out
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::*;
+
+    /// The prefix-first matcher answers exactly as the general matcher, for patterns with `*` and
+    /// `?` anywhere (issue 17 changed only the order of the comparisons).
+    #[test]
+    fn prefix_first_matching_is_glob_matching() {
+        let alphabet = [b'a', b'b', b'-', b'*', b'?'];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let pattern: Vec<u8> = (0..next(7)).map(|_| alphabet[next(5)]).collect();
+            let model: Vec<u8> = (0..next(8)).map(|_| alphabet[next(3)]).collect();
+            let glob = Glob::new(String::from_utf8(pattern.clone()).unwrap(), Price::default());
+            assert_eq!(
+                glob.matches(&model),
+                glob_match(&pattern, &model),
+                "{:?} vs {:?}",
+                String::from_utf8_lossy(&pattern),
+                String::from_utf8_lossy(&model)
+            );
+        }
+    }
 }
