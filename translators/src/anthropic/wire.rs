@@ -156,6 +156,10 @@ pub enum Thinking {
 /// A `type: "message"` response (also the `message` of `message_start`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 pub struct Message {
+    /// `"message"`; `"error"` for an error object (`{"type":"error","error":{…}}`), which the other
+    /// fields' defaults would otherwise read as an empty message.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub id: String,
     #[serde(default)]

@@ -193,6 +193,10 @@ fn error_objects_and_garbage_are_errors() {
     assert!(matches!(e, TranslateError::Protocol(_)), "{e:?}");
     assert!(e.to_string().contains("Overloaded"));
     assert!(!e.is_client_error());
+    // An error object that does not even fit a message's shape is still read as an error object.
+    let odd = br#"{"type":"error","content":5,"error":{"type":"api_error","message":"Internal"}}"#;
+    let e = decode_response(odd, &ctx(false)).unwrap_err();
+    assert!(matches!(e, TranslateError::Protocol(_)) && e.to_string().contains("Internal"), "{e:?}");
     assert!(matches!(decode_response(b"<html>502</html>", &ctx(false)), Err(TranslateError::Json { .. })));
     assert!(matches!(decode_response(b"", &ctx(false)), Err(TranslateError::Json { .. })));
     assert!(matches!(decode_response(b"[1,2]", &ctx(false)), Err(TranslateError::Json { .. })));
